@@ -1,0 +1,35 @@
+"""hf-mim: Masked Image Modeling (BEiT, MAE, SimMIM, MaskFeat, CAE) as Hugging Face `transformers` models.
+
+`import hf_mim` registers every config, model and image processor with the Auto classes, so
+`AutoModel.from_pretrained(folder_or_hub_id)` works without `trust_remote_code`.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForMaskedImageModeling,
+    AutoModelForPreTraining,
+)
+
+from .methods import METHODS, Method, get_method, method_of_config
+
+
+def _register(method: Method) -> None:
+    model_type = method.config_class.model_type
+    AutoConfig.register(model_type, method.config_class, exist_ok=True)
+    AutoModel.register(method.config_class, method.model_class, exist_ok=True)
+    AutoModelForPreTraining.register(method.config_class, method.pretraining_class, exist_ok=True)
+    AutoModelForMaskedImageModeling.register(method.config_class, method.pretraining_class, exist_ok=True)
+    AutoModelForImageClassification.register(method.config_class, method.classification_class, exist_ok=True)
+    AutoImageProcessor.register(
+        method.config_class, image_processor_classes={"pil": method.image_processor_class}, exist_ok=True
+    )
+
+
+for _method in METHODS.values():
+    _register(_method)
+
+__all__ = ["METHODS", "Method", "get_method", "method_of_config"]
+__version__ = "0.1.0"

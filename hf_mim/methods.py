@@ -1,0 +1,50 @@
+"""The table of methods: for each `--method` name, its config, image processor and model classes.
+
+This is the only place the scripts learn what a method is; everything else lives in the model and processor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .modeling.configuration_mae import MimMaeConfig
+from .modeling.image_processing_mae import MimMaeImageProcessor
+from .modeling.modeling_mae import MimMaeForImageClassification, MimMaeForPreTraining, MimMaeModel
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config_class: type
+    image_processor_class: type
+    model_class: type
+    pretraining_class: type
+    classification_class: type
+    paper: str
+    # what the image processor must return for pretraining (BEiT/CAE also want the tokenizer view)
+    needs_mask_from_processor: bool = True
+    needs_tokenizer: bool = False
+    # lr = base_lr * effective_batch / lr_batch_divisor (0.7 of method_spec); None means an absolute lr
+    lr_batch_divisor: int | None = 256
+
+
+METHODS: dict[str, Method] = {
+    "mae": Method(
+        "mae", MimMaeConfig, MimMaeImageProcessor, MimMaeModel, MimMaeForPreTraining, MimMaeForImageClassification,
+        paper="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022",
+        needs_mask_from_processor=False,
+    ),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_of_config(config) -> Method:
+    for method in METHODS.values():
+        if isinstance(config, method.config_class):
+            return method
+    raise ValueError(f"{type(config).__name__} (model_type={config.model_type!r}) is not an hf-mim model")

@@ -1,0 +1,57 @@
+"""MAE configuration: defaults are the canonical ViT-B/16 checkpoint (facebookresearch/mae, method_spec §1)."""
+
+from .configuration_vit import MimViTConfig, check_choice, check_divisible, check_ratio
+
+
+class MimMaeConfig(MimViTConfig):
+    """ViT encoder on visible patches only + a light decoder regressing pixels of the removed patches.
+
+    Encoder defaults: full qkv bias, no layer scale, fixed sin-cos positions in MAE order, LayerNorm eps 1e-6.
+    Decoder: `decoder_hidden_size` 512, 8 blocks, 16 heads, MLP 2048, its own sin-cos table.
+    `mask_ratio` 0.75 of patches removed; `norm_pix_loss` regresses per-patch standardised pixels.
+    """
+
+    model_type = "mim_mae"
+    _auto_class = "AutoConfig"
+    # What the fine-tuning recipe changes (method_spec §1): positions become trainable, drop path 0.1.
+    finetune_overrides = {"train_position_embeddings": True, "drop_path_rate": 0.1, "pooling": "mean"}
+
+    def __init__(
+        self,
+        qkv_bias: str = "full",
+        layer_scale_init_value: float = 0.0,
+        position_embedding_type: str = "sincos_mae",
+        train_position_embeddings: bool = False,
+        relative_position_bias: str = "none",
+        pooling: str = "mean",
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+        decoder_hidden_size: int = 512,
+        decoder_num_hidden_layers: int = 8,
+        decoder_num_attention_heads: int = 16,
+        decoder_intermediate_size: int = 2048,
+        **kwargs,
+    ):
+        self.mask_ratio = mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+        self.decoder_hidden_size = decoder_hidden_size
+        self.decoder_num_hidden_layers = decoder_num_hidden_layers
+        self.decoder_num_attention_heads = decoder_num_attention_heads
+        self.decoder_intermediate_size = decoder_intermediate_size
+        kwargs.pop("use_mask_token", None)  # MAE never puts mask tokens in the encoder
+        super().__init__(
+            qkv_bias=qkv_bias,
+            layer_scale_init_value=layer_scale_init_value,
+            position_embedding_type=position_embedding_type,
+            train_position_embeddings=train_position_embeddings,
+            relative_position_bias=relative_position_bias,
+            use_mask_token=False,
+            pooling=pooling,
+            **kwargs,
+        )
+        check_ratio("mask_ratio", mask_ratio)
+        check_choice("position_embedding_type", position_embedding_type, ("sincos_mae", "learned"))
+        if relative_position_bias != "none":
+            raise ValueError("MAE drops masked tokens, so relative_position_bias must be 'none' for pretraining")
+        check_divisible("decoder_hidden_size", decoder_hidden_size, "decoder_num_attention_heads", decoder_num_attention_heads)
+        check_divisible("decoder_hidden_size", decoder_hidden_size, "4 (sin-cos quarters); decoder_hidden_size", 4)

@@ -1,0 +1,112 @@
+"""The backbone fields every method config shares, with the checks that catch impossible shapes at config time.
+
+Field names follow transformers' ViT (`hidden_size`, `num_hidden_layers`, ...) so `--config_overrides` reads the
+same for every method. Each method's config subclasses this and sets the defaults of its canonical checkpoint.
+"""
+
+from transformers import PretrainedConfig
+
+QKV_BIAS_STYLES = ("full", "qv", "none")
+POSITION_EMBEDDING_TYPES = ("learned", "sincos_mae", "sincos_cae", "none")
+RELATIVE_POSITION_BIAS_MODES = ("none", "shared", "per_layer")
+POOLING_MODES = ("cls", "mean")
+
+
+class MimViTConfig(PretrainedConfig):
+    """Switches of the one ViT backbone (`vit.py`).
+
+    qkv_bias: "full" (timm: q, k and v biases), "qv" (BEiT: learnable q and v biases, k bias fixed at zero), "none".
+    layer_scale_init_value: initial value of the per-channel residual scales gamma_1/gamma_2; 0 turns them off.
+    position_embedding_type: "learned", "sincos_mae" / "sincos_cae" (fixed 2-D tables, two axis orders), "none".
+    train_position_embeddings: whether a sin-cos table is trained (MAE fine-tuning flips it on).
+    relative_position_bias: "none", "shared" (one table for all blocks, BEiT pretraining) or "per_layer".
+    pooling: "cls" (final norm, cls token) or "mean" (mean of patch tokens, then fc_norm) for classification.
+    use_mask_token: the encoder replaces masked patch embeddings by a learned token (BEiT, SimMIM, MaskFeat).
+    """
+
+    model_type = "mim_vit"
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 16,
+        num_channels: int = 3,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        layer_norm_eps: float = 1e-6,
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        drop_path_rate: float = 0.0,
+        qkv_bias: str = "full",
+        layer_scale_init_value: float = 0.0,
+        position_embedding_type: str = "learned",
+        train_position_embeddings: bool = True,
+        relative_position_bias: str = "none",
+        use_mask_token: bool = False,
+        pooling: str = "mean",
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.layer_norm_eps = layer_norm_eps
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
+        self.qkv_bias = qkv_bias
+        self.layer_scale_init_value = layer_scale_init_value
+        self.position_embedding_type = position_embedding_type
+        self.train_position_embeddings = train_position_embeddings
+        self.relative_position_bias = relative_position_bias
+        self.use_mask_token = use_mask_token
+        self.pooling = pooling
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+        self.validate_backbone()
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    def validate_backbone(self) -> None:
+        """Fail at config time, naming the field, rather than deep inside a forward pass."""
+        check_choice("qkv_bias", self.qkv_bias, QKV_BIAS_STYLES)
+        check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
+        check_choice("relative_position_bias", self.relative_position_bias, RELATIVE_POSITION_BIAS_MODES)
+        check_choice("pooling", self.pooling, POOLING_MODES)
+        check_divisible("image_size", self.image_size, "patch_size", self.patch_size)
+        check_divisible("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
+        if self.position_embedding_type.startswith("sincos"):
+            check_divisible("hidden_size", self.hidden_size, "4 (the four sin-cos quarters)", 4)
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        if self.layer_scale_init_value < 0:
+            raise ValueError(f"layer_scale_init_value must be >= 0 (0 turns layer scale off), got {self.layer_scale_init_value}")
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}")
+
+
+def check_divisible(name: str, value: int, by_name: str, by: int) -> None:
+    if by <= 0 or value <= 0 or value % by:
+        raise ValueError(f"{name}={value} must be a positive multiple of {by_name}={by}; change one of them")
+
+
+def check_ratio(name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")

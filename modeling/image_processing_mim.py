@@ -1,0 +1,61 @@
+"""The image processor every method starts from: PIL/numpy backend, bicubic resize, ImageNet normalisation, and an
+opt-in `bool_masked_pos` drawn by the method's mask generator.
+
+One backend is pinned (PIL) because the torchvision backend gives different bicubic numbers; training and
+evaluation must see the same pixels. Masks are opt-in processor kwargs, as in transformers' Flava processor.
+"""
+
+import random
+
+import numpy as np
+from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.processing_utils import ImagesKwargs
+
+
+class MimImageProcessorKwargs(ImagesKwargs, total=False):
+    """
+    return_bool_masked_pos (`bool`, defaults to `False`):
+        Also return `bool_masked_pos` (batch, num_patches), True = masked, from the method's mask generator.
+    mask_seed (`int`, *optional*):
+        Seed of the mask generator for this call; the same seed gives the same masks. None draws fresh masks.
+    """
+
+    return_bool_masked_pos: bool
+    mask_seed: int
+
+
+class MimImageProcessor(PilBackend):
+    valid_kwargs = MimImageProcessorKwargs
+    model_input_names = ["pixel_values"]
+    resample = PILImageResampling.BICUBIC
+    size = {"height": 224, "width": 224}
+    do_resize = True
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    return_bool_masked_pos = False
+    mask_seed = None
+
+    def generate_mask(self, rng: random.Random) -> np.ndarray:
+        """One (grid_h, grid_w) boolean mask, True = masked. Methods that mask in the data pipeline override this."""
+        raise ValueError(
+            f"{type(self).__name__} does not make masks: this method masks inside the model; "
+            "call the processor without return_bool_masked_pos"
+        )
+
+    def _preprocess(self, images, return_bool_masked_pos=False, mask_seed=None, return_tensors=None, **kwargs):
+        batch = super()._preprocess(images, return_tensors=None, **kwargs)
+        data = dict(batch)
+        if return_bool_masked_pos:
+            rng = random.Random(mask_seed)
+            data["bool_masked_pos"] = np.stack([self.generate_mask(rng).reshape(-1) for _ in images]).astype(bool)
+        data.update(self.extra_views(images, **kwargs))
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def extra_views(self, images, **kwargs) -> dict:
+        """Further inputs made from the same images (BEiT's tokenizer view); none by default."""
+        return {}

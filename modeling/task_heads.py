@@ -1,0 +1,78 @@
+"""The two model bodies every method shares: the encoder alone (features, `AutoModel`) and the encoder with a
+pooled classification head (fine-tuning, `pipeline("image-classification")`).
+
+They keep the encoder under the same attribute (`vit`) as the pretraining model, so weights move between the
+three classes of a method without renaming; the pretraining-only keys are simply not loaded.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+
+from .vit import ViTEncoder, pool_features
+
+
+class EncoderModelMixin:
+    """`<M>Model`: all patches through the encoder; `pooler_output` pooled as `config.pooling` says."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^(?!vit\.)"]
+
+    def build_encoder(self, config) -> None:
+        self.vit = ViTEncoder(config)
+
+    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
+                interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs) -> BaseModelOutputWithPooling:
+        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
+        hidden, all_hidden = self.vit(
+            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+        )
+        out = BaseModelOutputWithPooling(
+            last_hidden_state=hidden, pooler_output=pool_features(hidden, self.config.pooling), hidden_states=all_hidden
+        )
+        return out if return_dict is not False else out.to_tuple()
+
+
+class ImageClassificationMixin:
+    """`<M>ForImageClassification`: encoder -> pooling (cls after the final norm, or mean + `fc_norm`) -> `head`.
+
+    `labels` may be class ids (B,) or soft targets (B, num_labels) from mixup/cutmix; `config.label_smoothing`
+    applies to ids.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(?!vit\.|fc_norm\.|head\.)"]
+
+    def build_classifier(self, config) -> None:
+        mean_pooling = config.pooling == "mean"
+        self.vit = ViTEncoder(config, add_final_norm=not mean_pooling)
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if mean_pooling else None
+        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
+                interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs) -> ImageClassifierOutput:
+        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
+        hidden, all_hidden = self.vit(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, output_hidden_states=output_hidden_states
+        )
+        pooled = pool_features(hidden, self.config.pooling)
+        if self.fc_norm is not None:
+            pooled = self.fc_norm(pooled)
+        logits = self.head(pooled)
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, getattr(self.config, "label_smoothing", 0.0))
+        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=all_hidden)
+        return out if return_dict is not False else out.to_tuple()
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy against class ids, or against soft targets of the same shape as the logits."""
+    logits = logits.float()
+    if labels.shape == logits.shape and labels.is_floating_point():
+        return torch.sum(-labels * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, labels.long(), label_smoothing=label_smoothing)
