@@ -18,5 +18,6 @@ class RemoteCodeMixin:
             **{auto: f"{module}.{name}" for auto, name in self.auto_classes.items()},
         }
         mine = [auto for auto, name in self.auto_classes.items() if name == type(self).__name__]
-        self._auto_class = mine[0] if mine else "AutoModel"  # makes transformers copy this file and its imports
+        # transformers copies this file and its imports only for classes with a class-level `_auto_class`
+        type(self)._auto_class = mine[0] if mine else "AutoModel"
         return super().save_pretrained(save_directory, *args, **kwargs)

@@ -1,0 +1,141 @@
+"""Checkpoint conversion by declarative key maps: a source is a list of (regex, replacement) rules, applied to
+every key, followed by the merge of split q/k/v projections into our fused `qkv`.
+
+Every key must be matched by a rule or listed as dropped; anything else is an error naming the key, so a
+checkpoint of the wrong method or a truncated file fails loudly instead of loading half the weights.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """rules: (pattern, replacement) tried in order, first match wins. drop: patterns of keys to discard."""
+
+    rules: list[tuple[str, str]]
+    drop: list[str] = field(default_factory=list)
+
+
+HF_VIT_LAYER_RULES = [
+    (r"^{src}\.(\d+)\.attention\.(q|k|v)_proj\.", r"{dst}.\1.attn.\2_split."),
+    (r"^{src}\.(\d+)\.attention\.o_proj\.", r"{dst}.\1.attn.proj."),
+    (r"^{src}\.(\d+)\.layernorm_before\.", r"{dst}.\1.norm1."),
+    (r"^{src}\.(\d+)\.layernorm_after\.", r"{dst}.\1.norm2."),
+    (r"^{src}\.(\d+)\.mlp\.", r"{dst}.\1.mlp."),
+]
+
+
+def layer_rules(src: str, dst: str) -> list[tuple[str, str]]:
+    return [(p.format(src=re.escape(src)), r.format(dst=dst)) for p, r in HF_VIT_LAYER_RULES]
+
+
+HF_VIT_MAE = KeyMap(
+    rules=[
+        (r"^vit\.embeddings\.cls_token$", "vit.cls_token"),
+        (r"^vit\.embeddings\.position_embeddings$", "vit.pos_embed"),
+        (r"^vit\.embeddings\.patch_embeddings\.projection\.", "vit.patch_embed.proj."),
+        *layer_rules("vit.layers", "vit.blocks"),
+        (r"^vit\.layernorm\.", "vit.norm."),
+        (r"^decoder\.mask_token$", "decoder.mask_token"),
+        (r"^decoder\.decoder_pos_embed$", "decoder.pos_embed"),
+        (r"^decoder\.decoder_embed\.", "decoder.embed."),
+        *layer_rules("decoder.decoder_layers", "decoder.blocks"),
+        (r"^decoder\.decoder_norm\.", "decoder.norm."),
+        (r"^decoder\.decoder_pred\.", "decoder.pred."),
+    ]
+)
+
+
+def rename_keys(state_dict: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch.Tensor]:
+    """Apply the rules; raise naming every key no rule matches."""
+    renamed, unmatched = {}, []
+    for key, value in state_dict.items():
+        if any(re.search(p, key) for p in key_map.drop):
+            continue
+        for pattern, replacement in key_map.rules:
+            if re.search(pattern, key):
+                renamed[re.sub(pattern, replacement, key)] = value
+                break
+        else:
+            unmatched.append(key)
+    if unmatched:
+        raise KeyError(
+            f"{len(unmatched)} checkpoint keys match no rule of this source (wrong --from, or another method's "
+            f"checkpoint?): {unmatched[:10]}"
+        )
+    return renamed
+
+
+def merge_split_qkv(state_dict: dict[str, torch.Tensor], qkv_bias: str) -> dict[str, torch.Tensor]:
+    """`attn.{q,k,v}_split.{weight,bias}` -> `attn.qkv.weight` and either `attn.qkv.bias` ("full") or
+    `attn.q_bias`/`attn.v_bias` ("qv", where a key bias, if present, must be zero)."""
+    out = {k: v for k, v in state_dict.items() if "_split." not in k}
+    prefixes = sorted({k.split(".q_split.")[0] for k in state_dict if ".q_split." in k})
+    for prefix in prefixes:
+        parts = {n: state_dict.get(f"{prefix}.{n}_split.weight") for n in "qkv"}
+        if any(p is None for p in parts.values()):
+            raise KeyError(f"{prefix}: query, key and value weights must all be present")
+        out[f"{prefix}.qkv.weight"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        biases = {n: state_dict.get(f"{prefix}.{n}_split.bias") for n in "qkv"}
+        if qkv_bias == "full":
+            zeros = torch.zeros_like(parts["q"][:, 0])
+            out[f"{prefix}.qkv.bias"] = torch.cat([b if b is not None else zeros for b in biases.values()])
+        elif qkv_bias == "qv":
+            if biases["k"] is not None and biases["k"].abs().max() > 0:
+                raise ValueError(f"{prefix}: a non-zero key bias cannot be expressed with BEiT-style q/v biases")
+            out[f"{prefix}.q_bias"], out[f"{prefix}.v_bias"] = biases["q"], biases["v"]
+    return out
+
+
+def split_fused_qkv(state_dict: dict[str, torch.Tensor], qkv_bias: str) -> dict[str, torch.Tensor]:
+    """Inverse of `merge_split_qkv`: our fused layout -> `attn.{q,k,v}_split.*` (key bias zero for "qv")."""
+    out = {k: v for k, v in state_dict.items() if not re.search(r"\.attn\.(qkv\.|q_bias$|v_bias$)", k)}
+    for key in [k for k in state_dict if k.endswith(".attn.qkv.weight")]:
+        prefix = key[: -len(".qkv.weight")]
+        for name, weight in zip("qkv", state_dict[key].chunk(3)):
+            out[f"{prefix}.{name}_split.weight"] = weight
+        if qkv_bias == "full":
+            for name, bias in zip("qkv", state_dict[f"{prefix}.qkv.bias"].chunk(3)):
+                out[f"{prefix}.{name}_split.bias"] = bias
+        elif qkv_bias == "qv":
+            q_bias = state_dict[f"{prefix}.q_bias"]
+            out[f"{prefix}.q_split.bias"], out[f"{prefix}.k_split.bias"] = q_bias, torch.zeros_like(q_bias)
+            out[f"{prefix}.v_split.bias"] = state_dict[f"{prefix}.v_bias"]
+    return out
+
+
+def convert_state_dict(state_dict: dict[str, torch.Tensor], key_map: KeyMap, qkv_bias: str) -> dict[str, torch.Tensor]:
+    return merge_split_qkv(rename_keys(state_dict, key_map), qkv_bias)
+
+
+def invert_key_map(key_map: KeyMap) -> KeyMap:
+    """Our names -> the source's, for rules whose replacement is a plain prefix (no regex groups beyond \\1, \\2)."""
+    inverse = []
+    for pattern, replacement in key_map.rules:
+        src = pattern.lstrip("^").rstrip("$")
+        groups = iter([r"(\d+)", r"(q|k|v)"])
+        dst_pattern = "^" + re.sub(r"\\\d", lambda _: next(groups), re.escape(replacement).replace(r"\\", "\\"))
+        src_replacement = src.replace(r"(\d+)", r"\1").replace(r"(q|k|v)", r"\2").replace("\\.", ".")
+        inverse.append((dst_pattern + ("$" if pattern.endswith("$") else ""), src_replacement))
+    return KeyMap(rules=inverse)
+
+
+def load_converted(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Strict load with a report that names every missing, unexpected and mis-shaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            "checkpoint does not fit the model config:\n"
+            f"  missing ({len(missing)}): {missing[:10]}\n  unexpected ({len(unexpected)}): {unexpected[:10]}\n"
+            f"  shape mismatches ({len(shapes)}): {shapes[:10]}"
+        )
+    model.load_state_dict(state_dict, strict=True)

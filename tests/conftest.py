@@ -1,0 +1,15 @@
+"""Test-wide isolation: no network, a private HF_HOME, and the repo root importable for `scripts/`."""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_mim_test_home_"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))
