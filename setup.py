@@ -13,7 +13,7 @@ setup(
     packages=["hf_mim", "hf_mim.modeling", "hf_mim.model_cards", "hf_mim.metrics"],
     package_dir={"hf_mim": "hf_mim", "hf_mim.modeling": "modeling", "hf_mim.model_cards": "model_cards"},
     package_data={
-        "hf_mim": ["sample_data/*/*"],
+        "hf_mim": ["sample_data/*/*.parquet", "sample_data/*/*.md"],
         "hf_mim.model_cards": ["*.md"],
         "hf_mim.metrics": ["*/*.py"],
     },
