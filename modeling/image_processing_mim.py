@@ -47,6 +47,10 @@ class MimImageProcessor(PilBackend):
             "call the processor without return_bool_masked_pos"
         )
 
+    def pretraining_kwargs(self) -> dict:
+        """The kwargs the pretraining data pipeline passes to this processor (masks, extra views)."""
+        return {}
+
     def _preprocess(self, images, return_bool_masked_pos=False, mask_seed=None, return_tensors=None, **kwargs):
         batch = super()._preprocess(images, return_tensors=None, **kwargs)
         data = dict(batch)
