@@ -47,6 +47,17 @@ class MimImageProcessor(PilBackend):
             "call the processor without return_bool_masked_pos"
         )
 
+    @classmethod
+    def for_model_config(cls, config, **kwargs):
+        """The processor that feeds a model of this config: its image size, plus whatever `kwargs_from_config`
+        copies (mask sizes, tokenizer view size)."""
+        size = {"height": config.image_size, "width": config.image_size}
+        return cls(**{"size": size, **cls.kwargs_from_config(config), **kwargs})
+
+    @classmethod
+    def kwargs_from_config(cls, config) -> dict:
+        return {}
+
     def pretraining_kwargs(self) -> dict:
         """The kwargs the pretraining data pipeline passes to this processor (masks, extra views)."""
         return {}
