@@ -65,12 +65,13 @@ class MimImageProcessor(PilBackend):
     def _preprocess(self, images, return_bool_masked_pos=False, mask_seed=None, return_tensors=None, **kwargs):
         batch = super()._preprocess(images, return_tensors=None, **kwargs)
         data = dict(batch)
+        rng = random.Random(mask_seed)
         if return_bool_masked_pos:
-            rng = random.Random(mask_seed)
             data["bool_masked_pos"] = np.stack([self.generate_mask(rng).reshape(-1) for _ in images]).astype(bool)
-        data.update(self.extra_views(images, **kwargs))
+        data.update(self.extra_views(images, rng=rng, **kwargs))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def extra_views(self, images, **kwargs) -> dict:
-        """Further inputs made from the same images (BEiT's tokenizer view); none by default."""
+    def extra_views(self, images, rng: random.Random | None = None, **kwargs) -> dict:
+        """Further inputs made from the same images (BEiT's tokenizer view, MAE's masking noise); none by default.
+        `rng` is the call's seeded generator, drawn after the masks."""
         return {}
