@@ -21,6 +21,7 @@ class Method:
     pretraining_class: type
     classification_class: type
     paper: str
+    summary: str = ""
     # what the image processor must return for pretraining (BEiT/CAE also want the tokenizer view)
     needs_mask_from_processor: bool = True
     needs_tokenizer: bool = False
@@ -32,6 +33,8 @@ METHODS: dict[str, Method] = {
     "mae": Method(
         "mae", MimMaeConfig, MimMaeImageProcessor, MimMaeModel, MimMaeForPreTraining, MimMaeForImageClassification,
         paper="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022",
+        summary="75% of the patches are removed at random; the encoder sees only the visible ones and a light "
+        "decoder regresses the (per-patch normalised) pixels of the removed patches.",
         needs_mask_from_processor=False,
     ),
 }

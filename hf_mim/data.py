@@ -1,0 +1,262 @@
+"""Data flows one way: `datasets` -> robust decode -> augmentation -> the method's image processor -> collator.
+
+Every random choice for a sample (crop, flip, jitter, mask, MAE noise) is drawn from a generator seeded by
+(seed, epoch, sample index). So a resumed run sees exactly the batches an uninterrupted one would, and the
+samples do not depend on how many processes or loader workers share the work.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageFile, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_DIR = Path(__file__).parent / "sample_data" / "fashion_mnist"
+UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class ImageDataset:
+    """A `datasets.Dataset` with its image column left undecoded (we decode, robustly) and its label names."""
+
+    dataset: "datasets.Dataset"  # noqa: F821
+    image_column: str
+    label_column: str | None
+    label_names: list[str] | None
+    source: str
+
+
+def load_image_dataset(dataset_name: str | None = None, train_dir: str | None = None, split: str = "train",
+                       image_column: str | None = None, label_column: str | None = None,
+                       cache_dir: str | None = None) -> ImageDataset:
+    """The embedded sample (no flag), a Hub id or local dataset folder (`dataset_name`), or an image folder
+    (`train_dir`, one sub-folder per class). Missing paths and columns fail with a message naming the fix."""
+    import datasets
+
+    if dataset_name and train_dir:
+        raise ValueError("pass either --dataset_name or --train_dir, not both")
+    if train_dir:
+        if not Path(train_dir).is_dir():
+            raise FileNotFoundError(f"--train_dir {train_dir!r} is not a folder; point it at an image folder")
+        ds = datasets.load_dataset("imagefolder", data_dir=train_dir, split=split, cache_dir=cache_dir)
+        source = f"imagefolder {train_dir}"
+    elif dataset_name:
+        path = Path(dataset_name)
+        if path.exists() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            loaded = datasets.load_from_disk(str(path))
+            ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            ds = datasets.load_dataset(dataset_name, split=split, cache_dir=cache_dir)
+        source = dataset_name
+    else:
+        files = {name: str(SAMPLE_DIR / f"{name}.parquet") for name in ("train", "test")}
+        if split not in files:
+            raise ValueError(f"the embedded sample has splits 'train' and 'test', not {split!r}")
+        ds = datasets.load_dataset("parquet", data_files={split: files[split]}, split=split, cache_dir=cache_dir)
+        source = "embedded Fashion-MNIST sample (hf_mim/sample_data)"
+    image_column = image_column or detect_column(ds, datasets.Image, ("image", "img", "pixel_values"), "--image_column")
+    if image_column not in ds.column_names:
+        raise ValueError(f"--image_column {image_column!r} is not in the dataset; its columns are {ds.column_names}")
+    if isinstance(ds.features[image_column], datasets.Image):
+        ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    label_column = label_column or next((c for c in ("label", "labels") if c in ds.column_names), None)
+    names = None
+    if label_column and isinstance(ds.features[label_column], datasets.ClassLabel):
+        names = list(ds.features[label_column].names)
+    return ImageDataset(ds, image_column, label_column, names, source)
+
+
+def detect_column(ds, feature_type, preferred, flag) -> str:
+    for name, feature in ds.features.items():
+        if isinstance(feature, feature_type):
+            return name
+    for name in preferred:
+        if name in ds.column_names:
+            return name
+    raise ValueError(f"no image column found among {ds.column_names}; pass {flag}")
+
+
+# ----------------------------------------------------------------------------------------------- decoding
+
+
+def decode_image(value) -> Image.Image | None:
+    """A PIL image, `{"bytes", "path"}` dict or path -> a fully decoded RGB image, or None if unreadable.
+
+    Decoding is forced here (`load()`), so truncated files fail now rather than inside a worker later.
+    """
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict):
+            data, path = value.get("bytes"), value.get("path")
+            image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
+        else:
+            image = Image.open(value)
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        image.load()
+        return to_rgb(image)
+    except UNREADABLE as error:
+        logger.debug("skipping unreadable image: %s", error)
+        return None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB without losing the picture.
+
+    16- and 32-bit images are scaled by their range (PIL's own convert clips them to white); transparency is
+    composited on white; palette, CMYK, grayscale and 1-bit go through PIL's converters.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+# ----------------------------------------------------------------------------------------------- augmentation
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The pretraining augmentations of method_spec §7: one random-resized-crop box (returned un-resized, so
+    the processor can make the 224 and the tokenizer views from the same crop), a horizontal flip, and an
+    optional colour jitter (BEiT)."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_probability: float = 0.5
+    color_jitter: float = 0.0
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        if self.color_jitter > 0:
+            image = jitter_colors(image, self.color_jitter, rng)
+        if rng.random() < self.flip_probability:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        left, top, width, height = random_resized_crop_box(image.size, self.crop_scale, self.crop_ratio, rng)
+        return image.crop((left, top, left + width, top + height))
+
+
+def random_resized_crop_box(size: tuple[int, int], scale, ratio, rng: np.random.Generator):
+    """torchvision's RandomResizedCrop box: 10 tries at a random area and log-uniform aspect, else a centre
+    crop clamped to the ratio range. Returns (left, top, width, height)."""
+    width, height = size
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, max(w, 1), max(h, 1)
+
+
+def jitter_colors(image: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
+    """Brightness, contrast and saturation factors in [1 - s, 1 + s], applied in a random order."""
+    enhancers = [ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color]
+    for index in rng.permutation(len(enhancers)):
+        image = enhancers[index](image).enhance(float(rng.uniform(1 - strength, 1 + strength)))
+    return image
+
+
+# ----------------------------------------------------------------------------------------------- datasets
+
+
+class SeededImageDataset(torch.utils.data.Dataset):
+    """Wraps an `ImageDataset` for training: decode, augment and process sample i with a generator seeded by
+    (seed, epoch, i). Unreadable images come back as `{"skipped": 1}` and are dropped (and counted) by
+    `collate`."""
+
+    def __init__(self, data: ImageDataset, processor, augmentation: Augmentation | None = None, seed: int = 0,
+                 processor_kwargs: dict | None = None, with_labels: bool = False):
+        self.data = data
+        self.processor = processor
+        self.augmentation = augmentation
+        self.seed = seed
+        self.epoch = 0
+        self.processor_kwargs = processor_kwargs or {}
+        self.with_labels = with_labels
+        if with_labels and data.label_column is None:
+            raise ValueError(f"{data.source} has no label column ('label' or 'labels'); fine-tuning needs labels")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.data.dataset[int(index)]
+        image = decode_image(row[self.data.image_column])
+        if image is None:
+            return {"skipped": 1}
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        if self.augmentation is not None:
+            image = self.augmentation(image, rng)
+        features = self.processor(
+            image, return_tensors="pt", mask_seed=int(rng.integers(2**31)), **self.processor_kwargs
+        )
+        example = {key: value[0] for key, value in features.items()}
+        if self.with_labels:
+            example["labels"] = torch.tensor(row[self.data.label_column], dtype=torch.long)
+        return example
+
+
+def collate(examples: list[dict]) -> dict:
+    """Stack the readable examples; `num_skipped` says how many unreadable ones the batch lost."""
+    kept = [e for e in examples if "skipped" not in e]
+    batch = {key: torch.stack([e[key] for e in kept]) for key in kept[0]} if kept else {}
+    batch["num_skipped"] = torch.tensor(len(examples) - len(kept))
+    return batch
+
+
+def mixup_cutmix(batch: dict, num_labels: int, rng: np.random.Generator, mixup_alpha: float = 0.8,
+                 cutmix_alpha: float = 1.0, switch_prob: float = 0.5, label_smoothing: float = 0.1) -> dict:
+    """timm-style batch mixing: with probability `switch_prob` CutMix (a box pasted from the flipped batch, the
+    label weight = its area), else Mixup; labels become smoothed soft targets (B, num_labels)."""
+    pixel_values, labels = batch["pixel_values"], batch["labels"]
+    off = label_smoothing / num_labels
+    one_hot = torch.full((len(labels), num_labels), off).scatter_(1, labels[:, None], 1.0 - label_smoothing + off)
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < switch_prob)
+    if use_cutmix:
+        lam = float(rng.beta(cutmix_alpha, cutmix_alpha))
+        height, width = pixel_values.shape[-2:]
+        cut_h, cut_w = int(height * math.sqrt(1 - lam)), int(width * math.sqrt(1 - lam))
+        cy, cx = int(rng.integers(height)), int(rng.integers(width))
+        y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+        x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+        pixel_values = pixel_values.clone()
+        pixel_values[..., y0:y1, x0:x1] = batch["pixel_values"].flip(0)[..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (height * width)
+    elif mixup_alpha > 0:
+        lam = float(rng.beta(mixup_alpha, mixup_alpha))
+        pixel_values = pixel_values * lam + pixel_values.flip(0) * (1 - lam)
+    else:
+        lam = 1.0
+    return {**batch, "pixel_values": pixel_values, "labels": one_hot * lam + one_hot.flip(0) * (1 - lam)}

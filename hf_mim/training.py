@@ -1,0 +1,314 @@
+"""Accelerate pieces the scripts share: parameter groups, the lr schedule, checkpoints that survive a kill,
+and the guard against non-finite losses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+STATE_FILE = "trainer_state.json"
+
+
+# ----------------------------------------------------------------------------------------------- optimiser
+
+
+def layer_id(model: torch.nn.Module, num_layers: int) -> dict[int, int]:
+    """BEiT's layer-id rule (method_spec §0.6), by module identity rather than by parameter name:
+    patch embedding, cls/mask tokens and positions are layer 0, block i is i + 1, everything else L + 1."""
+    ids: dict[int, int] = {}
+    encoder = model.vit
+    for name in ("patch_embed",):
+        for p in getattr(encoder, name).parameters():
+            ids[id(p)] = 0
+    for p in (encoder.cls_token, encoder.pos_embed, encoder.mask_token):
+        if p is not None:
+            ids[id(p)] = 0
+    for index, block in enumerate(encoder.blocks):
+        for p in block.parameters():
+            ids[id(p)] = index + 1
+    return {pid: ids.get(pid, num_layers + 1) for pid in (id(p) for p in model.parameters())}
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
+    """AdamW groups: weight decay on tensors of rank >= 2 except position embeddings and the cls token; with
+    `layer_decay`, lr scale decay ** (L + 1 - layer_id). Frozen parameters (targets, teachers) are left out."""
+    no_decay_ids = set()
+    encoder = getattr(model, "vit", None)
+    if encoder is not None:
+        no_decay_ids = {id(p) for p in (encoder.pos_embed, encoder.cls_token) if p is not None}
+    num_layers = len(encoder.blocks) if encoder is not None else 0
+    ids = layer_id(model, num_layers) if (layer_decay and encoder is not None) else {}
+    groups: dict[tuple, dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = param.ndim >= 2 and id(param) not in no_decay_ids
+        scale = layer_decay ** (num_layers + 1 - ids[id(param)]) if ids else 1.0
+        key = (decay, scale)
+        group = groups.setdefault(key, {"params": [], "names": [], "weight_decay": weight_decay if decay else 0.0,
+                                        "lr_scale": scale})
+        group["params"].append(param)
+        group["names"].append(name)
+    return list(groups.values())
+
+
+def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.999), layer_decay=None):
+    groups = parameter_groups(model, weight_decay, layer_decay)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+        del group["names"]
+    on_cuda = next(model.parameters()).is_cuda
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True if on_cuda else None)
+
+
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
+    """Linear warmup from 0, then half-cycle cosine to `min_lr` (the MAE/BEiT per-iteration schedule)."""
+    if step < warmup_steps:
+        return base_lr * step / max(warmup_steps, 1)
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer, base_lr, warmup_steps, total_steps, min_lr=0.0):
+    """LambdaLR scaling each group's initial lr (which carries its layer-decay scale) by `lr_at / base_lr`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_at(step, base_lr, warmup_steps, total_steps, min_lr) / base_lr
+    )
+
+
+def effective_learning_rate(base_lr: float, effective_batch: int, divisor: int | None) -> float:
+    """lr = blr * batch / divisor (MAE, MaskFeat: 256; SimMIM: 512); BEiT and CAE pass an absolute lr."""
+    return base_lr if divisor is None else base_lr * effective_batch / divisor
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_dirs(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first. A folder counts only once its state file exists, which is written
+    before the atomic rename, so a kill during a save never yields a half-written checkpoint."""
+    root = Path(output_dir) / "checkpoints"
+    found = []
+    if root.is_dir():
+        for path in root.iterdir():
+            match = CHECKPOINT_PATTERN.match(path.name)
+            if match and (path / STATE_FILE).exists():
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def resolve_checkpoint(output_dir: str | Path, resume_from: str) -> Path | None:
+    if resume_from == "latest":
+        found = checkpoint_dirs(output_dir)
+        if not found:
+            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s/checkpoints; starting fresh", output_dir)
+            return None
+        return found[-1][1]
+    path = Path(resume_from)
+    if not (path / STATE_FILE).exists():
+        raise FileNotFoundError(
+            f"{resume_from} is not a complete checkpoint (no {STATE_FILE}); pass a checkpoints/step_<N> folder or 'latest'"
+        )
+    return path
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, total_limit: int | None) -> Path:
+    """`accelerator.save_state` into a temporary folder, then one atomic rename to `checkpoints/step_<N>`;
+    older checkpoints beyond `total_limit` are removed afterwards."""
+    root = Path(output_dir) / "checkpoints"
+    final = root / f"step_{step}"
+    partial = root / f".partial_step_{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (partial / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))
+        _fsync_dir(partial)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        _fsync_dir(root)
+        if total_limit:
+            for _, old in checkpoint_dirs(output_dir)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_checkpoint_state(path: Path) -> dict:
+    return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------- loss guard
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class NonFiniteGuard:
+    """Stops a run on a NaN/Inf loss with a message, or skips up to `max_consecutive_skips` such steps."""
+
+    def __init__(self, max_consecutive_skips: int = 0):
+        self.max_consecutive_skips = max_consecutive_skips
+        self.consecutive = 0
+        self.total_skipped = 0
+
+    def should_skip(self, loss: torch.Tensor, step: int, last_checkpoint: str | None) -> bool:
+        if bool(torch.isfinite(loss.detach()).all()):
+            self.consecutive = 0
+            return False
+        self.consecutive += 1
+        self.total_skipped += 1
+        if self.consecutive > self.max_consecutive_skips:
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {step} ({self.consecutive} non-finite in a row). Nothing was saved "
+                f"after the last good checkpoint ({last_checkpoint or 'none yet'}). Lower the learning rate, use "
+                "bf16 rather than fp16, check the data, or pass --max_nonfinite_skips N to skip such steps; resume "
+                "with --resume_from_checkpoint latest"
+            )
+        logger.warning("non-finite loss at step %d: skipping this update (%d in a row)", step, self.consecutive)
+        return True
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+
+class TrainingLoop:
+    """The one training skeleton of pretraining, fine-tuning and tokenizer training (run_mim_no_trainer's):
+    `accumulate` -> backward -> clip -> step, per-update lr schedule, atomic checkpoints every N updates, exact
+    resume (`load_state` + `skip_first_batches` over a seedable sampler and seed-keyed samples).
+
+    `forward(model, batch) -> (loss, logs)` is the only task-specific part; `on_epoch_end(epoch)` may evaluate.
+    """
+
+    def __init__(self, accelerator, model, optimizer, scheduler, loader, dataset, *, output_dir, max_train_steps,
+                 num_epochs, checkpointing_steps=None, checkpoints_total_limit=None, max_grad_norm=None,
+                 max_nonfinite_skips=0, logging_steps=10, forward=None, on_update=None, on_epoch_end=None,
+                 progress_desc="train"):
+        self.accelerator = accelerator
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.loader, self.dataset = loader, dataset
+        self.output_dir = Path(output_dir)
+        self.max_train_steps, self.num_epochs = max_train_steps, num_epochs
+        self.checkpointing_steps = checkpointing_steps
+        self.checkpoints_total_limit = checkpoints_total_limit
+        self.max_grad_norm = max_grad_norm
+        self.guard = NonFiniteGuard(max_nonfinite_skips)
+        self.logging_steps = logging_steps
+        self.forward = forward or (lambda model, batch: (model(**batch).loss, {}))
+        self.on_update = on_update
+        self.on_epoch_end = on_epoch_end
+        self.progress_desc = progress_desc
+        self.global_step, self.start_epoch, self.resume_batches = 0, 0, 0
+        self.last_checkpoint: str | None = None
+        self.skipped_images = 0
+        self.history: list[dict] = []
+        accelerator.register_for_checkpointing(scheduler)
+
+    def resume(self, checkpoint: Path | None) -> None:
+        if checkpoint is None:
+            return
+        self.accelerator.load_state(str(checkpoint))
+        state = read_checkpoint_state(checkpoint)
+        self.global_step = state["step"]
+        self.start_epoch = state["epoch"]
+        self.resume_batches = state["batches_in_epoch"]
+        self.skipped_images = state.get("skipped_images", 0)
+        self.last_checkpoint = str(checkpoint)
+        logger.info("resumed from %s at update %d (epoch %d, batch %d)", checkpoint, self.global_step,
+                    self.start_epoch, self.resume_batches)
+
+    def checkpoint(self, epoch: int, batches_in_epoch: int) -> None:
+        state = {"epoch": epoch, "batches_in_epoch": batches_in_epoch, "skipped_images": self.skipped_images}
+        path = save_checkpoint(self.accelerator, self.output_dir, self.global_step, state, self.checkpoints_total_limit)
+        self.last_checkpoint = str(path)
+
+    def run(self) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        accelerator = self.accelerator
+        progress = tqdm(total=self.max_train_steps, initial=self.global_step, desc=self.progress_desc,
+                        disable=not accelerator.is_local_main_process)
+        running, count = 0.0, 0
+        for epoch in range(self.start_epoch, self.num_epochs):
+            if self.global_step >= self.max_train_steps:
+                break
+            self.dataset.set_epoch(epoch)
+            self.loader.set_epoch(epoch)
+            skip = self.resume_batches if epoch == self.start_epoch else 0
+            batches = accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+            batches_in_epoch = skip
+            self.model.train()
+            for batch in batches:
+                batches_in_epoch += 1
+                skipped = int(accelerator.gather(batch.pop("num_skipped").to(accelerator.device).reshape(1)).sum())
+                self.skipped_images += skipped
+                if skipped:
+                    logger.warning("%d unreadable images skipped so far", self.skipped_images)
+                with accelerator.accumulate(self.model):
+                    loss, logs = self.forward(self.model, batch)
+                    if self.guard.should_skip(accelerator.reduce(loss.detach(), "mean"), self.global_step,
+                                              self.last_checkpoint):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        continue
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and self.max_grad_norm:
+                        accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                running += loss.detach().float()
+                count += 1
+                if not accelerator.sync_gradients:
+                    continue
+                self.scheduler.step()
+                self.global_step += 1
+                progress.update(1)
+                if self.on_update is not None:
+                    self.on_update(self.global_step)
+                if self.global_step % self.logging_steps == 0 or self.global_step == self.max_train_steps:
+                    mean_loss = accelerator.reduce(running / count, "mean").item()
+                    record = {"step": self.global_step, "epoch": epoch, "loss": mean_loss,
+                              "lr": self.scheduler.get_last_lr()[-1], "skipped_images": self.skipped_images,
+                              **{k: float(v) for k, v in logs.items()}}
+                    self.history.append(record)
+                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    accelerator.log(record, step=self.global_step)
+                    self.write_log(record)
+                    running, count = 0.0, 0
+                if self.checkpointing_steps and self.global_step % self.checkpointing_steps == 0:
+                    self.checkpoint(epoch, batches_in_epoch)
+                if self.global_step >= self.max_train_steps:
+                    break
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch)
+        progress.close()
+        return self.history
+
+    def write_log(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.output_dir / "train_log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
