@@ -1,0 +1,228 @@
+#!/usr/bin/env python
+"""Pretrain a Masked Image Modeling ViT with Accelerate.
+
+    accelerate launch scripts/pretrain.py --method mae --dataset_name DIR_OR_HUB_ID --output_dir outputs/mae
+    python scripts/pretrain.py --method mae          # CPU demo: tiny ViT on the embedded Fashion-MNIST sample
+
+The script knows nothing method-specific beyond the classes and recipe picked by `--method`; masking, targets
+and losses live in the model and its image processor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from transformers import AutoConfig
+
+import hf_mim
+from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
+from hf_mim.hub import push_folder, write_model_card
+from hf_mim.recipes import PRETRAIN_RECIPES, demo_config_kwargs
+from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
+                             resolve_checkpoint)
+
+logger = logging.getLogger("hf_mim.pretrain")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", required=True, choices=sorted(hf_mim.METHODS))
+    p.add_argument("--model_name_or_path", help="start from these weights (a folder or Hub id) instead of random init")
+    p.add_argument("--config_overrides", default="", help='config fields, "k=v,k=v", e.g. "hidden_size=384,mask_ratio=0.6"')
+    p.add_argument("--model_size", choices=["demo", "base"], default=None,
+                   help="demo: tiny 32 px ViT for CPU; base: the method's canonical ViT-B/16. "
+                        "Default: demo on the embedded sample, base otherwise")
+    p.add_argument("--tokenizer_name_or_path", help="visual tokenizer (BEiT, CAE): a folder from scripts/train_tokenizer.py "
+                   "or scripts/convert_checkpoint.py --from dalle-encoder")
+    p.add_argument("--dataset_name", help="Hub dataset id, or a local folder saved with datasets' save_to_disk")
+    p.add_argument("--train_dir", help="an image folder (optionally one sub-folder per class)")
+    p.add_argument("--image_column", default=None, help="image column (default: the first Image feature)")
+    p.add_argument("--output_dir", default=None, help="default: outputs/<method>-pretrain")
+    p.add_argument("--per_device_train_batch_size", type=int, default=None)
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--base_learning_rate", type=float, default=None,
+                   help="blr; the lr is blr * effective batch / 256 (512 for SimMIM; absolute for BEiT and CAE)")
+    p.add_argument("--min_learning_rate", type=float, default=None)
+    p.add_argument("--weight_decay", type=float, default=None)
+    p.add_argument("--max_grad_norm", type=float, default=None, help="gradient clip (method default; 0 disables)")
+    p.add_argument("--num_train_epochs", type=int, default=None)
+    p.add_argument("--max_train_steps", type=int, default=None, help="optimizer updates; overrides epochs")
+    p.add_argument("--warmup_epochs", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
+                   help="default: what `accelerate config` / `accelerate launch --mixed_precision` says")
+    p.add_argument("--dataloader_num_workers", type=int, default=0)
+    p.add_argument("--logging_steps", type=int, default=10)
+    p.add_argument("--checkpointing_steps", type=int, default=None, help="save <output_dir>/checkpoints/step_<N> every N updates")
+    p.add_argument("--checkpoints_total_limit", type=int, default=3)
+    p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoints/step_<N> folder, or 'latest'")
+    p.add_argument("--max_nonfinite_skips", type=int, default=0, help="skip up to N consecutive NaN/Inf losses, then stop")
+    p.add_argument("--report_to", default="none", help="tensorboard, wandb, all or none (a JSONL log is always written)")
+    p.add_argument("--push_to_hub", action="store_true")
+    p.add_argument("--hub_model_id", default=None)
+    args = p.parse_args(argv)
+    if args.push_to_hub and not args.hub_model_id:
+        p.error("--push_to_hub needs --hub_model_id ORG/NAME")
+    if args.max_train_steps is not None and args.max_train_steps <= 0:
+        p.error("--max_train_steps must be positive")
+    return args
+
+
+def build_config(args, method):
+    """Canonical config (or the demo one), then the pretrained folder's, then `--config_overrides`."""
+    uses_sample = not (args.dataset_name or args.train_dir)
+    size = args.model_size or ("demo" if uses_sample else "base")
+    if args.model_name_or_path:
+        config = AutoConfig.from_pretrained(args.model_name_or_path)
+        if not isinstance(config, method.config_class):
+            raise ValueError(f"{args.model_name_or_path} holds a {config.model_type} model, not --method {method.name}")
+    else:
+        config = method.config_class(**(demo_config_kwargs(method.name) if size == "demo" else {}))
+    if args.config_overrides:
+        config.update_from_string(args.config_overrides)
+        config = method.config_class(**config.to_dict())  # re-validate the combination
+    return config, size
+
+
+def build_model(args, method, config):
+    if args.model_name_or_path:
+        model = method.pretraining_class.from_pretrained(args.model_name_or_path, config=config)
+    else:
+        model = method.pretraining_class(config)
+    if hasattr(model, "load_tokenizer") and getattr(config, "decoder_target", "tokens") == "tokens":
+        if not args.tokenizer_name_or_path and not args.model_name_or_path:
+            raise SystemExit(
+                f"--method {method.name} predicts visual tokens and needs --tokenizer_name_or_path. Get one by training "
+                "it on your images (python scripts/train_tokenizer.py --output_dir outputs/tokenizer) or by converting "
+                "DALL-E's encoder (python scripts/convert_checkpoint.py --from dalle-encoder --checkpoint encoder.pkl "
+                "--output_dir outputs/dalle-tokenizer)."
+            )
+        if args.tokenizer_name_or_path:
+            from hf_mim.modeling.modeling_dvae import MimDvaeModel
+
+            model.load_tokenizer(MimDvaeModel.from_pretrained(args.tokenizer_name_or_path))
+    return model
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    method = hf_mim.get_method(args.method)
+    recipe = PRETRAIN_RECIPES[method.name]
+    args.output_dir = args.output_dir or f"outputs/{method.name}-pretrain"
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("hf_mim").setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
+    set_seed(args.seed)
+
+    config, size = build_config(args, method)
+    model = build_model(args, method, config)
+    processor = method.image_processor_class.for_model_config(config)
+    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column)
+    dataset = SeededImageDataset(
+        data, processor, Augmentation(crop_scale=recipe.crop_scale, color_jitter=recipe.color_jitter),
+        seed=args.seed, processor_kwargs=processor.pretraining_kwargs(),
+    )
+    batch_size = args.per_device_train_batch_size or (64 if size == "demo" else 32)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                                         num_workers=args.dataloader_num_workers, drop_last=len(dataset) > batch_size)
+    updates_per_epoch = max(1, math.ceil(len(loader) / accelerator.num_processes / args.gradient_accumulation_steps))
+    epochs = args.num_train_epochs or (25 if size == "demo" else 800)
+    max_steps = args.max_train_steps or epochs * updates_per_epoch
+    epochs = math.ceil(max_steps / updates_per_epoch)
+    effective_batch = batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    blr = args.base_learning_rate if args.base_learning_rate is not None else (
+        recipe.base_learning_rate * (10 if size == "demo" and recipe.lr_batch_divisor else 1))
+    lr = effective_learning_rate(blr, effective_batch, recipe.lr_batch_divisor)
+    warmup_steps = int((args.warmup_epochs if args.warmup_epochs is not None else
+                        (2 if size == "demo" else recipe.warmup_epochs)) * updates_per_epoch)
+    logger.info("method %s, %s config, data: %s (%d images), %d updates, effective batch %d, lr %.3g (blr %.3g)",
+                method.name, size, data.source, len(dataset), max_steps, effective_batch, lr, blr)
+
+    weight_decay = recipe.weight_decay if args.weight_decay is None else args.weight_decay
+    optimizer = build_optimizer(model, lr, weight_decay, recipe.betas)
+    min_lr = recipe.min_lr if args.min_learning_rate is None else args.min_learning_rate
+    scheduler = build_scheduler(optimizer, lr, warmup_steps, max_steps, min_lr)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if accelerator.is_main_process and args.report_to != "none":
+        accelerator.init_trackers(f"hf-mim-{method.name}", config={k: str(v) for k, v in vars(args).items()})
+
+    unwrapped = accelerator.unwrap_model(model)
+    after_update = getattr(unwrapped, "update_teacher", None)
+    grad_norm = recipe.max_grad_norm if args.max_grad_norm is None else (args.max_grad_norm or None)
+    loop = TrainingLoop(
+        accelerator, model, optimizer, scheduler, loader, dataset, output_dir=args.output_dir,
+        max_train_steps=max_steps, num_epochs=epochs, checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=grad_norm,
+        max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps,
+        forward=pretraining_forward, on_update=(lambda step: after_update()) if after_update else None,
+        progress_desc=f"pretrain {method.name}",
+    )
+    if args.resume_from_checkpoint:
+        loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
+    history = loop.run()
+
+    accelerator.wait_for_everyone()
+    summary = {"steps": loop.global_step, "final_loss": history[-1]["loss"] if history else None,
+               "skipped_images": loop.skipped_images, "learning_rate": lr, "effective_batch": effective_batch}
+    if accelerator.is_main_process:
+        save_outputs(args, method, unwrapped, processor, dataset, data, summary)
+    accelerator.end_training()
+    return summary
+
+
+def pretraining_forward(model, batch):
+    """Loss plus whatever scalar diagnostics the method's output carries (token accuracy, loss parts)."""
+    out = model(**batch)
+    logs = {name: value.detach() for name, value in out.items()
+            if name != "loss" and isinstance(value, torch.Tensor) and value.ndim == 0}
+    return out.loss, logs
+
+
+def save_outputs(args, method, model, processor, dataset, data, summary) -> None:
+    from hf_mim.visualize import pretraining_picture
+
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    picture = pretraining_picture(model, dataset, processor, num_images=8, seed=args.seed)
+    picture_name = None
+    if picture is not None:
+        picture_name = "reconstruction.png"
+        picture[0].save(out_dir / picture_name)
+    (out_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    write_model_card(
+        out_dir, model_name=args.hub_model_id or out_dir.name, method=method, config=model.config,
+        data_source=data.source, steps=summary["steps"], effective_batch=summary["effective_batch"],
+        learning_rate=summary["learning_rate"], final_loss=summary["final_loss"],
+        command="accelerate launch scripts/pretrain.py " + shlex.join(sys.argv[1:] if argv_is_cli() else []),
+        weights_from=args.model_name_or_path or "random initialisation, pretrained by this run",
+        picture=picture_name, picture_caption=picture[1] if picture else "",
+    )
+    logger.info("saved model, processor, card and picture to %s", out_dir)
+    if args.push_to_hub:
+        commit = push_folder(out_dir, args.hub_model_id)
+        logger.info("pushed to %s (%s)", args.hub_model_id, commit)
+
+
+def argv_is_cli() -> bool:
+    return Path(sys.argv[0]).name == "pretrain.py"
+
+
+if __name__ == "__main__":
+    main()
