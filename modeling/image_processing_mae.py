@@ -20,7 +20,6 @@ class MimMaeImageProcessorKwargs(MimImageProcessorKwargs, total=False):
 
 
 class MimMaeImageProcessor(MimImageProcessor):
-    _auto_class = "AutoImageProcessor"
     valid_kwargs = MimMaeImageProcessorKwargs
     return_noise = False
     patch_size = 16

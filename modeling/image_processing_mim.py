@@ -40,6 +40,13 @@ class MimImageProcessor(PilBackend):
     return_bool_masked_pos = False
     mask_seed = None
 
+    def to_dict(self) -> dict:
+        """Without `image_processor_type`, AutoImageProcessor resolves the class from the model config: the
+        registered one where hf_mim is installed, else the `auto_map` entry of config.json (remote code)."""
+        data = super().to_dict()
+        data.pop("image_processor_type", None)
+        return data
+
     def generate_mask(self, rng: random.Random) -> np.ndarray:
         """One (grid_h, grid_w) boolean mask, True = masked. Methods that mask in the data pipeline override this."""
         raise ValueError(

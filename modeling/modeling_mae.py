@@ -82,6 +82,7 @@ class MimMaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         "AutoModel": "MimMaeModel",
         "AutoModelForPreTraining": "MimMaeForPreTraining",
         "AutoModelForImageClassification": "MimMaeForImageClassification",
+        "AutoImageProcessor": "image_processing_mae.MimMaeImageProcessor",
     }
 
     def _init_weights(self, module: nn.Module) -> None:

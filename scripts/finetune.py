@@ -1,0 +1,259 @@
+#!/usr/bin/env python
+"""Fine-tune a pretrained hf-mim encoder for image classification with Accelerate.
+
+    accelerate launch scripts/finetune.py --model_name_or_path outputs/mae-pretrain --output_dir outputs/mae-ft
+    python -c 'from transformers import pipeline; print(pipeline("image-classification", model="outputs/mae-ft")(img))'
+
+Loading a pretraining checkpoint applies the method's fine-tuning switches (`config.finetune_overrides`:
+e.g. trainable positions for MAE, per-layer relative position bias for BEiT) and the recipe of method_spec §7:
+layer-wise lr decay, drop path, mixup/cutmix, label smoothing, warmup + cosine. The best model on the
+evaluation split is what `--output_dir` holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from transformers import AutoConfig
+
+import hf_mim
+from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
+from hf_mim.hub import push_folder, write_model_card
+from hf_mim.metrics import load_metric
+from hf_mim.recipes import FINETUNE_RECIPES
+from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
+                             resolve_checkpoint)
+
+logger = logging.getLogger("hf_mim.finetune")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_name_or_path", required=True, help="a pretrained hf-mim folder or Hub id")
+    p.add_argument("--from_scratch", action="store_true", help="same architecture, random init (the baseline)")
+    p.add_argument("--config_overrides", default="", help='"k=v,k=v" applied after the fine-tuning switches')
+    p.add_argument("--dataset_name", help="Hub dataset id or a save_to_disk folder (default: the embedded sample)")
+    p.add_argument("--train_dir", help="an image folder with one sub-folder per class")
+    p.add_argument("--validation_dir", help="evaluation image folder (with --train_dir)")
+    p.add_argument("--train_split", default="train")
+    p.add_argument("--eval_split", default=None, help="default: 'test' for the sample, else 'validation'")
+    p.add_argument("--image_column", default=None)
+    p.add_argument("--label_column", default=None)
+    p.add_argument("--output_dir", default="outputs/finetune")
+    p.add_argument("--per_device_train_batch_size", type=int, default=64)
+    p.add_argument("--per_device_eval_batch_size", type=int, default=128)
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--base_learning_rate", type=float, default=None, help="default: the method's recipe (§7)")
+    p.add_argument("--min_learning_rate", type=float, default=None)
+    p.add_argument("--layer_decay", type=float, default=None, help="layer-wise lr decay (0.65 in the recipes; 1 = off)")
+    p.add_argument("--weight_decay", type=float, default=None)
+    p.add_argument("--drop_path_rate", type=float, default=None)
+    p.add_argument("--mixup", type=float, default=None, help="mixup alpha (0 = off)")
+    p.add_argument("--cutmix", type=float, default=None, help="cutmix alpha (0 = off)")
+    p.add_argument("--label_smoothing", type=float, default=None)
+    p.add_argument("--max_grad_norm", type=float, default=0.0)
+    p.add_argument("--num_train_epochs", type=int, default=10)
+    p.add_argument("--max_train_steps", type=int, default=None)
+    p.add_argument("--warmup_epochs", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    p.add_argument("--dataloader_num_workers", type=int, default=0)
+    p.add_argument("--logging_steps", type=int, default=10)
+    p.add_argument("--checkpointing_steps", type=int, default=None)
+    p.add_argument("--checkpoints_total_limit", type=int, default=2)
+    p.add_argument("--resume_from_checkpoint", default=None)
+    p.add_argument("--max_nonfinite_skips", type=int, default=0)
+    p.add_argument("--report_to", default="none")
+    p.add_argument("--push_to_hub", action="store_true")
+    p.add_argument("--hub_model_id", default=None)
+    args = p.parse_args(argv)
+    if args.push_to_hub and not args.hub_model_id:
+        p.error("--push_to_hub needs --hub_model_id ORG/NAME")
+    return args
+
+
+def load_splits(args):
+    if args.train_dir:
+        train = load_image_dataset(train_dir=args.train_dir, image_column=args.image_column, label_column=args.label_column)
+        evaluation = (load_image_dataset(train_dir=args.validation_dir, image_column=args.image_column,
+                                         label_column=args.label_column) if args.validation_dir else None)
+        return train, evaluation
+    eval_split = args.eval_split or ("validation" if args.dataset_name else "test")
+    train = load_image_dataset(args.dataset_name, None, args.train_split, args.image_column, args.label_column)
+    try:
+        evaluation = load_image_dataset(args.dataset_name, None, eval_split, args.image_column, args.label_column)
+    except (ValueError, KeyError) as error:
+        logger.warning("no evaluation split %r (%s); the final model is kept", eval_split, error)
+        evaluation = None
+    return train, evaluation
+
+
+def build_classifier(args, train):
+    config = AutoConfig.from_pretrained(args.model_name_or_path)
+    method = hf_mim.method_of_config(config)
+    recipe = FINETUNE_RECIPES[method.name]
+    is_pretraining = any("ForImageClassification" not in a for a in (config.architectures or ["?"]))
+    if is_pretraining:
+        config.update(dict(type(config).finetune_overrides))
+    names = train.label_names or sorted({str(v) for v in train.dataset[train.label_column]})
+    config.num_labels = len(names)
+    config.id2label = {i: name for i, name in enumerate(names)}
+    config.label2id = {name: i for i, name in enumerate(names)}
+    config.drop_path_rate = recipe.drop_path_rate if args.drop_path_rate is None else args.drop_path_rate
+    if args.config_overrides:
+        config.update_from_string(args.config_overrides)
+    config = type(config)(**config.to_dict())
+    cls = method.classification_class
+    if args.from_scratch:
+        model = cls(config)
+    else:
+        model = cls.from_pretrained(args.model_name_or_path, config=config, ignore_mismatched_sizes=not is_pretraining)
+    return method, recipe, model
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to, project_dir=args.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("hf_mim").setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
+    set_seed(args.seed)
+
+    train, evaluation = load_splits(args)
+    method, recipe, model = build_classifier(args, train)
+    processor = method.image_processor_class.for_model_config(model.config)
+    train_set = SeededImageDataset(train, processor, Augmentation(crop_scale=(0.08, 1.0)), seed=args.seed,
+                                   with_labels=True)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate,
+        num_workers=args.dataloader_num_workers, drop_last=len(train_set) > args.per_device_train_batch_size,
+    )
+    eval_loader = None
+    if evaluation is not None:
+        eval_set = SeededImageDataset(evaluation, processor, None, seed=args.seed, with_labels=True)
+        eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.per_device_eval_batch_size,
+                                                  collate_fn=collate, num_workers=args.dataloader_num_workers)
+
+    updates_per_epoch = max(1, math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps))
+    max_steps = args.max_train_steps or args.num_train_epochs * updates_per_epoch
+    epochs = math.ceil(max_steps / updates_per_epoch)
+    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    blr = recipe.base_learning_rate if args.base_learning_rate is None else args.base_learning_rate
+    lr = effective_learning_rate(blr, effective_batch, recipe.lr_batch_divisor)
+    layer_decay = recipe.layer_decay if args.layer_decay is None else args.layer_decay
+    weight_decay = recipe.weight_decay if args.weight_decay is None else args.weight_decay
+    optimizer = build_optimizer(model, lr, weight_decay, (0.9, 0.999), layer_decay if layer_decay < 1 else None)
+    warmup = int((recipe.warmup_epochs if args.warmup_epochs is None else args.warmup_epochs) * updates_per_epoch)
+    warmup = min(warmup, max_steps // 2)
+    scheduler = build_scheduler(optimizer, lr, warmup, max_steps,
+                                recipe.min_lr if args.min_learning_rate is None else args.min_learning_rate)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+    logger.info("fine-tuning %s (%s) on %s: %d classes, %d updates, lr %.3g, layer decay %s",
+                args.model_name_or_path, "random init" if args.from_scratch else "pretrained", train.source,
+                model.config.num_labels if hasattr(model, "config") else -1, max_steps, lr, layer_decay)
+
+    mixup = recipe.mixup if args.mixup is None else args.mixup
+    cutmix = recipe.cutmix if args.cutmix is None else args.cutmix
+    smoothing = recipe.label_smoothing if args.label_smoothing is None else args.label_smoothing
+    num_labels = accelerator.unwrap_model(model).config.num_labels
+    mix_rng = np.random.default_rng(args.seed + accelerator.process_index)
+
+    def forward(model, batch):
+        if mixup > 0 or cutmix > 0:
+            batch = mixup_cutmix(batch, num_labels, mix_rng, mixup, cutmix, label_smoothing=smoothing)
+            return model(**batch).loss, {}
+        out = model(**batch)
+        return torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], label_smoothing=smoothing), {}
+
+    best = {"accuracy": -1.0, "epoch": None}
+    results: list[dict] = []
+
+    def on_epoch_end(epoch):
+        if eval_loader is None:
+            return
+        metrics = evaluate_model(accelerator, model, eval_loader)
+        results.append({"epoch": epoch, **metrics})
+        logger.info("epoch %d: eval top-1 %.4f, top-5 %.4f", epoch, metrics["accuracy"], metrics["top5_accuracy"])
+        accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=loop.global_step)
+        if metrics["accuracy"] > best["accuracy"]:
+            best.update(metrics, epoch=epoch)
+            save_model(args, accelerator, model, processor)
+
+    loop = TrainingLoop(
+        accelerator, model, optimizer, scheduler, train_loader, train_set, output_dir=args.output_dir,
+        max_train_steps=max_steps, num_epochs=epochs, checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm or None,
+        max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps, forward=forward,
+        on_epoch_end=on_epoch_end, progress_desc="finetune",
+    )
+    if args.resume_from_checkpoint:
+        loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
+    history = loop.run()
+    if eval_loader is None:
+        save_model(args, accelerator, model, processor)
+    summary = {"steps": loop.global_step, "best_epoch": best["epoch"], "best_accuracy": best.get("accuracy"),
+               "best_top5_accuracy": best.get("top5_accuracy"), "eval_history": results,
+               "final_loss": history[-1]["loss"] if history else None, "learning_rate": lr}
+    if accelerator.is_main_process:
+        out_dir = Path(args.output_dir)
+        (out_dir / "finetune_results.json").write_text(json.dumps(summary, indent=2))
+        card_results = []
+        if best["epoch"] is not None:
+            card_results = [{"metric": "accuracy", "value": best["accuracy"], "protocol": "fine-tune top-1"},
+                            {"metric": "top5_accuracy", "value": best["top5_accuracy"], "protocol": "fine-tune top-5"}]
+        write_model_card(
+            out_dir, model_name=args.hub_model_id or out_dir.name, method=method,
+            config=accelerator.unwrap_model(model).config, data_source=train.source, steps=loop.global_step,
+            effective_batch=effective_batch, learning_rate=lr, final_loss=summary["final_loss"],
+            command="accelerate launch scripts/finetune.py " + (shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "finetune.py" else ""),
+            weights_from="random initialisation (baseline)" if args.from_scratch else args.model_name_or_path,
+            results=card_results, is_classifier=True,
+        )
+        if args.push_to_hub:
+            push_folder(out_dir, args.hub_model_id)
+    accelerator.end_training()
+    return summary
+
+
+@torch.no_grad()
+def evaluate_model(accelerator, model, loader) -> dict:
+    """Top-1 and top-5 over the whole evaluation split (gathered across processes) with the local metrics."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for batch in loader:
+        batch.pop("num_skipped")
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        logits, labels = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
+    model.train()
+    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    top1 = load_metric("accuracy").compute(predictions=logits.argmax(-1).tolist(), references=labels.tolist())
+    top5 = load_metric("top_k_accuracy").compute(predictions=logits.tolist(), references=labels.tolist(), k=5)
+    return {"accuracy": top1["accuracy"], "top5_accuracy": top5["top_k_accuracy"]}
+
+
+def save_model(args, accelerator, model, processor) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(args.output_dir)
+        processor.save_pretrained(args.output_dir)
+
+
+if __name__ == "__main__":
+    main()
