@@ -81,6 +81,8 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr
 
 def build_scheduler(optimizer, base_lr, warmup_steps, total_steps, min_lr=0.0):
     """LambdaLR scaling each group's initial lr (which carries its layer-decay scale) by `lr_at / base_lr`."""
+    if base_lr == 0:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.0)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_at(step, base_lr, warmup_steps, total_steps, min_lr) / base_lr
     )

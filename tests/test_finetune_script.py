@@ -1,0 +1,99 @@
+"""Smoke tests of scripts/finetune.py: every flag, the best-model rule, the pipeline on the result."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import pipeline
+
+from helpers import TINY_OVERRIDES, load_script, write_image_folder
+
+pretrain = load_script("pretrain")
+finetune = load_script("finetune")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from accelerate.state import AcceleratorState, GradientState
+
+    out = tmp_path_factory.mktemp("pretrained") / "mae"
+    pretrain.main(["--method", "mae", "--config_overrides", TINY_OVERRIDES["mae"], "--output_dir", str(out),
+                   "--per_device_train_batch_size", "8", "--max_train_steps", "2"])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return out
+
+
+def test_finetune_on_the_sample_then_classify_with_a_pipeline(tmp_path, pretrained):
+    out = tmp_path / "ft"
+    summary = finetune.main(["--model_name_or_path", str(pretrained), "--output_dir", str(out),
+                             "--max_train_steps", "4", "--per_device_train_batch_size", "16",
+                             "--per_device_eval_batch_size", "64", "--logging_steps", "2"])
+    assert summary["steps"] == 4 and summary["best_epoch"] == 0 and 0 <= summary["best_accuracy"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["MimMaeForImageClassification"] and len(config["id2label"]) == 10
+    assert config["id2label"]["9"] == "Ankle boot"
+    assert config["train_position_embeddings"] is True  # MAE's fine-tuning switch
+    card = (out / "README.md").read_text()
+    assert "model-index" in card and "accuracy" in card
+    from PIL import Image
+
+    classifier = pipeline("image-classification", model=str(out))
+    predictions = classifier(Image.new("L", (28, 28), 128), top_k=3)
+    assert len(predictions) == 3 and {p["label"] for p in predictions} <= set(config["id2label"].values())
+
+
+def test_encoder_weights_come_from_the_pretrained_model(tmp_path, pretrained):
+    out = tmp_path / "ft0"
+    finetune.main(["--model_name_or_path", str(pretrained), "--output_dir", str(out), "--max_train_steps", "1",
+                   "--base_learning_rate", "0", "--mixup", "0", "--cutmix", "0"])
+    source, tuned = load_file(pretrained / "model.safetensors"), load_file(out / "model.safetensors")
+    assert torch.equal(source["vit.blocks.1.attn.qkv.weight"], tuned["vit.blocks.1.attn.qkv.weight"])
+
+
+def test_every_flag_on_image_folders_from_scratch(tmp_path, pretrained, monkeypatch):
+    import hf_mim.hub as hub
+
+    cache = tmp_path / "hub-cache"
+    monkeypatch.setattr(hub, "HfApi", lambda: hub.LocalHubApi(cache))
+    train = write_image_folder(tmp_path / "train", per_class=6)
+    val = write_image_folder(tmp_path / "val", per_class=3, seed=1)
+    out = tmp_path / "scratch"
+    summary = finetune.main([
+        "--model_name_or_path", str(pretrained), "--from_scratch", "--config_overrides", "pooling=cls",
+        "--train_dir", str(train), "--validation_dir", str(val), "--image_column", "image", "--label_column", "label",
+        "--output_dir", str(out), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
+        "--gradient_accumulation_steps", "2", "--base_learning_rate", "1e-3", "--min_learning_rate", "1e-6",
+        "--layer_decay", "0.75", "--weight_decay", "0.01", "--drop_path_rate", "0.05", "--mixup", "0.2",
+        "--cutmix", "0.5", "--label_smoothing", "0.1", "--max_grad_norm", "1.0", "--num_train_epochs", "2",
+        "--warmup_epochs", "1", "--seed", "1", "--mixed_precision", "no", "--dataloader_num_workers", "0",
+        "--logging_steps", "1", "--checkpointing_steps", "1", "--checkpoints_total_limit", "1",
+        "--max_nonfinite_skips", "0", "--report_to", "none", "--push_to_hub", "--hub_model_id", "org/mae-vit-tiny-ft",
+    ])
+    assert summary["steps"] == 4 and len(summary["eval_history"]) == 2  # 3 batches of 4, accumulation 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["pooling"] == "cls" and config["drop_path_rate"] == 0.05 and config["id2label"] == {"0": "coat", "1": "shoe"}
+    assert (cache / "models--org--mae-vit-tiny-ft" / "refs" / "main").exists()
+    assert "random initialisation" in (out / "README.md").read_text()
+
+
+def test_resume_and_explicit_splits(tmp_path, pretrained):
+    import datasets
+
+    from hf_mim.data import load_image_dataset
+
+    sample = load_image_dataset(split="test").dataset
+    saved = tmp_path / "dd"
+    datasets.DatasetDict({"train": sample.select(range(64)), "holdout": sample.select(range(64, 96))}).save_to_disk(str(saved))
+    out = tmp_path / "ft-resume"
+    args = ["--model_name_or_path", str(pretrained), "--dataset_name", str(saved), "--train_split", "train",
+            "--eval_split", "holdout", "--output_dir", str(out), "--per_device_train_batch_size", "16",
+            "--max_train_steps", "4", "--checkpointing_steps", "2"]
+    finetune.main(args)
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    summary = finetune.main(args + ["--resume_from_checkpoint", "latest"])
+    assert summary["steps"] == 4
