@@ -1,0 +1,151 @@
+"""Issue 9: a killed run resumes to bitwise-identical weights, 2 processes equal 1, bad images and NaN losses
+lose nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import REPO_ROOT, TINY_OVERRIDES, load_script, write_image_folder, write_odd_images
+
+pretrain = load_script("pretrain")
+BASE = ["--method", "mae", "--config_overrides", TINY_OVERRIDES["mae"], "--per_device_train_batch_size", "8",
+        "--logging_steps", "1", "--seed", "7"]
+
+
+def script_env():
+    """Same thread count as this process: kernels reduce in another order with another count."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
+def same_weights(a, b, atol=0.0):
+    first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert first.keys() == second.keys()
+    worst = max((first[k].float() - second[k].float()).abs().max().item() for k in first)
+    return worst <= atol, worst
+
+
+def test_sigkill_at_an_arbitrary_step_then_resume_gives_bitwise_identical_weights(tmp_path):
+    steps = ["--max_train_steps", "40", "--checkpointing_steps", "5"]
+    straight = tmp_path / "straight"
+    pretrain.main(BASE + steps + ["--output_dir", str(straight)])
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "pretrain.py"), *BASE, *steps,
+                                "--output_dir", str(killed)], env=script_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step_10").exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists(), "the run finished before the kill"
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    pretrain.main(BASE + steps + ["--output_dir", str(killed), "--resume_from_checkpoint", "latest"])
+    identical, worst = same_weights(straight, killed)
+    assert identical, f"resumed weights differ by {worst}"
+
+
+def test_half_written_checkpoints_are_never_picked(tmp_path):
+    from hf_mim.training import checkpoint_dirs, resolve_checkpoint
+
+    root = tmp_path / "checkpoints"
+    (root / "step_4").mkdir(parents=True)
+    (root / "step_4" / "trainer_state.json").write_text(json.dumps({"step": 4}))
+    (root / "step_8").mkdir()  # killed before its state file was written
+    (root / ".partial_step_12").mkdir()  # killed during save_state
+    assert [step for step, _ in checkpoint_dirs(tmp_path)] == [4]
+    assert resolve_checkpoint(tmp_path, "latest").name == "step_4"
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        resolve_checkpoint(tmp_path, str(root / "step_8"))
+
+
+def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(tmp_path):
+    common = ["--method", "mae", "--config_overrides", TINY_OVERRIDES["mae"], "--max_train_steps", "4", "--seed", "3"]
+    one = tmp_path / "one"
+    pretrain.main(common + ["--per_device_train_batch_size", "16", "--output_dir", str(one)])
+    two = tmp_path / "two"
+    env = {**script_env(), "ACCELERATE_USE_CPU": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+         str(REPO_ROOT / "scripts" / "pretrain.py"), *common, "--per_device_train_batch_size", "8",
+         "--output_dir", str(two)], env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((two / "training_summary.json").read_text())
+    assert summary["effective_batch"] == 16
+    close, worst = same_weights(one, two, atol=1e-5)
+    assert close, f"2-process weights differ from 1-process by {worst}"
+
+
+def test_odd_and_broken_images_train_and_unreadable_ones_are_counted(tmp_path):
+    folder = tmp_path / "odd" / "things"
+    write_odd_images(folder)
+    out = tmp_path / "out"
+    summary = pretrain.main(BASE + ["--train_dir", str(tmp_path / "odd"), "--max_train_steps", "2",
+                                    "--per_device_train_batch_size", "9", "--output_dir", str(out)])
+    assert summary["steps"] == 2
+    assert summary["skipped_images"] == 4  # corrupt + truncated, in each of the 2 epochs
+    assert (out / "model.safetensors").exists()
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, monkeypatch):
+    from hf_mim.modeling.modeling_mae import MimMaeForPreTraining
+    from hf_mim.training import NonFiniteLossError
+
+    original = MimMaeForPreTraining.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= 4:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(MimMaeForPreTraining, "forward", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match="resume with --resume_from_checkpoint latest") as error:
+        pretrain.main(BASE + ["--max_train_steps", "10", "--checkpointing_steps", "2", "--output_dir", str(out)])
+    assert "step_2" in str(error.value)
+    state = load_file(out / "checkpoints" / "step_2" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in state.values())
+    assert not (out / "model.safetensors").exists()
+
+
+def test_isolated_nan_losses_are_skipped_when_allowed(tmp_path, monkeypatch):
+    from hf_mim.modeling.modeling_mae import MimMaeForPreTraining
+
+    original = MimMaeForPreTraining.forward
+    calls = {"n": 0}
+
+    def one_bad_step(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            out.loss = out.loss * float("inf")
+        return out
+
+    monkeypatch.setattr(MimMaeForPreTraining, "forward", one_bad_step)
+    out = tmp_path / "skip"
+    summary = pretrain.main(BASE + ["--max_train_steps", "3", "--max_nonfinite_skips", "1", "--output_dir", str(out)])
+    weights = load_file(out / "model.safetensors")
+    assert summary["steps"] == 3 and all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_missing_folder_and_missing_tokenizer_messages(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--train_dir"):
+        pretrain.main(BASE + ["--train_dir", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "o")])
