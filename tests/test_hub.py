@@ -1,0 +1,75 @@
+"""Offline Hub behaviour: a seeded hub cache serves AutoModel and the image-classification pipeline by repo id."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+from huggingface_hub import ModelCard
+
+from hf_mim.hub import LocalHubApi, push_folder, seed_hub_cache
+from hf_mim.modeling.configuration_mae import MimMaeConfig
+from hf_mim.modeling.image_processing_mae import MimMaeImageProcessor
+from hf_mim.modeling.modeling_mae import MimMaeForImageClassification, MimMaeForPreTraining
+
+TINY = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+            decoder_intermediate_size=32)
+
+
+def test_from_pretrained_and_pipeline_by_repo_id_from_a_seeded_cache(tmp_path):
+    torch.manual_seed(0)
+    encoder_dir, classifier_dir = tmp_path / "enc", tmp_path / "cls"
+    MimMaeForPreTraining(MimMaeConfig(**TINY)).save_pretrained(encoder_dir)
+    labels = {0: "coat", 1: "shoe", 2: "bag"}
+    MimMaeForImageClassification(MimMaeConfig(**TINY, num_labels=3, id2label=labels)).save_pretrained(classifier_dir)
+    for folder in (encoder_dir, classifier_dir):
+        MimMaeImageProcessor(size={"height": 32, "width": 32}, patch_size=4).save_pretrained(folder)
+    cache = tmp_path / "hub"
+    seed_hub_cache(encoder_dir, "org/mae-vit-tiny", cache)
+    seed_hub_cache(classifier_dir, "org/mae-vit-tiny-ft", cache)
+    script = textwrap.dedent("""
+        import hf_mim
+        from PIL import Image
+        from transformers import AutoModel, pipeline
+        model = AutoModel.from_pretrained("org/mae-vit-tiny")
+        classifier = pipeline("image-classification", model="org/mae-vit-tiny-ft")
+        out = classifier(Image.new("RGB", (40, 30), "red"))
+        print(type(model).__name__, sorted(p["label"] for p in out))
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[0] == "MimMaeModel ['bag', 'coat', 'shoe']"
+    assert "Do you wish to run the custom code" not in result.stdout + result.stderr
+
+
+def test_push_folder_creates_repo_and_uploads_without_checkpoints(tmp_path):
+    folder = tmp_path / "out"
+    (folder / "checkpoints" / "step_1").mkdir(parents=True)
+    (folder / "checkpoints" / "step_1" / "x.bin").write_text("state")
+    (folder / "config.json").write_text(json.dumps({"model_type": "mim_mae"}))
+    api = LocalHubApi(tmp_path / "cache")
+    commit = push_folder(folder, "org/name", api=api)
+    snapshot = tmp_path / "cache" / "models--org--name" / "snapshots" / commit
+    assert api.created == ["org/name"] and (snapshot / "config.json").exists()
+    assert not (snapshot / "checkpoints").exists()
+    assert len(commit) == 40
+
+
+def test_model_card_has_model_index_results(tmp_path):
+    import hf_mim
+    from hf_mim.hub import write_model_card
+
+    write_model_card(tmp_path, model_name="org/mae-vit-tiny", method=hf_mim.get_method("mae"),
+                     config=MimMaeConfig(**TINY), data_source="sample", steps=10, effective_batch=8,
+                     learning_rate=1e-3, final_loss=0.5, command="python scripts/pretrain.py --method mae",
+                     results=[{"metric": "accuracy", "value": 0.75, "protocol": "kNN top-1"}])
+    card = ModelCard.load(tmp_path / "README.md")
+    index = card.data.to_dict()["model-index"]
+    assert index[0]["name"] == "org/mae-vit-tiny"
+    assert index[0]["results"][0]["metrics"][0]["value"] == 0.75
+    assert "| kNN top-1 | accuracy | 0.7500 |" in card.text
