@@ -5,7 +5,7 @@ The scripts read these as defaults; every value can be overridden by a flag.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -65,17 +65,6 @@ DEMO_OVERRIDES = {
     "cae": dict(num_masking_patches=32, min_num_patches=4, regressor_num_hidden_layers=2,
                 decoder_num_hidden_layers=2),
 }
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """What `scripts/pretrain.py --method X` with no other flag runs."""
-
-    per_device_train_batch_size: int = 64
-    num_train_epochs: int = 25
-    warmup_epochs: float = 2
-    base_learning_rate: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def demo_config_kwargs(method: str) -> dict:

@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
                                          num_workers=args.dataloader_num_workers, drop_last=len(dataset) > batch_size)
     updates_per_epoch = max(1, math.ceil(len(loader) / accelerator.num_processes / args.gradient_accumulation_steps))
-    epochs = args.num_train_epochs or (25 if size == "demo" else 800)
+    epochs = args.num_train_epochs or (60 if size == "demo" else 800)
     max_steps = args.max_train_steps or epochs * updates_per_epoch
     epochs = math.ceil(max_steps / updates_per_epoch)
     effective_batch = batch_size * args.gradient_accumulation_steps * accelerator.num_processes
