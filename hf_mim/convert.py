@@ -7,6 +7,7 @@ checkpoint of the wrong method or a truncated file fails loudly instead of loadi
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -30,8 +31,21 @@ HF_VIT_LAYER_RULES = [
 ]
 
 
-def layer_rules(src: str, dst: str) -> list[tuple[str, str]]:
-    return [(p.format(src=re.escape(src)), r.format(dst=dst)) for p, r in HF_VIT_LAYER_RULES]
+# The same layers as `save_pretrained` writes them to disk (transformers keeps the legacy names in files).
+HF_VIT_LAYER_RULES_ON_DISK = [
+    (r"^{src}\.(\d+)\.attention\.attention\.query\.", r"{dst}.\1.attn.q_split."),
+    (r"^{src}\.(\d+)\.attention\.attention\.key\.", r"{dst}.\1.attn.k_split."),
+    (r"^{src}\.(\d+)\.attention\.attention\.value\.", r"{dst}.\1.attn.v_split."),
+    (r"^{src}\.(\d+)\.attention\.output\.dense\.", r"{dst}.\1.attn.proj."),
+    (r"^{src}\.(\d+)\.intermediate\.dense\.", r"{dst}.\1.mlp.fc1."),
+    (r"^{src}\.(\d+)\.output\.dense\.", r"{dst}.\1.mlp.fc2."),
+    (r"^{src}\.(\d+)\.layernorm_before\.", r"{dst}.\1.norm1."),
+    (r"^{src}\.(\d+)\.layernorm_after\.", r"{dst}.\1.norm2."),
+]
+
+
+def layer_rules(src: str, dst: str, rules=HF_VIT_LAYER_RULES) -> list[tuple[str, str]]:
+    return [(p.format(src=re.escape(src)), r.format(dst=dst)) for p, r in rules]
 
 
 HF_VIT_MAE = KeyMap(
@@ -47,6 +61,8 @@ HF_VIT_MAE = KeyMap(
         *layer_rules("decoder.decoder_layers", "decoder.blocks"),
         (r"^decoder\.decoder_norm\.", "decoder.norm."),
         (r"^decoder\.decoder_pred\.", "decoder.pred."),
+        *layer_rules("vit.encoder.layer", "vit.blocks", HF_VIT_LAYER_RULES_ON_DISK),
+        *layer_rules("decoder.decoder_encoder.layer", "decoder.blocks", HF_VIT_LAYER_RULES_ON_DISK),
     ]
 )
 
@@ -139,3 +155,95 @@ def load_converted(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) 
             f"  shape mismatches ({len(shapes)}): {shapes[:10]}"
         )
     model.load_state_dict(state_dict, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+MAE_OFFICIAL = KeyMap(
+    rules=[
+        (r"^(cls_token|pos_embed)$", r"vit.\1"),
+        (r"^patch_embed\.proj\.", "vit.patch_embed.proj."),
+        (r"^blocks\.", "vit.blocks."),
+        (r"^norm\.", "vit.norm."),
+        (r"^fc_norm\.", "fc_norm."),
+        (r"^head\.", "head."),
+        (r"^mask_token$", "decoder.mask_token"),
+        (r"^decoder_pos_embed$", "decoder.pos_embed"),
+        (r"^decoder_embed\.", "decoder.embed."),
+        (r"^decoder_blocks\.", "decoder.blocks."),
+        (r"^decoder_norm\.", "decoder.norm."),
+        (r"^decoder_pred\.", "decoder.pred."),
+    ]
+)
+
+# Heads of the published ViT sizes, by width. Shapes do not reveal the head count, so it comes from this table
+# (or --num_attention_heads), never from a file name.
+HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Load foreign weights without executing code: safetensors, or torch files with `weights_only=True`.
+    Training checkpoints keep the weights under "model", "state_dict" or "module"; those are unwrapped."""
+    import os
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, pickled code, not a torch file at all
+        raise ValueError(
+            f"cannot read {path} as a weights-only torch checkpoint ({type(error).__name__}: {str(error)[:200]}). "
+            "The file may be truncated, or it pickles code, which we refuse to execute; re-save it as a state dict "
+            "or safetensors"
+        ) from error
+    for key in ("model", "state_dict", "module"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    return obj
+
+
+def block_count(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
+    ids = {int(m.group(1)) for k in state_dict for m in [re.match(re.escape(prefix) + r"(\d+)\.", k)] if m}
+    return max(ids) + 1 if ids else 0
+
+
+def heads_for(width: int, override: int | None) -> int:
+    if override:
+        return override
+    if width not in HEADS_BY_WIDTH:
+        raise ValueError(f"no standard head count for width {width}; pass --num_attention_heads")
+    return HEADS_BY_WIDTH[width]
+
+
+def mae_config_from_official(state_dict: dict[str, torch.Tensor], num_heads: int | None = None) -> dict:
+    """Config fields read off an official MAE state dict's shapes (decoder fields only when a decoder is present)."""
+    width = state_dict["cls_token"].shape[-1]
+    patch_weight = state_dict["patch_embed.proj.weight"]
+    patch = patch_weight.shape[-1]
+    grid = int(math.isqrt(state_dict["pos_embed"].shape[1] - 1)) if "pos_embed" in state_dict else 224 // patch
+    fields = dict(hidden_size=width, patch_size=patch, num_channels=patch_weight.shape[1], image_size=grid * patch,
+                  num_hidden_layers=block_count(state_dict, "blocks."), num_attention_heads=heads_for(width, num_heads),
+                  intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0])
+    if "decoder_embed.weight" in state_dict:
+        dec = state_dict["decoder_embed.weight"].shape[0]
+        fields.update(decoder_hidden_size=dec, decoder_num_hidden_layers=block_count(state_dict, "decoder_blocks."),
+                      decoder_num_attention_heads=16 if dec == 512 else max(dec // 32, 1),
+                      decoder_intermediate_size=state_dict["decoder_blocks.0.mlp.fc1.weight"].shape[0])
+    if "head.weight" in state_dict:
+        fields.update(num_labels=state_dict["head.weight"].shape[0],
+                      pooling="mean" if "fc_norm.weight" in state_dict else "cls", train_position_embeddings=True)
+    return fields
+
+
+def interpolate_position_embeddings(state_dict: dict[str, torch.Tensor], key: str, new_grid: int) -> None:
+    """Resample a (1, 1 + g*g, D) table in place for another image size (cls row kept, bicubic)."""
+    from hf_mim.modeling.vit import resize_position_table
+
+    if key in state_dict:
+        state_dict[key] = resize_position_table(state_dict[key], (new_grid, new_grid))
