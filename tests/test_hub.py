@@ -73,3 +73,26 @@ def test_model_card_has_model_index_results(tmp_path):
     assert index[0]["name"] == "org/mae-vit-tiny"
     assert index[0]["results"][0]["metrics"][0]["value"] == 0.75
     assert "| kNN top-1 | accuracy | 0.7500 |" in card.text
+
+
+def test_push_script_checks_the_folder_then_uploads(tmp_path, monkeypatch):
+    import hf_mim.hub as hub
+    from helpers import load_script
+
+    push = load_script("push_to_hub")
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(hub, "HfApi", lambda: hub.LocalHubApi(cache))
+    folder = tmp_path / "model"
+    MimMaeForPreTraining(MimMaeConfig(**TINY)).save_pretrained(folder)
+    MimMaeImageProcessor().save_pretrained(folder)
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="README.md"):
+        push.main(["--model_dir", str(folder), "--hub_model_id", "org/x"])
+    (folder / "README.md").write_text("card")
+    (folder / "extra.bin").write_text("pickle")
+    with pytest.raises(ValueError, match="safetensors only"):
+        push.main(["--model_dir", str(folder), "--hub_model_id", "org/x"])
+    (folder / "extra.bin").unlink()
+    commit = push.main(["--model_dir", str(folder), "--hub_model_id", "org/x", "--private", "--commit_message", "v1"])
+    assert (cache / "models--org--x" / "snapshots" / commit / "modeling_mae.py").exists()
