@@ -72,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id ORG/NAME")
+    if args.tokenizer_name_or_path and not hf_mim.get_method(args.method).needs_tokenizer:
+        p.error(f"--method {args.method} predicts no visual tokens; drop --tokenizer_name_or_path")
     if args.max_train_steps is not None and args.max_train_steps <= 0:
         p.error("--max_train_steps must be positive")
     return args

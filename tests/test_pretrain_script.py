@@ -101,3 +101,9 @@ def test_config_overrides_that_make_no_sense_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="mask_ratio"):
         pretrain.main(["--method", "mae", "--config_overrides", "mask_ratio=1.5", "--output_dir", str(tmp_path / "x"),
                        "--max_train_steps", "1"])
+
+
+def test_a_tokenizer_for_a_method_without_tokens_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(tmp_path, "--tokenizer_name_or_path", str(tmp_path))
+    assert "predicts no visual tokens" in capsys.readouterr().err
