@@ -24,6 +24,15 @@ def script_env():
     return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
+def free_port() -> int:
+    """A port nobody listens on now: a fixed one can meet a stale rendezvous and hang."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def same_weights(a, b, atol=0.0):
     first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert first.keys() == second.keys()
@@ -80,9 +89,9 @@ def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(
     env = {**script_env(), "ACCELERATE_USE_CPU": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
          str(REPO_ROOT / "scripts" / "pretrain.py"), *common, "--per_device_train_batch_size", "8",
-         "--output_dir", str(two)], env=env, capture_output=True, text=True, timeout=600,
+         "--output_dir", str(two)], env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((two / "training_summary.json").read_text())
