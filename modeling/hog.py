@@ -8,7 +8,9 @@ each patch into one vector, index `c * nbins * k * k + bin * k * k + cell_row * 
 
 It runs on the model's normalised `pixel_values` as the official code does; there is nothing to un-normalise,
 because a per-channel affine map scales every magnitude of that channel alike (and shifts no gradient), and the
-per-cell, per-channel L2 normalisation removes that scale.
+per-cell, per-channel L2 normalisation removes that scale. That holds in exact arithmetic only: where an 8-bit
+image has gx = 0 exactly (a horizontal edge), normalised fp32 inputs leave gx = +-1e-7 of rounding, and its sign
+sends the vote to bin 0 or bin 8. The official code has the same tie-break noise; we keep its arithmetic for parity.
 """
 
 from __future__ import annotations
