@@ -14,6 +14,8 @@ from transformers import (
 )
 
 from .methods import METHODS, Method, get_method, method_of_config
+from .modeling.configuration_dvae import MimDvaeConfig
+from .modeling.modeling_dvae import MimDvaeModel
 
 
 def _register(method: Method) -> None:
@@ -30,6 +32,10 @@ def _register(method: Method) -> None:
 
 for _method in METHODS.values():
     _register(_method)
+
+# The visual tokenizer of BEiT and CAE is a model of its own.
+AutoConfig.register(MimDvaeConfig.model_type, MimDvaeConfig, exist_ok=True)
+AutoModel.register(MimDvaeConfig, MimDvaeModel, exist_ok=True)
 
 __all__ = ["METHODS", "Method", "get_method", "method_of_config"]
 __version__ = "0.1.0"

@@ -26,6 +26,7 @@ class MimDvaeConfig(PretrainedConfig):
     """
 
     model_type = "mim_dvae"
+    _auto_class = "AutoConfig"
 
     def __init__(
         self,

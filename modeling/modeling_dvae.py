@@ -23,6 +23,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_dvae import MimDvaeConfig
+from .remote_code import RemoteCodeMixin
 
 logger = logging.get_logger(__name__)
 
@@ -238,8 +239,9 @@ class MimDvaeOutput(ModelOutput):
     codebook_usage: torch.FloatTensor | None = None
 
 
-class MimDvaePreTrainedModel(PreTrainedModel):
+class MimDvaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     config_class = MimDvaeConfig
+    auto_classes = {"AutoModel": "MimDvaeModel"}
     base_model_prefix = "dvae"
     main_input_name = "pixel_values"
     input_modalities = ("image",)

@@ -1,0 +1,57 @@
+"""scripts/train_tokenizer.py: every flag, the saved tokenizer, its schedules and codebook statistics."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import load_script, write_image_folder
+
+train_tokenizer = load_script("train_tokenizer")
+TINY = "vocab_size=32,hidden_size=8,num_blocks_per_group=1,decoder_init_size=8,image_size=32"
+
+
+def test_demo_tokenizer_trains_and_loads_as_a_codebook(tmp_path):
+    out = tmp_path / "tok"
+    summary = train_tokenizer.main(["--config_overrides", TINY, "--output_dir", str(out), "--max_train_steps", "3",
+                                    "--per_device_train_batch_size", "16", "--logging_steps", "1"])
+    from transformers import AutoModel
+
+    tokenizer = AutoModel.from_pretrained(out)
+    ids = tokenizer.get_codebook_indices(torch.full((2, 3, 32, 32), 0.5))
+    assert ids.shape == (2, 4, 4) and ids.max() < 32
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert log[0]["kl_weight"] == 0.0 and log[0]["temperature"] <= 1.0
+    assert all(0 < r["codebook_usage"] <= 1 and r["codebook_perplexity"] >= 1 for r in log)
+    assert (out / "reconstruction.png").exists() and "perplexity" in (out / "README.md").read_text()
+    assert summary["steps"] == 3
+
+
+def test_every_flag(tmp_path, monkeypatch):
+    import hf_mim.hub as hub
+
+    monkeypatch.setattr(hub, "HfApi", lambda: hub.LocalHubApi(tmp_path / "cache"))
+    images = write_image_folder(tmp_path / "images", per_class=4)
+    out = tmp_path / "tok"
+    args = ["--model_size", "demo", "--config_overrides", TINY, "--train_dir", str(images), "--image_column", "image",
+            "--output_dir", str(out), "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+            "--learning_rate", "1e-3", "--final_learning_rate_ratio", "0.1", "--weight_decay", "0.0",
+            "--num_train_epochs", "2", "--warmup_steps", "1", "--kl_warmup_steps", "2", "--temperature_anneal_steps", "3",
+            "--seed", "1", "--mixed_precision", "no", "--dataloader_num_workers", "0", "--logging_steps", "1",
+            "--checkpointing_steps", "2", "--checkpoints_total_limit", "1", "--max_nonfinite_skips", "0",
+            "--report_to", "none", "--push_to_hub", "--hub_model_id", "org/tokenizer-tiny"]
+    summary = train_tokenizer.main(args)
+    assert summary["steps"] == 2
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    resumed = train_tokenizer.main(args[:-3] + ["--max_train_steps", "3", "--resume_from_checkpoint", "latest"])
+    assert resumed["steps"] == 3
+    assert (tmp_path / "cache" / "models--org--tokenizer-tiny").exists()
+
+
+def test_push_needs_a_repo_id(tmp_path):
+    with pytest.raises(SystemExit):
+        train_tokenizer.main(["--push_to_hub", "--output_dir", str(tmp_path)])
