@@ -89,7 +89,7 @@ SOURCES: dict[str, Source] = {
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--from", dest="source", required=True, choices=sorted(SOURCES))
+    p.add_argument("--from", dest="source", required=True, choices=sorted([*SOURCES, "dalle-encoder"]))
     p.add_argument("--checkpoint", required=True, help="the file (.pth/.pt/.bin/.safetensors) or folder to convert")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--num_attention_heads", type=int, default=None, help="when the width is not a standard ViT size")
@@ -106,6 +106,8 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.source == "dalle-encoder":
+        return convert_dalle_encoder(args)
     source = SOURCES[args.source]
     method = hf_mim.get_method(source.method)
     state_dict = source.read(args.checkpoint)
@@ -146,6 +148,27 @@ def main(argv=None) -> dict:
     summary = {"source": args.source, "keys": len(converted), "classifier": is_classifier, "max_abs_difference": difference}
     logger.info("converted %d tensors into %s", len(converted), out)
     return summary
+
+
+def convert_dalle_encoder(args) -> dict:
+    """OpenAI's published `encoder.pkl` (a pickled module) -> our tokenizer, through an allow-listed unpickler
+    that maps the dall_e classes to inert stand-ins and never runs other pickled code."""
+    from hf_mim.dalle_pickle import dvae_from_dalle_encoder
+
+    model, report = dvae_from_dalle_encoder(args.checkpoint)
+    out = Path(args.output_dir)
+    model.save_pretrained(out)
+    (out / "README.md").write_text(
+        "---\nlibrary_name: transformers\ntags: [hf-mim, dvae, visual-tokenizer]\n---\n\n"
+        f"# DALL-E dVAE encoder as an hf-mim tokenizer\n\nConverted from `{Path(args.checkpoint).name}` "
+        "(OpenAI DALL-E, `encoder.pkl`) by `scripts/convert_checkpoint.py --from dalle-encoder`. Only the encoder "
+        "is pretrained (`decoder_trained: false`); use it as BEiT's or CAE's tokenizer: "
+        "`scripts/pretrain.py --method beit --tokenizer_name_or_path <this folder>`.\n"
+    )
+    if args.push_to_hub:
+        push_folder(out, args.hub_model_id)
+    logger.info("converted the DALL-E encoder (%d tensors) into %s", len(report.loaded), out)
+    return {"source": "dalle-encoder", "keys": len(report.loaded), "classifier": False, "max_abs_difference": None}
 
 
 if __name__ == "__main__":

@@ -438,3 +438,19 @@ def test_non_encoder_file_is_refused(tmp_path):
     torch.save({"weight": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="not a DALL-E encoder"):
         load_dalle_encoder_state_dict(path)
+
+
+def test_convert_script_turns_encoder_pkl_into_a_loadable_tokenizer(fake_encoder_pkl, tmp_path):
+    from helpers import load_script
+    from transformers import AutoModel
+
+    import hf_mim  # noqa: F401
+
+    convert = load_script("convert_checkpoint")
+    path, encoder = fake_encoder_pkl
+    summary = convert.main(["--from", "dalle-encoder", "--checkpoint", str(path), "--output_dir", str(tmp_path / "tok")])
+    tokenizer = AutoModel.from_pretrained(tmp_path / "tok")
+    assert summary["keys"] == len(encoder.state_dict()) and tokenizer.config.decoder_trained is False
+    images = mapped_images(size=32)
+    with torch.no_grad():
+        torch.testing.assert_close(tokenizer.get_codebook_logits(images), encoder(images).float(), rtol=0, atol=1e-5)
