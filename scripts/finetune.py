@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
 from transformers import AutoConfig
 
 import hf_mim
+from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.metrics import load_metric
@@ -42,17 +41,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model_name_or_path", required=True, help="a pretrained hf-mim folder or Hub id")
     p.add_argument("--from_scratch", action="store_true", help="same architecture, random init (the baseline)")
     p.add_argument("--config_overrides", default="", help='"k=v,k=v" applied after the fine-tuning switches')
-    p.add_argument("--dataset_name", help="Hub dataset id or a save_to_disk folder (default: the embedded sample)")
-    p.add_argument("--train_dir", help="an image folder with one sub-folder per class")
+    add_data_arguments(p)
     p.add_argument("--validation_dir", help="evaluation image folder (with --train_dir)")
     p.add_argument("--train_split", default="train")
     p.add_argument("--eval_split", default=None, help="default: 'test' for the sample, else 'validation'")
-    p.add_argument("--image_column", default=None)
     p.add_argument("--label_column", default=None)
     p.add_argument("--output_dir", default="outputs/finetune")
     p.add_argument("--per_device_train_batch_size", type=int, default=64)
     p.add_argument("--per_device_eval_batch_size", type=int, default=128)
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument("--base_learning_rate", type=float, default=None, help="default: the method's recipe (§7)")
     p.add_argument("--min_learning_rate", type=float, default=None)
     p.add_argument("--layer_decay", type=float, default=None, help="layer-wise lr decay (0.65 in the recipes; 1 = off)")
@@ -65,20 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_train_epochs", type=int, default=10)
     p.add_argument("--max_train_steps", type=int, default=None)
     p.add_argument("--warmup_epochs", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
-    p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--checkpointing_steps", type=int, default=None)
-    p.add_argument("--checkpoints_total_limit", type=int, default=2)
-    p.add_argument("--resume_from_checkpoint", default=None)
-    p.add_argument("--max_nonfinite_skips", type=int, default=0)
-    p.add_argument("--report_to", default="none")
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
+    add_loop_arguments(p)
     args = p.parse_args(argv)
-    if args.push_to_hub and not args.hub_model_id:
-        p.error("--push_to_hub needs --hub_model_id ORG/NAME")
+    check_loop_arguments(p, args)
     return args
 
 
@@ -123,14 +108,7 @@ def build_classifier(args, train):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to, project_dir=args.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logging.getLogger("hf_mim").setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
-    set_seed(args.seed)
+    accelerator = make_accelerator(args)
 
     train, evaluation = load_splits(args)
     method, recipe, model = build_classifier(args, train)

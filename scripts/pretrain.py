@@ -19,11 +19,10 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
 from transformers import AutoConfig
 
 import hf_mim
+from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.recipes import PRETRAIN_RECIPES, demo_config_kwargs
@@ -43,12 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "Default: demo on the embedded sample, base otherwise")
     p.add_argument("--tokenizer_name_or_path", help="visual tokenizer (BEiT, CAE): a folder from scripts/train_tokenizer.py "
                    "or scripts/convert_checkpoint.py --from dalle-encoder")
-    p.add_argument("--dataset_name", help="Hub dataset id, or a local folder saved with datasets' save_to_disk")
-    p.add_argument("--train_dir", help="an image folder (optionally one sub-folder per class)")
-    p.add_argument("--image_column", default=None, help="image column (default: the first Image feature)")
+    add_data_arguments(p)
     p.add_argument("--output_dir", default=None, help="default: outputs/<method>-pretrain")
     p.add_argument("--per_device_train_batch_size", type=int, default=None)
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument("--base_learning_rate", type=float, default=None,
                    help="blr; the lr is blr * effective batch / 256 (512 for SimMIM; absolute for BEiT and CAE)")
     p.add_argument("--min_learning_rate", type=float, default=None)
@@ -57,25 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_train_epochs", type=int, default=None)
     p.add_argument("--max_train_steps", type=int, default=None, help="optimizer updates; overrides epochs")
     p.add_argument("--warmup_epochs", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
-                   help="default: what `accelerate config` / `accelerate launch --mixed_precision` says")
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
-    p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--checkpointing_steps", type=int, default=None, help="save <output_dir>/checkpoints/step_<N> every N updates")
-    p.add_argument("--checkpoints_total_limit", type=int, default=3)
-    p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoints/step_<N> folder, or 'latest'")
-    p.add_argument("--max_nonfinite_skips", type=int, default=0, help="skip up to N consecutive NaN/Inf losses, then stop")
-    p.add_argument("--report_to", default="none", help="tensorboard, wandb, all or none (a JSONL log is always written)")
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
+    add_loop_arguments(p)
     args = p.parse_args(argv)
-    if args.push_to_hub and not args.hub_model_id:
-        p.error("--push_to_hub needs --hub_model_id ORG/NAME")
+    check_loop_arguments(p, args)
     if args.tokenizer_name_or_path and not hf_mim.get_method(args.method).needs_tokenizer:
         p.error(f"--method {args.method} predicts no visual tokens; drop --tokenizer_name_or_path")
-    if args.max_train_steps is not None and args.max_train_steps <= 0:
-        p.error("--max_train_steps must be positive")
     return args
 
 
@@ -120,16 +102,7 @@ def main(argv=None) -> dict:
     method = hf_mim.get_method(args.method)
     recipe = PRETRAIN_RECIPES[method.name]
     args.output_dir = args.output_dir or f"outputs/{method.name}-pretrain"
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_dir=args.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logging.getLogger("hf_mim").setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
-    set_seed(args.seed)
+    accelerator = make_accelerator(args)
 
     config, size = build_config(args, method)
     model = build_model(args, method, config)

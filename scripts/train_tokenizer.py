@@ -22,10 +22,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
 from transformers.image_utils import PILImageResampling
 
+from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.modeling.configuration_dvae import MimDvaeConfig
@@ -49,12 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--model_size", choices=["demo", "dalle"], default=None,
                    help="demo: small dVAE at 64 px; dalle: DALL-E's architecture at 112 px. Default: demo on the sample")
     p.add_argument("--config_overrides", default="", help='dVAE config fields, "k=v,k=v" (vocab_size, image_size, ...)')
-    p.add_argument("--dataset_name")
-    p.add_argument("--train_dir")
-    p.add_argument("--image_column", default=None)
+    add_data_arguments(p)
     p.add_argument("--output_dir", default="outputs/tokenizer")
     p.add_argument("--per_device_train_batch_size", type=int, default=64)
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument("--learning_rate", type=float, default=3e-4, help="peak Adam step size (DALL-E: 1e-4 at batch 512)")
     p.add_argument("--final_learning_rate_ratio", type=float, default=0.0125, help="cosine floor (DALL-E: 1.25e-6 / 1e-4)")
     p.add_argument("--weight_decay", type=float, default=0.0)
@@ -63,32 +59,15 @@ def parse_args(argv=None):
     p.add_argument("--warmup_steps", type=int, default=None)
     p.add_argument("--kl_warmup_steps", type=int, default=None, help="KL weight 0 -> kl_weight over these updates")
     p.add_argument("--temperature_anneal_steps", type=int, default=None, help="Gumbel temperature 1 -> 1/16 over these")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
-    p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--checkpointing_steps", type=int, default=None)
-    p.add_argument("--checkpoints_total_limit", type=int, default=2)
-    p.add_argument("--resume_from_checkpoint", default=None)
-    p.add_argument("--max_nonfinite_skips", type=int, default=0)
-    p.add_argument("--report_to", default="none")
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
+    add_loop_arguments(p)
     args = p.parse_args(argv)
-    if args.push_to_hub and not args.hub_model_id:
-        p.error("--push_to_hub needs --hub_model_id ORG/NAME")
+    check_loop_arguments(p, args)
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to, project_dir=args.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    set_seed(args.seed)
+    accelerator = make_accelerator(args)
     uses_sample = not (args.dataset_name or args.train_dir)
     size = args.model_size or ("demo" if uses_sample else "dalle")
     config = MimDvaeConfig(**(DEMO_CONFIG if size == "demo" else {}))
