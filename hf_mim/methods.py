@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .modeling.configuration_beit import MimBeitConfig
 from .modeling.configuration_mae import MimMaeConfig
+from .modeling.image_processing_beit import MimBeitImageProcessor
 from .modeling.image_processing_mae import MimMaeImageProcessor
+from .modeling.modeling_beit import MimBeitForImageClassification, MimBeitForPreTraining, MimBeitModel
 from .modeling.modeling_mae import MimMaeForImageClassification, MimMaeForPreTraining, MimMaeModel
 
 
@@ -30,6 +33,16 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
+    "beit": Method(
+        "beit", MimBeitConfig, MimBeitImageProcessor, MimBeitModel, MimBeitForPreTraining,
+        MimBeitForImageClassification,
+        paper="Bao et al., BEiT: BERT Pre-Training of Image Transformers, ICLR 2022",
+        summary="About 40% of the patches are masked in blocks and replaced by a mask token; the encoder sees every "
+        "patch and a linear head predicts, at each masked patch, the visual token a frozen dVAE gives that patch.",
+        needs_mask_from_processor=True,
+        needs_tokenizer=True,
+        lr_batch_divisor=None,
+    ),
     "mae": Method(
         "mae", MimMaeConfig, MimMaeImageProcessor, MimMaeModel, MimMaeForPreTraining, MimMaeForImageClassification,
         paper="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022",

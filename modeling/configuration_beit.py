@@ -1,0 +1,141 @@
+"""BEiT v1 configuration: defaults are the canonical BEiT-B/16 pretraining checkpoint (microsoft/unilm,
+method_spec §2)."""
+
+from .configuration_dvae import MimDvaeConfig
+from .configuration_vit import MimViTConfig
+
+# The tokenizer fields that fix the encoder's architecture (and so its state dict); training fields stay out.
+TOKENIZER_ARCHITECTURE_FIELDS = (
+    "vocab_size", "hidden_size", "num_groups", "num_blocks_per_group", "num_channels", "image_size",
+)
+
+
+class MimBeitConfig(MimViTConfig):
+    """All patches through the encoder, masked ones replaced by a learned mask token; a linear head predicts the
+    visual token of each masked patch, the target being a frozen dVAE tokenizer's argmax on a second view.
+
+    Encoder defaults: BEiT-style q/v bias, layer scale 0.1, drop path 0.1, no absolute positions, one relative
+    position bias table shared by every block, mean pooling (+ fc_norm) for classification, LayerNorm eps 1e-6.
+    vocab_size: classes of the token head, the tokenizer's codebook size (8192 for DALL-E's dVAE).
+    num_masking_patches / min_num_patches / max_num_patches / min_aspect / max_aspect: the block-wise mask
+        (method_spec §0.5): 75 of 196 patches in blocks of at least 16, aspect in [0.3, 1/0.3] (max_aspect None).
+        The processor draws it; the count may fall short of num_masking_patches and differs between images.
+    tokenizer_config: the frozen tokenizer's `MimDvaeConfig` fields; None means DALL-E's encoder with `vocab_size`
+        classes. `MimBeitForPreTraining.load_tokenizer` writes the loaded tokenizer's fields here.
+    codebook_image_size: side of the tokenizer's view, grid_size x the tokenizer's downsampling (112 for 224/16),
+        so there is one token per patch. None derives it.
+    """
+
+    model_type = "mim_beit"
+    _auto_class = "AutoConfig"
+    # What the fine-tuning recipe changes (method_spec §2): one relative position bias per block, each started from
+    # a copy of the shared table (done when the classifier loads a pretraining checkpoint), drop path 0.1, mean pooling.
+    finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
+
+    def __init__(
+        self,
+        qkv_bias: str = "qv",
+        layer_scale_init_value: float = 0.1,
+        drop_path_rate: float = 0.1,
+        position_embedding_type: str = "none",
+        relative_position_bias: str = "shared",
+        use_mask_token: bool = True,
+        pooling: str = "mean",
+        layer_norm_eps: float = 1e-6,
+        vocab_size: int = 8192,
+        num_masking_patches: int = 75,
+        min_num_patches: int = 16,
+        max_num_patches: int | None = None,
+        min_aspect: float = 0.3,
+        max_aspect: float | None = None,
+        tokenizer_config: dict | None = None,
+        codebook_image_size: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(
+            qkv_bias=qkv_bias,
+            layer_scale_init_value=layer_scale_init_value,
+            drop_path_rate=drop_path_rate,
+            position_embedding_type=position_embedding_type,
+            relative_position_bias=relative_position_bias,
+            use_mask_token=use_mask_token,
+            pooling=pooling,
+            layer_norm_eps=layer_norm_eps,
+            **kwargs,
+        )
+        self.vocab_size = vocab_size
+        self.num_masking_patches = num_masking_patches
+        self.min_num_patches = min_num_patches
+        self.max_num_patches = max_num_patches
+        self.min_aspect = min_aspect
+        self.max_aspect = max_aspect
+        # None stays None in config.json, so `--config_overrides vocab_size=N` needs no matching dict edit
+        self.tokenizer_config = dict(tokenizer_config) if tokenizer_config is not None else None
+        tokenizer = self.tokenizer_config_object()
+        if codebook_image_size is None:
+            codebook_image_size = self.grid_size * tokenizer.downsample_factor
+        self.codebook_image_size = codebook_image_size
+        self.validate_beit(tokenizer)
+
+    def tokenizer_config_object(self) -> MimDvaeConfig:
+        """The `MimDvaeConfig` the frozen tokenizer is built from (DALL-E's encoder when `tokenizer_config` is None)."""
+        fields = self.tokenizer_config if self.tokenizer_config is not None else {"vocab_size": self.vocab_size}
+        unknown = sorted(set(fields) - set(MimDvaeConfig().to_dict()))
+        if unknown:
+            raise ValueError(f"tokenizer_config has fields MimDvaeConfig does not know: {unknown}")
+        try:
+            return MimDvaeConfig(**fields)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"tokenizer_config is not a valid MimDvaeConfig: {error}") from error
+
+    def validate_beit(self, tokenizer: MimDvaeConfig) -> None:
+        if self.position_embedding_type.startswith("sincos"):
+            raise ValueError(
+                f"position_embedding_type={self.position_embedding_type!r}: BEiT uses relative position bias; "
+                "choose 'none' (the official default) or 'learned'"
+            )
+        if not self.use_mask_token:
+            raise ValueError("use_mask_token must be True: BEiT replaces the masked patches by a learned mask token")
+        num_patches = self.num_patches
+        if isinstance(self.num_masking_patches, bool) or not isinstance(self.num_masking_patches, int) or not (
+            0 < self.num_masking_patches < num_patches
+        ):
+            raise ValueError(
+                f"num_masking_patches must be an integer in [1, {num_patches - 1}] (the "
+                f"{self.grid_size}x{self.grid_size} grid has {num_patches} patches and one must stay visible), "
+                f"got {self.num_masking_patches!r}"
+            )
+        if not self.min_num_patches >= 1:
+            raise ValueError(
+                f"min_num_patches must be >= 1 (smallest block area to aim for), got {self.min_num_patches!r}"
+            )
+        if self.max_num_patches is not None and not self.max_num_patches >= 1:
+            raise ValueError(
+                f"max_num_patches must be >= 1, or None for num_masking_patches, got {self.max_num_patches!r}"
+            )
+        if not self.min_aspect > 0:
+            raise ValueError(
+                f"min_aspect must be > 0 (block height/width ratio; BEiT uses 0.3), got {self.min_aspect!r}"
+            )
+        if self.max_aspect is not None and not self.max_aspect >= self.min_aspect:
+            raise ValueError(
+                f"max_aspect must be >= min_aspect={self.min_aspect}, or None for 1/min_aspect, got {self.max_aspect!r}"
+            )
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
+        if tokenizer.vocab_size != self.vocab_size:
+            raise ValueError(
+                f"tokenizer_config has vocab_size={tokenizer.vocab_size} but the token head predicts vocab_size="
+                f"{self.vocab_size} classes; make them equal"
+            )
+        if tokenizer.num_channels != self.num_channels:
+            raise ValueError(
+                f"tokenizer_config has num_channels={tokenizer.num_channels} but the images have num_channels="
+                f"{self.num_channels}; make them equal"
+            )
+        factor = tokenizer.downsample_factor
+        if self.codebook_image_size != self.grid_size * factor:
+            raise ValueError(
+                f"codebook_image_size={self.codebook_image_size} must be grid_size x the tokenizer's downsampling = "
+                f"{self.grid_size} x {factor} = {self.grid_size * factor}, so there is one token per patch"
+            )

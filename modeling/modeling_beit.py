@@ -1,0 +1,363 @@
+"""BEiT v1 (Bao et al. 2022): block-wise masking, all patches through the encoder with masked ones replaced by a
+mask token, a linear head predicting the frozen dVAE tokenizer's visual token of each masked patch. Facts in
+method_spec §2; layout of the pipeline as microsoft/unilm `beit/modeling_pretrain.py`."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput, logging
+
+from .configuration_beit import TOKENIZER_ARCHITECTURE_FIELDS, MimBeitConfig
+from .losses import masked_token_cross_entropy
+from .modeling_dvae import DvaeConv2d, DvaeEncoder
+from .remote_code import RemoteCodeMixin
+from .task_heads import EncoderModelMixin, ImageClassificationMixin
+from .vit import Attention, Block, RelativePositionBias, ViTEncoder, relative_position_index
+
+logger = logging.get_logger(__name__)
+
+SHARED_TABLE_KEY = "vit.rel_pos_bias.relative_position_bias_table"
+LAYER_TABLE_KEY = "vit.blocks.{}.attn.relative_position_bias_table"
+# BEiT fine-tuning starts the classifier near zero: trunc-normal(0.02) (timm's +-2 absolute bounds), then x 0.001.
+HEAD_INIT_SCALE = 1e-3
+
+
+def trunc_normal_(tensor: torch.Tensor, std: float, a: float, b: float) -> torch.Tensor:
+    """N(0, std^2) truncated to [a, b] by the inverse CDF in one pass (timm's and BEiT's algorithm).
+
+    torch's own trunc_normal_ rejection-samples whole tensors, about 14 rounds at +-1 std, which takes over a
+    minute for a ViT-B on two CPU cores. Like `transformers.initialization`, it leaves tensors loaded from a
+    checkpoint (flagged `_is_hf_initialized`) untouched.
+    """
+    if getattr(tensor, "_is_hf_initialized", False) or tensor.is_meta:
+        return tensor
+
+    def cdf(x: float) -> float:
+        return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+    with torch.no_grad():
+        values = torch.empty(tensor.shape, dtype=torch.float32, device=tensor.device)
+        values.uniform_(2 * cdf(a / std) - 1, 2 * cdf(b / std) - 1).erfinv_().mul_(std * math.sqrt(2.0))
+        tensor.copy_(values.clamp_(min=a, max=b))
+    return tensor
+
+
+@dataclass
+class MimBeitPreTrainingOutput(ModelOutput):
+    """
+    loss: cross-entropy of the token head against the tokenizer's ids, averaged over every masked patch of the batch.
+    logits: (N_masked, vocab_size) token-head logits at the masked patches, batch-major then row-major order
+        (`bool_masked_pos` selects them); N_masked = bool_masked_pos.sum() can differ between images.
+    accuracy: fraction of masked patches whose argmax equals the target token (0 when nothing is masked).
+    labels: (N_masked,) the target token ids at the masked patches.
+    bool_masked_pos: (B, L) True = masked (replaced by the mask token).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    accuracy: torch.FloatTensor | None = None
+    labels: torch.LongTensor | None = None
+    bool_masked_pos: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class MimBeitPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+    config_class = MimBeitConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules = ["Block"]
+    _supports_sdpa = True
+    auto_classes = {
+        "AutoModel": "MimBeitModel",
+        "AutoModelForPreTraining": "MimBeitForPreTraining",
+        "AutoModelForMaskedImageModeling": "MimBeitForPreTraining",
+        "AutoModelForImageClassification": "MimBeitForImageClassification",
+        "AutoImageProcessor": "image_processing_beit.MimBeitImageProcessor",
+    }
+
+    def _depth_scale(self, linear: nn.Linear) -> float:
+        """1/sqrt(2 l) for the residual output projections (attn.proj, mlp.fc2) of block l (1-indexed), else 1."""
+        for block in self.vit.blocks:
+            if linear is block.attn.proj or linear is block.mlp.fc2:
+                return 1.0 / math.sqrt(2.0 * (block.layer_id + 1))
+        return 1.0
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BEiT init (method_spec §0.3): trunc-normal(0.02) cut at +-1 std for Linear and conv weights and the
+        cls/mask tokens, zero biases, LayerNorm (1, 0), zero relative-position tables; the residual output
+        projections of block l are drawn at std 0.02/sqrt(2 l) (the official init-then-divide, in one draw, so it
+        cannot be applied twice, and `transformers.initialization` skips tensors loaded from a checkpoint).
+        The classifier head is trunc-normal(0.02) x 0.001 as BEiT fine-tuning does; the frozen tokenizer gets
+        DALL-E's N(0, 1/(n_in k^2)) until real weights are loaded."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if module is getattr(self, "head", None):
+                trunc_normal_(module.weight, std=std * HEAD_INIT_SCALE, a=-2 * HEAD_INIT_SCALE, b=2 * HEAD_INIT_SCALE)
+            else:
+                scaled = std * self._depth_scale(module)
+                trunc_normal_(module.weight, std=scaled, a=-scaled, b=scaled)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            trunc_normal_(module.weight, std=std, a=-std, b=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, ViTEncoder):
+            for token in (module.cls_token, module.mask_token, module.pos_embed):
+                if token is not None:
+                    trunc_normal_(token, std=std, a=-std, b=std)
+        elif isinstance(module, RelativePositionBias):
+            init.zeros_(module.relative_position_bias_table)
+            init.copy_(module.relative_position_index, relative_position_index(module.grid_size, module.grid_size))
+        elif isinstance(module, Attention):
+            if module.q_bias is not None:
+                init.zeros_(module.q_bias)
+                init.zeros_(module.v_bias)
+            if module.relative_position_bias_table is not None:
+                grid = self.config.grid_size
+                init.zeros_(module.relative_position_bias_table)
+                init.copy_(module.relative_position_index, relative_position_index(grid, grid))
+        elif isinstance(module, Block):
+            if module.gamma_1 is not None:
+                init.constant_(module.gamma_1, self.config.layer_scale_init_value)
+                init.constant_(module.gamma_2, self.config.layer_scale_init_value)
+        elif isinstance(module, DvaeConv2d):
+            init.normal_(module.w, std=1.0 / math.sqrt(module.in_channels * module.kernel_size**2))
+            init.zeros_(module.b)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`, plus two BEiT rules: the loaded tokenizer stays frozen, and when this
+        model has per-layer relative position bias and the checkpoint has BEiT pretraining's shared table
+        (fine-tuning a pretrained encoder), every block's table starts as a copy of the shared one (method_spec §2)
+        instead of zeros."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if isinstance(getattr(model, "tokenizer", None), DvaeEncoder):
+            model.tokenizer.requires_grad_(False)  # loading materialises every parameter as trainable
+        if model.config.relative_position_bias == "per_layer" and pretrained_model_name_or_path is not None:
+            model._per_layer_tables_from_checkpoint(pretrained_model_name_or_path, kwargs)
+        return loaded
+
+    def _per_layer_tables_from_checkpoint(self, name_or_path, load_kwargs: dict) -> None:
+        keys = [SHARED_TABLE_KEY] + [LAYER_TABLE_KEY.format(i) for i in range(len(self.vit.blocks))]
+        found = checkpoint_tensors(name_or_path, keys, load_kwargs)
+        if SHARED_TABLE_KEY not in found:
+            if len(found) < len(keys) - 1:
+                logger.warning("the checkpoint has neither per-layer nor shared relative position bias tables: the "
+                               "missing per-layer tables start at zero")
+            return
+        shared = found[SHARED_TABLE_KEY]
+        copied = 0
+        with torch.no_grad():
+            for i, block in enumerate(self.vit.blocks):
+                if LAYER_TABLE_KEY.format(i) in found:
+                    continue
+                table = block.attn.relative_position_bias_table
+                if table.shape != shared.shape:
+                    raise ValueError(
+                        f"the checkpoint's shared relative position bias table is {tuple(shared.shape)} but block {i} "
+                        f"needs {tuple(table.shape)}: the image size, patch size or head count differs"
+                    )
+                table.copy_(shared.to(device=table.device, dtype=table.dtype))
+                copied += 1
+        logger.info("initialised %d per-layer relative position bias tables from the shared table", copied)
+
+
+def checkpoint_tensors(name_or_path, keys: list[str], load_kwargs: dict) -> dict[str, torch.Tensor]:
+    """The named tensors present in a saved model (a `state_dict` passed to from_pretrained, or the safetensors
+    file(s) of a folder or Hub repo, resolved as from_pretrained resolves them); absent keys are left out."""
+    state_dict = load_kwargs.get("state_dict")
+    if state_dict is not None:
+        return {k: state_dict[k] for k in keys if k in state_dict}
+    from safetensors import safe_open
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+
+    lookup = {name: load_kwargs[name] for name in ("cache_dir", "revision", "subfolder", "token", "local_files_only")
+              if load_kwargs.get(name) is not None}
+    lookup.update(_raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False)
+    single = cached_file(str(name_or_path), SAFE_WEIGHTS_NAME, **lookup)
+    if single is not None:
+        files = [single]
+    else:
+        index = cached_file(str(name_or_path), SAFE_WEIGHTS_INDEX_NAME, **lookup)
+        if index is None:
+            return {}
+        with open(index) as handle:
+            weight_map = json.load(handle)["weight_map"]
+        shards = sorted({weight_map[k] for k in keys if k in weight_map})
+        files = [cached_file(str(name_or_path), shard, **lookup) for shard in shards]
+    found = {}
+    for path in files:
+        if path is None:
+            continue
+        with safe_open(path, framework="pt") as handle:
+            present = set(handle.keys())
+            found.update({k: handle.get_tensor(k) for k in keys if k in present})
+    return found
+
+
+class MimBeitModel(EncoderModelMixin, MimBeitPreTrainedModel):
+    """BEiT encoder over all patches, for features: `AutoModel.from_pretrained(...)`. `bool_masked_pos` (B, L)
+    optionally replaces patches by the mask token, as in pretraining."""
+
+    def __init__(self, config: MimBeitConfig):
+        super().__init__(config)
+        self.build_encoder(config)
+        self.post_init()
+
+
+class MimBeitForPreTraining(MimBeitPreTrainedModel):
+    """`encode` (all patches, masked ones -> mask token, shared relative position bias) -> `lm_head` at the masked
+    positions only -> cross-entropy against the frozen `tokenizer`'s ids.
+
+    `tokenizer` is the encoder of a dVAE (`MimDvaeModel.encoder`), built from `config.tokenizer_config`: frozen
+    (requires_grad False, so no optimizer step, weight decay or DDP gradient), always in eval mode, run in fp32
+    under no_grad. Load trained weights with `load_tokenizer(MimDvaeModel.from_pretrained(...))`; they are saved
+    with the model, so a pretraining checkpoint resumes with its targets.
+    """
+
+    def __init__(self, config: MimBeitConfig):
+        super().__init__(config)
+        self.vit = ViTEncoder(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.tokenizer = DvaeEncoder(config.tokenizer_config_object())
+        self.tokenizer.requires_grad_(False)
+        self.post_init()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tokenizer.train(False)
+        return self
+
+    @torch.no_grad()
+    def load_tokenizer(self, dvae_model) -> None:
+        """Copy a trained or converted `MimDvaeModel`'s encoder in as the frozen tokenizer. A tokenizer of another
+        size (e.g. one trained by scripts/train_tokenizer.py) replaces the current module and `config.tokenizer_config`;
+        its vocabulary must match the token head and its downsampling must give one token per patch."""
+        tokenizer_config = dvae_model.config
+        if tokenizer_config.vocab_size != self.config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has vocab_size={tokenizer_config.vocab_size} but this model's token head predicts "
+                f"vocab_size={self.config.vocab_size}; build the model with vocab_size={tokenizer_config.vocab_size} "
+                "(e.g. --config_overrides vocab_size=...) or use a tokenizer of this vocabulary"
+            )
+        factor = tokenizer_config.downsample_factor
+        if self.config.codebook_image_size != self.config.grid_size * factor:
+            raise ValueError(
+                f"the tokenizer downsamples by {factor}, so codebook_image_size={self.config.codebook_image_size} "
+                f"would not give one token per patch of the {self.config.grid_size}x{self.config.grid_size} grid; set "
+                f"codebook_image_size={self.config.grid_size * factor}"
+            )
+        architecture = {name: getattr(tokenizer_config, name) for name in TOKENIZER_ARCHITECTURE_FIELDS}
+        current = self.config.tokenizer_config_object()
+        if any(getattr(current, name) != value for name, value in architecture.items() if name != "image_size"):
+            self.tokenizer = DvaeEncoder(tokenizer_config).to(self.lm_head.weight.device)
+        self.tokenizer.load_state_dict(dvae_model.encoder.state_dict(), strict=True)
+        self.tokenizer.float().requires_grad_(False).train(False)
+        self.config.tokenizer_config = architecture
+
+    @torch.no_grad()
+    def tokenize(self, codebook_pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) map_pixels'd tokenizer view -> (B, L) token ids, row-major (argmax of the fp32 logits)."""
+        if codebook_pixel_values.ndim != 4 or codebook_pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"codebook_pixel_values must be (batch, {self.config.num_channels}, {self.config.codebook_image_size}, "
+                f"{self.config.codebook_image_size}), got {tuple(codebook_pixel_values.shape)}"
+            )
+        low, high = torch.aminmax(codebook_pixel_values.detach().float())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"codebook_pixel_values range [{low.item():.3f}, {high.item():.3f}] is outside [0, 1]: the tokenizer "
+                "reads map_pixels(x) of the un-normalised image x in [0, 1] (the processor's return_codebook_pixels "
+                "view), never the ImageNet-normalised pixel_values"
+            )
+        with torch.autocast(device_type=codebook_pixel_values.device.type, enabled=False):
+            logits = self.tokenizer(codebook_pixel_values.float())
+        return logits.argmax(dim=1).flatten(1)
+
+    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
+                codebook_pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs) -> MimBeitPreTrainingOutput:
+        """
+        pixel_values: (B, C, H, W) the normalised encoder view.
+        bool_masked_pos: (B, L) or (B, h, w), True = masked (the processor's `return_bool_masked_pos=True`).
+        codebook_pixel_values: (B, C, S, S) the tokenizer view (`return_codebook_pixels=True`), tokenized here...
+        labels: ...unless the token ids of the whole grid, (B, L) or (B, h, w), are given instead.
+        """
+        if bool_masked_pos is None:
+            raise ValueError(
+                "MimBeitForPreTraining needs bool_masked_pos (batch, num_patches), True = masked: call the image "
+                "processor with return_bool_masked_pos=True (see processor.pretraining_kwargs())"
+            )
+        bool_masked_pos = bool_masked_pos.flatten(1).bool()
+        if labels is not None:
+            if labels.ndim < 2:
+                raise ValueError(
+                    f"labels must be the token ids of the whole grid, (batch, num_patches), got {tuple(labels.shape)}; "
+                    "the model selects the masked ones itself (transformers' BEiT takes them pre-selected instead)"
+                )
+            token_ids = labels.flatten(1).long()
+        elif codebook_pixel_values is not None:
+            token_ids = self.tokenize(codebook_pixel_values)
+        else:
+            raise ValueError(
+                "MimBeitForPreTraining needs the tokenizer's targets: pass codebook_pixel_values (the processor's "
+                "return_codebook_pixels=True view) or labels, the token ids (batch, num_patches) of the whole grid"
+            )
+        if token_ids.shape != bool_masked_pos.shape:
+            raise ValueError(
+                f"the targets cover {tuple(token_ids.shape)} (batch, tokens) but bool_masked_pos is "
+                f"{tuple(bool_masked_pos.shape)}: the tokenizer view must be codebook_image_size="
+                f"{self.config.codebook_image_size} px, giving one token per patch"
+            )
+        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
+        hidden, all_hidden = self.vit(
+            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+        )
+        # the token head runs only where a prediction is scored; counts differ per image, so index the whole batch
+        logits = self.lm_head(hidden[:, 1:][bool_masked_pos])
+        targets = token_ids[bool_masked_pos]
+        if targets.numel():
+            loss = masked_token_cross_entropy(logits, targets)
+            accuracy = (logits.detach().argmax(dim=-1) == targets).float().mean()
+        else:  # nothing masked: a zero loss that still reaches every parameter (DDP needs a full graph)
+            loss = logits.float().sum() * 0.0 + hidden.float().sum() * 0.0
+            accuracy = torch.zeros((), device=logits.device)
+        out = MimBeitPreTrainingOutput(loss=loss, logits=logits, accuracy=accuracy, labels=targets,
+                                       bool_masked_pos=bool_masked_pos, hidden_states=all_hidden)
+        return out if return_dict is not False else out.to_tuple()
+
+
+class MimBeitForImageClassification(ImageClassificationMixin, MimBeitPreTrainedModel):
+    """BEiT encoder + mean pooling + fc_norm + linear head (BEiT fine-tuning), or cls pooling.
+
+    The classifier has no mask token (nothing is masked in fine-tuning; an unused trainable parameter would also
+    break DDP). Built with `relative_position_bias="per_layer"` from a pretraining checkpoint, each block's table
+    starts as a copy of the shared one (see `from_pretrained`).
+    """
+
+    _keys_to_ignore_on_load_unexpected = ImageClassificationMixin._keys_to_ignore_on_load_unexpected + [
+        r"^vit\.mask_token$", r"^vit\.rel_pos_bias\.", r"^vit\.norm\.",
+    ]
+    _keys_to_ignore_on_load_missing = [r"^vit\.blocks\.\d+\.attn\.relative_position_bias_table$"]
+
+    def __init__(self, config: MimBeitConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.build_classifier(config)
+        self.vit.mask_token = None
+        self.post_init()
