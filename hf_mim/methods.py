@@ -8,10 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .modeling.configuration_beit import MimBeitConfig
+from .modeling.configuration_cae import MimCaeConfig
 from .modeling.configuration_mae import MimMaeConfig
+from .modeling.image_processing_cae import MimCaeImageProcessor
 from .modeling.image_processing_beit import MimBeitImageProcessor
 from .modeling.image_processing_mae import MimMaeImageProcessor
 from .modeling.modeling_beit import MimBeitForImageClassification, MimBeitForPreTraining, MimBeitModel
+from .modeling.modeling_cae import MimCaeForImageClassification, MimCaeForPreTraining, MimCaeModel
 from .modeling.modeling_mae import MimMaeForImageClassification, MimMaeForPreTraining, MimMaeModel
 
 
@@ -49,6 +52,16 @@ METHODS: dict[str, Method] = {
         summary="75% of the patches are removed at random; the encoder sees only the visible ones and a light "
         "decoder regresses the (per-patch normalised) pixels of the removed patches.",
         needs_mask_from_processor=False,
+    ),
+    "cae": Method(
+        "cae", MimCaeConfig, MimCaeImageProcessor, MimCaeModel, MimCaeForPreTraining, MimCaeForImageClassification,
+        paper="Chen et al., Context Autoencoder for Self-Supervised Representation Learning, IJCV 2023",
+        summary="Half of the patches are masked in blocks; the encoder sees only the visible ones, a latent regressor "
+        "predicts the masked patches' representations (aligned with the encoder's own stop-gradient encoding of "
+        "them) and a decoder maps those predictions to the visual tokens of a frozen dVAE.",
+        needs_mask_from_processor=True,
+        needs_tokenizer=True,
+        lr_batch_divisor=None,
     ),
 }
 

@@ -1,0 +1,169 @@
+"""CAE configuration: defaults are the canonical ViT-B/16 checkpoint of lxtGH/CAE (800 epochs, method_spec §5)."""
+
+from .configuration_dvae import MimDvaeConfig
+from .configuration_vit import MimViTConfig, check_choice, check_divisible
+
+MASK_MODES = ("block", "random")
+DECODER_TARGETS = ("tokens", "pixels")
+
+
+class MimCaeConfig(MimViTConfig):
+    """ViT encoder on the visible patches only; a latent regressor (cross-attention from mask queries to the visible
+    latents) predicts the masked patches' representations, aligned with the encoder's own (stop-gradient) encoding
+    of the masked patches, and a decoder maps the predictions to the tokenizer's visual tokens.
+
+    Encoder defaults: BEiT-style q/v bias, layer scale 0.1, drop path 0.1, fixed sin-cos positions in CAE axis order
+    (rows first), no relative position bias, mean pooling, LayerNorm eps 1e-6.
+
+    Masking (made by the image processor): `num_masking_patches` 98 of 196, exactly, in blocks of at least
+    `min_num_patches` 16 (`mask_mode="block"`), or uniformly at random (`mask_mode="random"`).
+    The count must be the same for every image of a batch: the encoder reshapes the visible tokens to one length.
+
+    Regressor: `regressor_num_hidden_layers` cross-attention blocks; decoder: `decoder_num_hidden_layers`
+    self-attention blocks on the masked queries only. Both run at `decoder_hidden_size` (default: hidden_size;
+    a different width adds a Linear + LayerNorm after the encoder) with `decoder_num_attention_heads` heads (default:
+    num_attention_heads), MLP `decoder_intermediate_size` (default 4x) and layer scale `decoder_layer_scale_init_value`.
+    Their drop-path rates rise from 0 to `drop_path_rate`, separately for the regressor and the decoder.
+
+    Loss = reconstruction + `alignment_weight` * MSE(latent_pred, stopgrad(latent_target)).
+    decoder_target: "tokens" (cross-entropy against the dVAE tokenizer's ids, `vocab_size` classes; the tokenizer
+        is built from `tokenizer_config`, a `MimDvaeConfig` dict, and reads a `codebook_image_size` view) or "pixels"
+        (MSE on the masked patches' pixels, per-patch normalised when `norm_pix_loss`).
+    teacher_momentum: 0 (official) computes the alignment target with the encoder's own weights under no_grad;
+        > 0 keeps a frozen EMA copy `teacher`, updated by `MimCaeForPreTraining.update_teacher()` after each
+        optimizer step.
+    """
+
+    model_type = "mim_cae"
+    _auto_class = "AutoConfig"
+    # What the fine-tuning recipe changes (method_spec §5): per-layer relative position bias (freshly zero),
+    # drop path 0.1, mean pooling; `norm` -> `fc_norm` is done when the classifier loads a pretraining checkpoint.
+    finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
+
+    def __init__(
+        self,
+        qkv_bias: str = "qv",
+        layer_scale_init_value: float = 0.1,
+        drop_path_rate: float = 0.1,
+        position_embedding_type: str = "sincos_cae",
+        train_position_embeddings: bool = False,
+        relative_position_bias: str = "none",
+        pooling: str = "mean",
+        layer_norm_eps: float = 1e-6,
+        num_masking_patches: int = 98,
+        min_num_patches: int = 16,
+        max_num_patches: int | None = None,
+        mask_mode: str = "block",
+        regressor_num_hidden_layers: int = 4,
+        decoder_num_hidden_layers: int = 4,
+        decoder_hidden_size: int | None = None,
+        decoder_num_attention_heads: int | None = None,
+        decoder_intermediate_size: int | None = None,
+        decoder_layer_scale_init_value: float = 0.1,
+        alignment_weight: float = 2.0,
+        teacher_momentum: float = 0.0,
+        decoder_target: str = "tokens",
+        norm_pix_loss: bool = True,
+        vocab_size: int = 8192,
+        tokenizer_config: dict | None = None,
+        codebook_image_size: int | None = None,
+        **kwargs,
+    ):
+        kwargs.pop("use_mask_token", None)  # CAE's mask token lives in the regressor, never in the encoder
+        super().__init__(
+            qkv_bias=qkv_bias,
+            layer_scale_init_value=layer_scale_init_value,
+            drop_path_rate=drop_path_rate,
+            position_embedding_type=position_embedding_type,
+            train_position_embeddings=train_position_embeddings,
+            relative_position_bias=relative_position_bias,
+            pooling=pooling,
+            layer_norm_eps=layer_norm_eps,
+            use_mask_token=False,
+            **kwargs,
+        )
+        self.num_masking_patches = num_masking_patches
+        self.min_num_patches = min_num_patches
+        self.max_num_patches = max_num_patches
+        self.mask_mode = mask_mode
+        self.regressor_num_hidden_layers = regressor_num_hidden_layers
+        self.decoder_num_hidden_layers = decoder_num_hidden_layers
+        self.decoder_hidden_size = self.hidden_size if decoder_hidden_size is None else decoder_hidden_size
+        self.decoder_num_attention_heads = (
+            self.num_attention_heads if decoder_num_attention_heads is None else decoder_num_attention_heads
+        )
+        self.decoder_intermediate_size = (
+            4 * self.decoder_hidden_size if decoder_intermediate_size is None else decoder_intermediate_size
+        )
+        self.decoder_layer_scale_init_value = decoder_layer_scale_init_value
+        self.alignment_weight = alignment_weight
+        self.teacher_momentum = teacher_momentum
+        self.decoder_target = decoder_target
+        self.norm_pix_loss = norm_pix_loss
+        self.vocab_size = vocab_size
+        self.tokenizer_config = dict(tokenizer_config) if tokenizer_config is not None else {"vocab_size": vocab_size}
+        tokenizer = self.tokenizer_config_object()
+        if codebook_image_size is None:
+            codebook_image_size = self.grid_size * tokenizer.downsample_factor
+        self.codebook_image_size = codebook_image_size
+        self.validate_cae(tokenizer)
+
+    def tokenizer_config_object(self) -> MimDvaeConfig:
+        """The dVAE config of the frozen tokenizer; its `image_size` is the codebook view's."""
+        try:
+            return MimDvaeConfig(**self.tokenizer_config)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"tokenizer_config is not a valid MimDvaeConfig: {error}") from error
+
+    def validate_cae(self, tokenizer: MimDvaeConfig) -> None:
+        check_choice("position_embedding_type", self.position_embedding_type, ("sincos_cae",))
+        check_choice("qkv_bias", self.qkv_bias, ("qv", "none"))
+        # per-layer RPB is the fine-tuning switch; pretraining drops tokens, so MimCaeForPreTraining refuses it
+        check_choice("relative_position_bias", self.relative_position_bias, ("none", "per_layer"))
+        if self.train_position_embeddings:
+            raise ValueError("train_position_embeddings must be False: CAE keeps its sin-cos table fixed")
+        check_choice("mask_mode", self.mask_mode, MASK_MODES)
+        check_choice("decoder_target", self.decoder_target, DECODER_TARGETS)
+        num_patches = self.num_patches
+        if not isinstance(self.num_masking_patches, int) or not 0 < self.num_masking_patches < num_patches:
+            raise ValueError(
+                f"num_masking_patches must be an integer in [1, {num_patches - 1}] (the grid has {num_patches} "
+                f"patches and at least one must stay visible), got {self.num_masking_patches!r}"
+            )
+        if not isinstance(self.min_num_patches, int) or self.min_num_patches < 1:
+            raise ValueError(f"min_num_patches must be an integer >= 1, got {self.min_num_patches!r}")
+        if self.max_num_patches is not None and self.max_num_patches < 1:
+            raise ValueError(f"max_num_patches must be >= 1 or None, got {self.max_num_patches!r}")
+        for name in ("regressor_num_hidden_layers", "decoder_num_hidden_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        check_divisible("decoder_hidden_size", self.decoder_hidden_size, "decoder_num_attention_heads",
+                        self.decoder_num_attention_heads)
+        check_divisible("decoder_hidden_size", self.decoder_hidden_size, "4 (the sin-cos quarters); decoder_hidden_size", 4)
+        if self.decoder_intermediate_size <= 0:
+            raise ValueError(f"decoder_intermediate_size must be > 0, got {self.decoder_intermediate_size}")
+        if self.decoder_layer_scale_init_value < 0:
+            raise ValueError(
+                f"decoder_layer_scale_init_value must be >= 0 (0 turns it off), got {self.decoder_layer_scale_init_value}"
+            )
+        if not self.alignment_weight >= 0:
+            raise ValueError(f"alignment_weight must be >= 0, got {self.alignment_weight!r}")
+        if not 0.0 <= self.teacher_momentum < 1.0:
+            raise ValueError(
+                f"teacher_momentum must be in [0, 1): 0 reuses the encoder's weights, m > 0 keeps an EMA teacher; "
+                f"got {self.teacher_momentum!r}"
+            )
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
+        if tokenizer.vocab_size != self.vocab_size:
+            raise ValueError(
+                f"tokenizer_config has vocab_size={tokenizer.vocab_size} but the model predicts vocab_size="
+                f"{self.vocab_size} classes; make them equal"
+            )
+        factor = tokenizer.downsample_factor
+        if self.codebook_image_size != self.grid_size * factor:
+            raise ValueError(
+                f"codebook_image_size={self.codebook_image_size} must be grid_size x the tokenizer's downsampling = "
+                f"{self.grid_size} x {factor} = {self.grid_size * factor}, so there is one token per patch"
+            )
