@@ -67,6 +67,36 @@ HF_VIT_MAE = KeyMap(
 )
 
 
+# transformers BeitForMaskedImageModeling / BeitForImageClassification, in memory and as saved on disk.
+HF_BEIT = KeyMap(
+    rules=[
+        (r"^beit\.embeddings\.cls_token$", "vit.cls_token"),
+        (r"^beit\.embeddings\.mask_token$", "vit.mask_token"),
+        (r"^beit\.embeddings\.position_embeddings$", "vit.pos_embed"),
+        (r"^beit\.embeddings\.patch_embeddings\.projection\.", "vit.patch_embed.proj."),
+        (r"^beit\.shared_position_bias\.relative_position_bias_table$",
+         "vit.rel_pos_bias.relative_position_bias_table"),
+        (r"^beit\.layers\.(\d+)\.lambda_1$", r"vit.blocks.\1.gamma_1"),
+        (r"^beit\.layers\.(\d+)\.lambda_2$", r"vit.blocks.\1.gamma_2"),
+        (r"^beit\.layers\.(\d+)\.relative_position_bias\.relative_position_bias_table$",
+         r"vit.blocks.\1.attn.relative_position_bias_table"),
+        *layer_rules("beit.layers", "vit.blocks"),
+        (r"^layernorm\.", "vit.norm."),
+        (r"^lm_head\.", "lm_head."),
+        (r"^beit\.pooler\.layernorm\.", "fc_norm."),
+        (r"^classifier\.", "head."),
+        # on disk
+        (r"^beit\.encoder\.relative_position_bias\.relative_position_bias_table$",
+         "vit.rel_pos_bias.relative_position_bias_table"),
+        (r"^beit\.encoder\.layer\.(\d+)\.lambda_1$", r"vit.blocks.\1.gamma_1"),
+        (r"^beit\.encoder\.layer\.(\d+)\.lambda_2$", r"vit.blocks.\1.gamma_2"),
+        (r"^beit\.encoder\.layer\.(\d+)\.attention\.attention\.relative_position_bias\.relative_position_bias_table$",
+         r"vit.blocks.\1.attn.relative_position_bias_table"),
+        *layer_rules("beit.encoder.layer", "vit.blocks", HF_VIT_LAYER_RULES_ON_DISK),
+    ]
+)
+
+
 def rename_keys(state_dict: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch.Tensor]:
     """Apply the rules; raise naming every key no rule matches."""
     renamed, unmatched = {}, []

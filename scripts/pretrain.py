@@ -71,9 +71,16 @@ def build_config(args, method):
             raise ValueError(f"{args.model_name_or_path} holds a {config.model_type} model, not --method {method.name}")
     else:
         config = method.config_class(**(demo_config_kwargs(method.name) if size == "demo" else {}))
+    if args.tokenizer_name_or_path:
+        # the token head predicts the tokenizer's vocabulary
+        tokenizer_config = AutoConfig.from_pretrained(args.tokenizer_name_or_path)
+        config.vocab_size = tokenizer_config.vocab_size
+        known = type(tokenizer_config)().to_dict()
+        config.tokenizer_config = {k: v for k, v in tokenizer_config.to_diff_dict().items()
+                                   if k in known and k not in ("architectures", "auto_map", "transformers_version")}
     if args.config_overrides:
         config.update_from_string(args.config_overrides)
-        config = method.config_class(**config.to_dict())  # re-validate the combination
+    config = method.config_class(**config.to_dict())  # re-validate the combination
     return config, size
 
 

@@ -16,7 +16,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_OVERRIDES = {
     "mae": "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,decoder_hidden_size=16,"
            "decoder_num_hidden_layers=1,decoder_num_attention_heads=2,decoder_intermediate_size=32",
+    "beit": "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,num_masking_patches=26,"
+            "min_num_patches=4,drop_path_rate=0.0",
 }
+
+
+def save_tiny_tokenizer(folder: Path, vocab_size: int = 512, image_size: int = 64) -> Path:
+    """A randomly initialised dVAE small enough for tests (the demo's vocabulary and 64 px view)."""
+    import torch
+
+    from hf_mim.modeling.configuration_dvae import MimDvaeConfig
+    from hf_mim.modeling.modeling_dvae import MimDvaeModel
+
+    torch.manual_seed(0)
+    config = MimDvaeConfig(vocab_size=vocab_size, hidden_size=8, num_blocks_per_group=1, decoder_init_size=8,
+                           image_size=image_size)
+    MimDvaeModel(config).save_pretrained(folder)
+    return folder
 
 
 def load_script(name: str):

@@ -12,11 +12,9 @@ from transformers.initialization import no_init_weights
 
 import hf_mim
 from hf_mim.convert import (
-    HF_VIT_LAYER_RULES_ON_DISK,
-    KeyMap,
+    HF_BEIT,
     convert_state_dict,
     invert_key_map,
-    layer_rules,
     load_converted,
     rename_keys,
     split_fused_qkv,
@@ -34,34 +32,6 @@ from model_tester import MimModelTests
 
 # transformers' BEiT (in-memory names first, then the legacy names `save_pretrained` writes) -> ours.
 # Proposed for hf_mim/convert.py; hf_mim.benchmarking also finds it here.
-HF_BEIT = KeyMap(
-    rules=[
-        (r"^beit\.embeddings\.cls_token$", "vit.cls_token"),
-        (r"^beit\.embeddings\.mask_token$", "vit.mask_token"),
-        (r"^beit\.embeddings\.position_embeddings$", "vit.pos_embed"),
-        (r"^beit\.embeddings\.patch_embeddings\.projection\.", "vit.patch_embed.proj."),
-        (r"^beit\.shared_position_bias\.relative_position_bias_table$",
-         "vit.rel_pos_bias.relative_position_bias_table"),
-        (r"^beit\.layers\.(\d+)\.lambda_1$", r"vit.blocks.\1.gamma_1"),
-        (r"^beit\.layers\.(\d+)\.lambda_2$", r"vit.blocks.\1.gamma_2"),
-        (r"^beit\.layers\.(\d+)\.relative_position_bias\.relative_position_bias_table$",
-         r"vit.blocks.\1.attn.relative_position_bias_table"),
-        *layer_rules("beit.layers", "vit.blocks"),
-        (r"^layernorm\.", "vit.norm."),
-        (r"^lm_head\.", "lm_head."),
-        (r"^beit\.pooler\.layernorm\.", "fc_norm."),
-        (r"^classifier\.", "head."),
-        # on disk
-        (r"^beit\.encoder\.relative_position_bias\.relative_position_bias_table$",
-         "vit.rel_pos_bias.relative_position_bias_table"),
-        (r"^beit\.encoder\.layer\.(\d+)\.lambda_1$", r"vit.blocks.\1.gamma_1"),
-        (r"^beit\.encoder\.layer\.(\d+)\.lambda_2$", r"vit.blocks.\1.gamma_2"),
-        (r"^beit\.encoder\.layer\.(\d+)\.attention\.attention\.relative_position_bias\.relative_position_bias_table$",
-         r"vit.blocks.\1.attn.relative_position_bias_table"),
-        *layer_rules("beit.encoder.layer", "vit.blocks", HF_VIT_LAYER_RULES_ON_DISK),
-    ]
-)
-
 TINY_TOKENIZER = dict(vocab_size=64, hidden_size=8, num_groups=4, num_blocks_per_group=1)
 TINY = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, vocab_size=64, num_masking_patches=26, min_num_patches=4,

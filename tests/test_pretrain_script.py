@@ -107,3 +107,22 @@ def test_a_tokenizer_for_a_method_without_tokens_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(tmp_path, "--tokenizer_name_or_path", str(tmp_path))
     assert "predicts no visual tokens" in capsys.readouterr().err
+
+
+def test_beit_with_a_tokenizer_folder(tmp_path):
+    from helpers import save_tiny_tokenizer
+
+    tokenizer = save_tiny_tokenizer(tmp_path / "tokenizer")
+    out = tmp_path / "beit"
+    summary = pretrain.main(["--method", "beit", "--config_overrides", TINY_OVERRIDES["beit"],
+                             "--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(out),
+                             "--per_device_train_batch_size", "8", "--max_train_steps", "2", "--logging_steps", "1"])
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert summary["steps"] == 2 and all(0 <= r["accuracy"] <= 1 for r in log)
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 512
+
+
+def test_beit_without_a_tokenizer_says_how_to_get_one(tmp_path):
+    with pytest.raises(SystemExit, match="train_tokenizer.py"):
+        pretrain.main(["--method", "beit", "--config_overrides", TINY_OVERRIDES["beit"], "--output_dir", str(tmp_path),
+                       "--max_train_steps", "1"])
