@@ -17,7 +17,7 @@ from .losses import masked_mse_loss, normalize_patch_targets
 from .masking import random_masking
 from .remote_code import RemoteCodeMixin
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
-from .vit import PatchEmbed, ViTEncoder, build_blocks, patchify, resize_position_table, sincos_position_table, unpatchify
+from .vit import ViTEncoder, build_blocks, patchify, resize_position_table, sincos_position_table, unpatchify
 
 
 @dataclass
@@ -98,12 +98,12 @@ class MimMaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, PatchEmbed):
-            weight = module.proj.weight
+        elif isinstance(module, nn.Conv2d):  # the patch embedding (transformers 5 skips tensor-less containers)
+            weight = module.weight
             fan_out, fan_in = weight.shape[0], weight[0].numel()
             bound = math.sqrt(6.0 / (fan_in + fan_out))
             init.uniform_(weight, -bound, bound)
-            init.zeros_(module.proj.bias)
+            init.zeros_(module.bias)
         elif isinstance(module, ViTEncoder):
             init.normal_(module.cls_token, std=self.config.initializer_range)
             if module.pos_embed is not None:
@@ -114,6 +114,19 @@ class MimMaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         elif isinstance(module, MaeDecoder):
             init.normal_(module.mask_token, std=self.config.initializer_range)
             init.copy_(module.pos_embed, module.position_table())
+
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers 5 loads every tensor as a trainable Parameter: the fixed sin-cos tables are frozen again."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if model.vit.pos_embed is not None:
+            fixed = model.config.position_embedding_type.startswith("sincos")
+            model.vit.pos_embed.requires_grad_(not fixed or bool(model.config.train_position_embeddings))
+        if isinstance(getattr(model, "decoder", None), MaeDecoder):
+            model.decoder.pos_embed.requires_grad_(False)
+        return loaded
 
 
 class MimMaeModel(EncoderModelMixin, MimMaePreTrainedModel):
