@@ -109,16 +109,21 @@ def test_a_tokenizer_for_a_method_without_tokens_is_refused(tmp_path, capsys):
     assert "predicts no visual tokens" in capsys.readouterr().err
 
 
-def test_beit_with_a_tokenizer_folder(tmp_path):
+@pytest.mark.parametrize("method", ["beit", "cae"])
+def test_token_methods_with_a_tokenizer_folder(tmp_path, method):
     from helpers import save_tiny_tokenizer
 
     tokenizer = save_tiny_tokenizer(tmp_path / "tokenizer")
-    out = tmp_path / "beit"
-    summary = pretrain.main(["--method", "beit", "--config_overrides", TINY_OVERRIDES["beit"],
+    out = tmp_path / method
+    summary = pretrain.main(["--method", method, "--config_overrides", TINY_OVERRIDES[method],
                              "--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(out),
                              "--per_device_train_batch_size", "8", "--max_train_steps", "2", "--logging_steps", "1"])
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert summary["steps"] == 2 and all(0 <= r["accuracy"] <= 1 for r in log)
+    assert summary["steps"] == 2 and all(r["loss"] > 0 for r in log)
+    if method == "beit":
+        assert all(0 <= r["accuracy"] <= 1 for r in log)
+    else:
+        assert all(r["alignment_loss"] >= 0 and r["reconstruction_loss"] > 0 for r in log)
     assert json.loads((out / "config.json").read_text())["vocab_size"] == 512
 
 

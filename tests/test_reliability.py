@@ -81,13 +81,14 @@ def test_half_written_checkpoints_are_never_picked(tmp_path):
         resolve_checkpoint(tmp_path, str(root / "step_8"))
 
 
-@pytest.mark.parametrize("method", ["mae", "beit"])
+@pytest.mark.parametrize("method", ["mae", "beit", "cae"])
 def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(tmp_path, method):
-    """The frozen tokenizer (BEiT) must not break gradient synchronisation either."""
+    """The frozen tokenizer (BEiT, CAE) and CAE's stop-gradient encoder pass must not break gradient
+    synchronisation either."""
     from helpers import save_tiny_tokenizer
 
     common = ["--method", method, "--config_overrides", TINY_OVERRIDES[method], "--max_train_steps", "4", "--seed", "3"]
-    if method == "beit":
+    if method in ("beit", "cae"):
         common += ["--tokenizer_name_or_path", str(save_tiny_tokenizer(tmp_path / "tokenizer"))]
     one = tmp_path / "one"
     pretrain.main(common + ["--per_device_train_batch_size", "16", "--output_dir", str(one)])
