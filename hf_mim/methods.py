@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from .modeling.configuration_beit import MimBeitConfig
 from .modeling.configuration_cae import MimCaeConfig
 from .modeling.configuration_mae import MimMaeConfig
+from .modeling.configuration_simmim import MimSimMIMConfig
 from .modeling.image_processing_cae import MimCaeImageProcessor
 from .modeling.image_processing_beit import MimBeitImageProcessor
 from .modeling.image_processing_mae import MimMaeImageProcessor
+from .modeling.image_processing_simmim import MimSimMIMImageProcessor
 from .modeling.modeling_beit import MimBeitForImageClassification, MimBeitForPreTraining, MimBeitModel
 from .modeling.modeling_cae import MimCaeForImageClassification, MimCaeForPreTraining, MimCaeModel
 from .modeling.modeling_mae import MimMaeForImageClassification, MimMaeForPreTraining, MimMaeModel
+from .modeling.modeling_simmim import MimSimMIMForImageClassification, MimSimMIMForPreTraining, MimSimMIMModel
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,16 @@ METHODS: dict[str, Method] = {
         needs_mask_from_processor=True,
         needs_tokenizer=True,
         lr_batch_divisor=None,
+    ),
+    "simmim": Method(
+        "simmim", MimSimMIMConfig, MimSimMIMImageProcessor, MimSimMIMModel, MimSimMIMForPreTraining,
+        MimSimMIMForImageClassification,
+        paper="Xie et al., SimMIM: A Simple Framework for Masked Image Modeling, CVPR 2022",
+        summary="60% of the image is masked in random 32-pixel cells and replaced by a mask token; the encoder sees "
+        "every patch and a one-layer head (1x1 conv + pixel shuffle) regresses the normalised pixels, scored by L1 on "
+        "the masked pixels only.",
+        needs_mask_from_processor=True,
+        lr_batch_divisor=512,
     ),
 }
 

@@ -1,0 +1,76 @@
+"""SimMIM configuration: defaults are the official ViT-B/16 pretraining config (microsoft/SimMIM
+`simmim_pretrain__vit_base__img224__800ep.yaml`, method_spec §3)."""
+
+from .configuration_vit import MimViTConfig, check_divisible, check_ratio
+
+# The switches that turn SimMIM's ViT into the plain ViT of transformers' `ViTForMaskedImageModeling` (full qkv
+# bias, no layer scale, learned absolute positions, no relative position bias): `MimSimMIMConfig(**PLAIN_VIT)`.
+PLAIN_VIT = dict(qkv_bias="full", layer_scale_init_value=0.0, relative_position_bias="none",
+                 position_embedding_type="learned", drop_path_rate=0.0)
+
+
+class MimSimMIMConfig(MimViTConfig):
+    """All patches through the encoder, masked ones replaced by a learned mask token; a 1x1 conv + PixelShuffle
+    "one-layer head" reconstructs the normalised image, scored by L1 on the masked pixels only.
+
+    Encoder defaults: BEiT-style q/v bias, layer scale 0.1, drop path 0.1, no absolute positions, one relative
+    position bias table shared by every block, LayerNorm eps 1e-6, mean pooling (+ fc_norm) for classification.
+    mask_patch_size: side in pixels of a mask cell (32); each cell covers (mask_patch_size / patch_size)^2 patches.
+    mask_ratio: fraction of the cells masked, ceil(ratio * cells) exactly (0.6 -> 30 of 49 cells, 120 of 196 patches).
+    encoder_stride: upsampling factor of the PixelShuffle head; for a ViT it is the patch size (None -> patch_size).
+    """
+
+    model_type = "mim_simmim"
+    _auto_class = "AutoConfig"
+    # What the fine-tuning recipe changes (method_spec §3): per-layer relative position bias, each block's table
+    # started from a copy of the shared pretrained one (done when the classifier loads a pretraining checkpoint),
+    # drop path 0.1, mean pooling + fc_norm; no absolute positions.
+    finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
+
+    def __init__(
+        self,
+        qkv_bias: str = "qv",
+        layer_scale_init_value: float = 0.1,
+        drop_path_rate: float = 0.1,
+        position_embedding_type: str = "none",
+        relative_position_bias: str = "shared",
+        use_mask_token: bool = True,
+        pooling: str = "mean",
+        layer_norm_eps: float = 1e-6,
+        mask_patch_size: int = 32,
+        mask_ratio: float = 0.6,
+        encoder_stride: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(
+            qkv_bias=qkv_bias,
+            layer_scale_init_value=layer_scale_init_value,
+            drop_path_rate=drop_path_rate,
+            position_embedding_type=position_embedding_type,
+            relative_position_bias=relative_position_bias,
+            use_mask_token=use_mask_token,
+            pooling=pooling,
+            layer_norm_eps=layer_norm_eps,
+            **kwargs,
+        )
+        self.mask_patch_size = mask_patch_size
+        self.mask_ratio = mask_ratio
+        self.encoder_stride = self.patch_size if encoder_stride is None else encoder_stride
+        self.validate_simmim()
+
+    def validate_simmim(self) -> None:
+        if self.position_embedding_type.startswith("sincos"):
+            raise ValueError(
+                f"position_embedding_type={self.position_embedding_type!r}: SimMIM's ViT uses relative position bias "
+                "('none', the official default) or learned absolute positions ('learned', the plain ViT)"
+            )
+        if not self.use_mask_token:
+            raise ValueError("use_mask_token must be True: SimMIM replaces the masked patches by a learned mask token")
+        check_divisible("image_size", self.image_size, "mask_patch_size", self.mask_patch_size)
+        check_divisible("mask_patch_size", self.mask_patch_size, "patch_size", self.patch_size)
+        check_ratio("mask_ratio", self.mask_ratio)
+        if self.encoder_stride != self.patch_size:
+            raise ValueError(
+                f"encoder_stride={self.encoder_stride} must equal patch_size={self.patch_size}: the PixelShuffle head "
+                "upsamples the patch grid by encoder_stride, and the reconstruction must have the input's size"
+            )

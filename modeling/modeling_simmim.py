@@ -1,0 +1,280 @@
+"""SimMIM (Xie et al. 2022): coarse random masking (32-px cells), all patches through the encoder with masked ones
+replaced by a mask token, a one-layer head (1x1 conv + PixelShuffle) regressing the normalised pixels, L1 on the
+masked pixels only. Facts in method_spec §3; layout of the pipeline as microsoft/SimMIM `models/simmim.py`."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput, logging
+
+from .configuration_simmim import MimSimMIMConfig
+from .losses import masked_l1_loss
+from .remote_code import RemoteCodeMixin
+from .task_heads import EncoderModelMixin, ImageClassificationMixin
+from .vit import Attention, Block, RelativePositionBias, ViTEncoder, relative_position_index
+
+logger = logging.get_logger(__name__)
+
+SHARED_TABLE_KEY = "vit.rel_pos_bias.relative_position_bias_table"
+LAYER_TABLE_KEY = "vit.blocks.{}.attn.relative_position_bias_table"
+# SimMIM's fine-tuning ViT starts the classifier near zero: trunc-normal(0.02), then x 0.001 (init_scale).
+HEAD_INIT_SCALE = 1e-3
+
+
+@dataclass
+class MimSimMIMPreTrainingOutput(ModelOutput):
+    """
+    loss: L1 between reconstruction and input over the masked pixels, divided by (masked pixels x channels).
+    reconstruction: (B, C, H, W) the head's prediction of the whole (normalised) image.
+    bool_masked_pos: (B, L) True = masked (replaced by the mask token).
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    bool_masked_pos: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def patch_mask_to_pixels(bool_masked_pos: torch.Tensor, grid: tuple[int, int], patch_size: int) -> torch.Tensor:
+    """(B, L) patch mask, row-major over `grid` -> (B, 1, H, W) float pixel mask, each patch repeated p x p."""
+    mask = bool_masked_pos.reshape(-1, *grid).float()
+    return mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
+
+
+class MimSimMIMPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+    config_class = MimSimMIMConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules = ["Block"]
+    _supports_sdpa = True
+    auto_classes = {
+        "AutoModel": "MimSimMIMModel",
+        "AutoModelForPreTraining": "MimSimMIMForPreTraining",
+        "AutoModelForMaskedImageModeling": "MimSimMIMForPreTraining",
+        "AutoModelForImageClassification": "MimSimMIMForImageClassification",
+        "AutoImageProcessor": "image_processing_simmim.MimSimMIMImageProcessor",
+    }
+
+    def _depth_scale(self, linear: nn.Linear) -> float:
+        """1/sqrt(2 l) for the residual output projections (attn.proj, mlp.fc2) of block l (1-indexed), else 1."""
+        for block in self.vit.blocks:
+            if linear is block.attn.proj or linear is block.mlp.fc2:
+                return 1.0 / math.sqrt(2.0 * (block.layer_id + 1))
+        return 1.0
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Official SimMIM ViT init (BEiT-style, method_spec §0.3/§3): Linear and patch-conv weights, cls token
+        and learned positions trunc-normal(0.02) with timm's default (+-2 absolute) bounds; the mask token
+        trunc-normal(0.02) cut at +-1 std; biases 0, LayerNorm (1, 0), relative position tables 0, q/v biases 0,
+        layer scales at `layer_scale_init_value`. The residual output projections of block l are drawn at
+        std 0.02/sqrt(2 l) (the official draw-then-divide in one draw, so loading never applies it twice).
+        The head's 1x1 conv keeps PyTorch's default Conv2d init, as the official SimMIM module builds it
+        after the encoder's init. The classifier head is trunc-normal(0.02) x 0.001 (official init_scale)."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if module is getattr(self, "head", None):
+                scale = HEAD_INIT_SCALE
+            else:
+                scale = self._depth_scale(module)
+            init.trunc_normal_(module.weight, std=std * scale, a=-2.0 * scale, b=2.0 * scale)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            decoder = getattr(self, "decoder", None)
+            if decoder is not None and module is decoder[0]:
+                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+                bound = 1.0 / math.sqrt(module.weight[0].numel())
+                init.uniform_(module.bias, -bound, bound)
+            else:
+                init.trunc_normal_(module.weight, std=std)
+                if module.bias is not None:
+                    init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, ViTEncoder):
+            init.trunc_normal_(module.cls_token, std=std)
+            if module.pos_embed is not None:
+                init.trunc_normal_(module.pos_embed, std=std)
+            if module.mask_token is not None:
+                init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
+        elif isinstance(module, RelativePositionBias):
+            init.zeros_(module.relative_position_bias_table)
+            # a non-persistent buffer: from_pretrained builds on the meta device, so it is rebuilt here
+            init.copy_(module.relative_position_index, relative_position_index(module.grid_size, module.grid_size))
+        elif isinstance(module, Attention):
+            if module.q_bias is not None:
+                init.zeros_(module.q_bias)
+                init.zeros_(module.v_bias)
+            if module.relative_position_bias_table is not None:
+                grid = self.config.grid_size
+                init.zeros_(module.relative_position_bias_table)
+                init.copy_(module.relative_position_index, relative_position_index(grid, grid))
+        elif isinstance(module, Block):
+            if module.gamma_1 is not None:
+                init.constant_(module.gamma_1, self.config.layer_scale_init_value)
+                init.constant_(module.gamma_2, self.config.layer_scale_init_value)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`, plus SimMIM's fine-tuning rule: when this model has per-layer
+        relative position bias and the checkpoint only has pretraining's shared table, every block's table starts
+        as a copy of the shared one (official `remap_pretrained_keys_vit`) instead of zeros."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if model.config.relative_position_bias == "per_layer" and pretrained_model_name_or_path is not None:
+            model._per_layer_tables_from_checkpoint(pretrained_model_name_or_path, kwargs)
+        return loaded
+
+    def _per_layer_tables_from_checkpoint(self, name_or_path, load_kwargs: dict) -> None:
+        layer_keys = [LAYER_TABLE_KEY.format(i) for i in range(len(self.vit.blocks))]
+        found = checkpoint_tensors(name_or_path, [SHARED_TABLE_KEY] + layer_keys, load_kwargs)
+        if SHARED_TABLE_KEY not in found:
+            if any(key not in found for key in layer_keys):
+                logger.warning("the checkpoint has neither per-layer nor shared relative position bias tables: the "
+                               "missing per-layer tables start at zero")
+            return
+        shared = found[SHARED_TABLE_KEY]
+        with torch.no_grad():
+            for key, block in zip(layer_keys, self.vit.blocks):
+                if key in found:
+                    continue
+                table = block.attn.relative_position_bias_table
+                if table.shape != shared.shape:
+                    raise ValueError(
+                        f"the checkpoint's shared relative position bias table is {tuple(shared.shape)} but {key} "
+                        f"needs {tuple(table.shape)}: the image size, patch size or head count differs"
+                    )
+                table.copy_(shared.to(device=table.device, dtype=table.dtype))
+
+
+def checkpoint_tensors(name_or_path, keys: list[str], load_kwargs: dict) -> dict[str, torch.Tensor]:
+    """The named tensors present in a saved model (a `state_dict` passed to from_pretrained, or the safetensors
+    file(s) of a folder or Hub repo, resolved as from_pretrained resolves them); absent keys are left out."""
+    state_dict = load_kwargs.get("state_dict")
+    if state_dict is not None:
+        return {k: state_dict[k] for k in keys if k in state_dict}
+    from safetensors import safe_open
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+
+    lookup = {name: load_kwargs[name] for name in ("cache_dir", "revision", "subfolder", "token", "local_files_only")
+              if load_kwargs.get(name) is not None}
+    lookup.update(_raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False)
+    files = [cached_file(str(name_or_path), SAFE_WEIGHTS_NAME, **lookup)]
+    if files[0] is None:
+        index = cached_file(str(name_or_path), SAFE_WEIGHTS_INDEX_NAME, **lookup)
+        if index is None:
+            return {}
+        with open(index) as handle:
+            weight_map = json.load(handle)["weight_map"]
+        files = [cached_file(str(name_or_path), shard, **lookup) for shard in sorted({weight_map[k] for k in keys
+                                                                                      if k in weight_map})]
+    found = {}
+    for path in files:
+        if path is None:
+            continue
+        with safe_open(path, framework="pt") as handle:
+            present = set(handle.keys())
+            found.update({k: handle.get_tensor(k) for k in keys if k in present})
+    return found
+
+
+class MimSimMIMModel(EncoderModelMixin, MimSimMIMPreTrainedModel):
+    """SimMIM encoder over all patches, for features: `AutoModel.from_pretrained(...)`. `bool_masked_pos` (B, L)
+    optionally replaces patches by the mask token, as in pretraining."""
+
+    def __init__(self, config: MimSimMIMConfig):
+        super().__init__(config)
+        self.build_encoder(config)
+        self.post_init()
+
+
+class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
+    """`encode` (all patches, masked ones -> mask token) -> drop cls, (B, D, h, w) -> `decoder` (1x1 conv to
+    stride^2 * C channels, PixelShuffle(stride)) -> (B, C, H, W) -> L1 on the masked pixels.
+
+    `decoder` is an `nn.Sequential(conv, PixelShuffle)` so its keys (`decoder.0.*`) are those of the official
+    SimMIM and of transformers' ViTForMaskedImageModeling.
+    """
+
+    def __init__(self, config: MimSimMIMConfig):
+        super().__init__(config)
+        self.vit = ViTEncoder(config)
+        self.decoder = nn.Sequential(
+            nn.Conv2d(config.hidden_size, config.encoder_stride**2 * config.num_channels, kernel_size=1),
+            nn.PixelShuffle(config.encoder_stride),
+        )
+        self.post_init()
+
+    def encode(self, pixel_values, bool_masked_pos, interpolate_pos_encoding=False, output_hidden_states=False):
+        """Returns the patch tokens as a feature map (B, D, h, w) and the hidden states."""
+        hidden, all_hidden = self.vit(
+            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+        )
+        grid = self.grid_of(pixel_values)
+        patches = hidden[:, 1:]
+        return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[-1], *grid), all_hidden
+
+    def grid_of(self, pixel_values: torch.Tensor) -> tuple[int, int]:
+        patch = self.config.patch_size
+        return pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
+
+    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
+                interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs) -> MimSimMIMPreTrainingOutput:
+        """
+        pixel_values: (B, C, H, W) the normalised image; it is also the reconstruction target.
+        bool_masked_pos: (B, L) or (B, h, w), True = masked (the processor's `return_bool_masked_pos=True`).
+        """
+        if bool_masked_pos is None:
+            raise ValueError(
+                "MimSimMIMForPreTraining needs bool_masked_pos (batch, num_patches), True = masked: call the image "
+                "processor with return_bool_masked_pos=True (see processor.pretraining_kwargs())"
+            )
+        bool_masked_pos = bool_masked_pos.flatten(1).bool()
+        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
+        features, all_hidden = self.encode(
+            pixel_values, bool_masked_pos, interpolate_pos_encoding, output_hidden_states
+        )
+        reconstruction = self.decoder(features)
+        pixel_mask = patch_mask_to_pixels(bool_masked_pos, self.grid_of(pixel_values), self.config.patch_size)
+        # L1 on masked pixels only, per masked pixel-channel
+        loss = masked_l1_loss(reconstruction, pixel_values, pixel_mask)
+        out = MimSimMIMPreTrainingOutput(loss=loss, reconstruction=reconstruction, bool_masked_pos=bool_masked_pos,
+                                         hidden_states=all_hidden)
+        return out if return_dict is not False else out.to_tuple()
+
+    def reconstruct_pixels(self, batch: dict, out: MimSimMIMPreTrainingOutput):
+        """(prediction in the input's normalised pixel space (B, C, H, W), patch mask (B, L)) for the pictures."""
+        return out.reconstruction, out.bool_masked_pos
+
+
+class MimSimMIMForImageClassification(ImageClassificationMixin, MimSimMIMPreTrainedModel):
+    """SimMIM encoder + mean pooling + fc_norm + linear head (SimMIM fine-tuning), or cls pooling.
+
+    The classifier has no mask token (nothing is masked in fine-tuning; an unused trainable parameter would also
+    break DDP). With mean pooling the pretrained final norm is not loaded and fc_norm starts fresh, as the
+    official fine-tuning ViT does. Built with `relative_position_bias="per_layer"` from a pretraining checkpoint,
+    each block's table starts as a copy of the shared one (see `from_pretrained`).
+    """
+
+    _keys_to_ignore_on_load_unexpected = ImageClassificationMixin._keys_to_ignore_on_load_unexpected + [
+        r"^vit\.mask_token$", r"^vit\.rel_pos_bias\.", r"^vit\.norm\.",
+    ]
+    _keys_to_ignore_on_load_missing = [r"^vit\.blocks\.\d+\.attn\.relative_position_bias_table$"]
+
+    def __init__(self, config: MimSimMIMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.build_classifier(config)
+        self.vit.mask_token = None
+        self.post_init()
