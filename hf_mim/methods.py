@@ -10,14 +10,17 @@ from dataclasses import dataclass
 from .modeling.configuration_beit import MimBeitConfig
 from .modeling.configuration_cae import MimCaeConfig
 from .modeling.configuration_mae import MimMaeConfig
+from .modeling.configuration_maskfeat import MimMaskFeatConfig
 from .modeling.configuration_simmim import MimSimMIMConfig
 from .modeling.image_processing_cae import MimCaeImageProcessor
 from .modeling.image_processing_beit import MimBeitImageProcessor
 from .modeling.image_processing_mae import MimMaeImageProcessor
+from .modeling.image_processing_maskfeat import MimMaskFeatImageProcessor
 from .modeling.image_processing_simmim import MimSimMIMImageProcessor
 from .modeling.modeling_beit import MimBeitForImageClassification, MimBeitForPreTraining, MimBeitModel
 from .modeling.modeling_cae import MimCaeForImageClassification, MimCaeForPreTraining, MimCaeModel
 from .modeling.modeling_mae import MimMaeForImageClassification, MimMaeForPreTraining, MimMaeModel
+from .modeling.modeling_maskfeat import MimMaskFeatForImageClassification, MimMaskFeatForPreTraining, MimMaskFeatModel
 from .modeling.modeling_simmim import MimSimMIMForImageClassification, MimSimMIMForPreTraining, MimSimMIMModel
 
 
@@ -75,6 +78,16 @@ METHODS: dict[str, Method] = {
         "the masked pixels only.",
         needs_mask_from_processor=True,
         lr_batch_divisor=512,
+    ),
+    "maskfeat": Method(
+        "maskfeat", MimMaskFeatConfig, MimMaskFeatImageProcessor, MimMaskFeatModel, MimMaskFeatForPreTraining,
+        MimMaskFeatForImageClassification,
+        paper="Wei et al., Masked Feature Prediction for Self-Supervised Visual Pre-Training, CVPR 2022",
+        summary="About 40% of the patches are masked in blocks and replaced by a mask token; the encoder sees every "
+        "patch and a linear head regresses, at each masked patch, the histograms of oriented gradients (HOG) of "
+        "its pixels.",
+        needs_mask_from_processor=True,
+        lr_batch_divisor=256,
     ),
 }
 

@@ -1,0 +1,117 @@
+"""MaskFeat configuration: defaults are the official ViT-B/16 image pretraining config (facebookresearch/SlowFast
+`in1k_VIT_B_MaskFeat_PT.yaml`, method_spec §4)."""
+
+from .configuration_vit import MimViTConfig, check_divisible
+
+
+class MimMaskFeatConfig(MimViTConfig):
+    """All patches through the encoder, masked ones replaced by a learned mask token; a linear head on the final
+    LayerNorm predicts, at each masked patch, its histograms of oriented gradients (HOG), scored by MSE.
+
+    Encoder defaults: timm-style full qkv bias, no layer scale, drop path 0, learned absolute positions, no
+    relative position bias, LayerNorm eps 1e-6, mean pooling (+ a new fc_norm) for classification.
+    num_masking_patches / min_num_patches / max_num_patches / min_aspect / max_aspect: the block-wise mask
+        (method_spec §0.5) with the early stop: round(0.4 * 196) = 78 of 196 patches in blocks of at least
+        78 // 5 = 15, aspect in [0.3, 1/0.3] (max_aspect None). The count may fall short and differs between images.
+    hog_nbins: orientation bins over 180 degrees (9).
+    hog_cell_size: pixels per HOG cell side (8); each patch has (patch_size / hog_cell_size)^2 cells.
+    hog_gaussian_window: 0 = no Gaussian weighting of the gradient magnitudes (the official SlowFast image model);
+        a positive w tiles a w x w Gaussian over the image (mmpretrain's reproduction uses 16).
+    The head predicts `target_dim` = num_channels * hog_nbins * (patch_size / hog_cell_size)^2 values per patch
+    (3 * 9 * 4 = 108 at the defaults).
+    """
+
+    model_type = "mim_maskfeat"
+    _auto_class = "AutoConfig"
+    # What the fine-tuning recipe changes (method_spec §4): drop path 0.1, mean pooling of the patch tokens into a
+    # new LayerNorm; learned absolute positions and everything else stay.
+    finetune_overrides = {"drop_path_rate": 0.1, "pooling": "mean"}
+
+    def __init__(
+        self,
+        qkv_bias: str = "full",
+        layer_scale_init_value: float = 0.0,
+        drop_path_rate: float = 0.0,
+        position_embedding_type: str = "learned",
+        relative_position_bias: str = "none",
+        use_mask_token: bool = True,
+        pooling: str = "mean",
+        layer_norm_eps: float = 1e-6,
+        num_masking_patches: int = 78,
+        min_num_patches: int = 15,
+        max_num_patches: int | None = None,
+        min_aspect: float = 0.3,
+        max_aspect: float | None = None,
+        hog_nbins: int = 9,
+        hog_cell_size: int = 8,
+        hog_gaussian_window: int = 0,
+        **kwargs,
+    ):
+        super().__init__(
+            qkv_bias=qkv_bias,
+            layer_scale_init_value=layer_scale_init_value,
+            drop_path_rate=drop_path_rate,
+            position_embedding_type=position_embedding_type,
+            relative_position_bias=relative_position_bias,
+            use_mask_token=use_mask_token,
+            pooling=pooling,
+            layer_norm_eps=layer_norm_eps,
+            **kwargs,
+        )
+        self.num_masking_patches = num_masking_patches
+        self.min_num_patches = min_num_patches
+        self.max_num_patches = max_num_patches
+        self.min_aspect = min_aspect
+        self.max_aspect = max_aspect
+        self.hog_nbins = hog_nbins
+        self.hog_cell_size = hog_cell_size
+        self.hog_gaussian_window = hog_gaussian_window
+        self.validate_maskfeat()
+
+    @property
+    def target_dim(self) -> int:
+        """Length of one patch's HOG target (108 for ViT-B/16 with 9 bins, 8-px cells and RGB)."""
+        return self.num_channels * self.hog_nbins * (self.patch_size // self.hog_cell_size) ** 2
+
+    def validate_maskfeat(self) -> None:
+        if not self.use_mask_token:
+            raise ValueError(
+                "use_mask_token must be True: MaskFeat replaces the masked patches by a learned mask token"
+            )
+        num_patches = self.num_patches
+        if isinstance(self.num_masking_patches, bool) or not isinstance(self.num_masking_patches, int) or not (
+            0 < self.num_masking_patches < num_patches
+        ):
+            raise ValueError(
+                f"num_masking_patches must be an integer in [1, {num_patches - 1}] (the {self.grid_size}x"
+                f"{self.grid_size} grid has {num_patches} patches and one must stay visible), got "
+                f"{self.num_masking_patches!r}"
+            )
+        if not self.min_num_patches >= 1:
+            raise ValueError(
+                f"min_num_patches must be >= 1 (smallest block area to aim for), got {self.min_num_patches!r}"
+            )
+        if self.max_num_patches is not None and not self.max_num_patches >= 1:
+            raise ValueError(
+                f"max_num_patches must be >= 1, or None for num_masking_patches, got {self.max_num_patches!r}"
+            )
+        if not self.min_aspect > 0:
+            raise ValueError(
+                f"min_aspect must be > 0 (block height/width ratio; MaskFeat uses 0.3), got {self.min_aspect!r}"
+            )
+        if self.max_aspect is not None and not self.max_aspect >= self.min_aspect:
+            raise ValueError(
+                f"max_aspect must be >= min_aspect={self.min_aspect}, or None for 1/min_aspect, got {self.max_aspect!r}"
+            )
+        if isinstance(self.hog_nbins, bool) or not isinstance(self.hog_nbins, int) or self.hog_nbins < 1:
+            raise ValueError(
+                f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {self.hog_nbins!r}"
+            )
+        check_divisible("patch_size", self.patch_size, "hog_cell_size", self.hog_cell_size)
+        if self.hog_gaussian_window is None or self.hog_gaussian_window < 0:
+            raise ValueError(
+                f"hog_gaussian_window must be 0 (off, the official image model) or a positive window size, got "
+                f"{self.hog_gaussian_window!r}"
+            )
+        if self.hog_gaussian_window:
+            check_divisible("image_size", self.image_size, "hog_gaussian_window", self.hog_gaussian_window)

@@ -1,0 +1,194 @@
+"""MaskFeat (Wei et al. 2022), image version with a ViT: block-wise masking, all patches through the encoder with
+masked ones replaced by a mask token, a linear head regressing each masked patch's histograms of oriented
+gradients (HOG), MSE on the masked patches. Facts in method_spec §4; layout as facebookresearch/SlowFast
+`slowfast/models/masked.py` (MaskMViT with PRED_HOG) and mmpretrain's MaskFeat.
+
+The head's LayerNorm is the encoder's final norm (`vit.norm`, mmpretrain's layout) and `pred_head` is a bare
+Linear; SlowFast deletes the encoder norm and puts the LayerNorm inside its head instead. The two compute the same
+function, and this way the feature model (`AutoModel`) keeps the normalised tokens the head reads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_maskfeat import MimMaskFeatConfig
+from .hog import HOGTarget, gaussian_window_kernel, sobel_kernels
+from .losses import masked_mse_loss
+from .remote_code import RemoteCodeMixin
+from .task_heads import EncoderModelMixin, ImageClassificationMixin
+from .vit import PatchEmbed, ViTEncoder
+
+# MaskFeat fine-tuning (SlowFast HEAD_INIT_SCALE) starts the classifier near zero: trunc-normal(0.02) x 0.001.
+HEAD_INIT_SCALE = 1e-3
+
+
+@dataclass
+class MimMaskFeatPreTrainingOutput(ModelOutput):
+    """
+    loss: mean squared error over the masked patches and all target_dim values of each.
+    logits: (B, L, target_dim) the head's HOG prediction at every patch (only masked ones are scored).
+    hog_targets: (B, L, target_dim) fp32 HOG targets of every patch, computed from pixel_values without grad.
+    bool_masked_pos: (B, L) True = masked (replaced by the mask token).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hog_targets: torch.FloatTensor | None = None
+    bool_masked_pos: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def patch_targets_to_cell_histograms(targets: torch.Tensor, grid: tuple[int, int], num_channels: int,
+                                     nbins: int) -> torch.Tensor:
+    """Inverse of `hog.cell_histograms_to_patch_targets`: per-patch vectors (B, h*w, C*nbins*k*k), index
+    c*nbins*k*k + bin*k*k + cell_row*k + cell_col -> per-cell histograms (B, C, nbins, h*k, w*k), the layout
+    `HOGTarget.cell_histograms` returns and `render_hog_glyphs` draws."""
+    batch, length, dim = targets.shape
+    height, width = grid
+    k = math.isqrt(dim // (num_channels * nbins))
+    if length != height * width or dim != num_channels * nbins * k * k:
+        raise ValueError(
+            f"targets of shape {tuple(targets.shape)} do not hold a {height}x{width} grid of "
+            f"{num_channels} x {nbins} x k x k histograms"
+        )
+    cells = targets.reshape(batch, height, width, num_channels * nbins, k, k)
+    # (B, patch_row, patch_col, C*nbins, cell_row, cell_col) -> (B, C*nbins, patch_row, cell_row, patch_col, cell_col)
+    cells = cells.permute(0, 3, 1, 4, 2, 5)
+    return cells.reshape(batch, num_channels, nbins, height * k, width * k)
+
+
+class MimMaskFeatPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+    config_class = MimMaskFeatConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules = ["Block"]
+    _supports_sdpa = True
+    auto_classes = {
+        "AutoModel": "MimMaskFeatModel",
+        "AutoModelForPreTraining": "MimMaskFeatForPreTraining",
+        "AutoModelForMaskedImageModeling": "MimMaskFeatForPreTraining",
+        "AutoModelForImageClassification": "MimMaskFeatForImageClassification",
+        "AutoImageProcessor": "image_processing_maskfeat.MimMaskFeatImageProcessor",
+    }
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Official MaskFeat ViT init (SlowFast MViT in ViT mode, method_spec §4): Linear weights (the HOG head
+        too) trunc-normal(0.02) with the default +-2 absolute bounds, biases 0, LayerNorm (1, 0); cls, mask and
+        position tokens trunc-normal(0.02); the patch-embedding conv keeps PyTorch's Conv2d default
+        (kaiming-uniform a=sqrt(5)), which SlowFast never overrides. No depth rescale (SCALE_INIT_BY_DEPTH off).
+        The classifier head is trunc-normal(0.02) x 0.001 (fine-tuning HEAD_INIT_SCALE). The frozen HOG module's
+        fixed filters are rebuilt here: they are non-persistent buffers, absent from the meta-device load."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            scale = HEAD_INIT_SCALE if module is getattr(self, "head", None) else 1.0
+            init.trunc_normal_(module.weight, std=std * scale, a=-2.0 * scale, b=2.0 * scale)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, PatchEmbed):
+            weight = module.proj.weight
+            init.kaiming_uniform_(weight, a=math.sqrt(5))
+            bound = 1.0 / math.sqrt(weight[0].numel())
+            init.uniform_(module.proj.bias, -bound, bound)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, ViTEncoder):
+            for token in (module.cls_token, module.pos_embed, module.mask_token):
+                if token is not None:
+                    init.trunc_normal_(token, std=std)
+        elif isinstance(module, HOGTarget):
+            kernel_x, kernel_y = sobel_kernels(module.num_channels)
+            init.copy_(module.kernel_x, kernel_x)
+            init.copy_(module.kernel_y, kernel_y)
+            if module.window is not None:
+                init.copy_(module.window, gaussian_window_kernel(module.gaussian_window))
+
+
+class MimMaskFeatModel(EncoderModelMixin, MimMaskFeatPreTrainedModel):
+    """MaskFeat encoder over all patches, for features: `AutoModel.from_pretrained(...)`. `bool_masked_pos` (B, L)
+    optionally replaces patches by the mask token, as in pretraining."""
+
+    def __init__(self, config: MimMaskFeatConfig):
+        super().__init__(config)
+        self.build_encoder(config)
+        self.post_init()
+
+
+class MimMaskFeatForPreTraining(MimMaskFeatPreTrainedModel):
+    """`encode` (all patches, masked ones -> mask token, learned positions, final LayerNorm) -> `pred_head`
+    (Linear D -> target_dim) on the patch tokens -> MSE against the frozen `hog` targets at the masked patches.
+
+    `hog` is a `HOGTarget` with no parameters and only non-persistent buffers: it adds no state-dict keys, and it
+    always runs in fp32 without grad, also under autocast.
+    """
+
+    def __init__(self, config: MimMaskFeatConfig):
+        super().__init__(config)
+        self.vit = ViTEncoder(config)
+        self.pred_head = nn.Linear(config.hidden_size, config.target_dim)
+        self.hog = HOGTarget(
+            nbins=config.hog_nbins, cell_size=config.hog_cell_size, patch_size=config.patch_size,
+            gaussian_window=config.hog_gaussian_window, num_channels=config.num_channels,
+        )
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
+                interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs) -> MimMaskFeatPreTrainingOutput:
+        """
+        pixel_values: (B, C, H, W) the normalised image; the HOG targets are computed from it.
+        bool_masked_pos: (B, L) or (B, h, w), True = masked (the processor's `return_bool_masked_pos=True`).
+        """
+        if bool_masked_pos is None:
+            raise ValueError(
+                "MimMaskFeatForPreTraining needs bool_masked_pos (batch, num_patches), True = masked: call the image "
+                "processor with return_bool_masked_pos=True (see processor.pretraining_kwargs())"
+            )
+        bool_masked_pos = bool_masked_pos.flatten(1).bool()
+        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
+        hidden, all_hidden = self.vit(
+            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.pred_head(hidden[:, 1:])
+        targets = self.hog(pixel_values)
+        # mean over the masked patches (and over the target_dim values of each)
+        loss = masked_mse_loss(logits, targets, bool_masked_pos)
+        out = MimMaskFeatPreTrainingOutput(loss=loss, logits=logits, hog_targets=targets,
+                                           bool_masked_pos=bool_masked_pos, hidden_states=all_hidden)
+        return out if return_dict is not False else out.to_tuple()
+
+    def cell_histograms(self, patch_vectors: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """Predicted (`logits`) or target per-patch vectors (B, L, target_dim) of images of `image_size` (H, W)
+        -> per-cell histograms (B, C, nbins, H / cell, W / cell), e.g. for `hf_mim.hog_glyphs.render_hog_glyphs`."""
+        patch = self.config.patch_size
+        grid = (image_size[0] // patch, image_size[1] // patch)
+        return patch_targets_to_cell_histograms(patch_vectors, grid, self.config.num_channels, self.config.hog_nbins)
+
+
+class MimMaskFeatForImageClassification(ImageClassificationMixin, MimMaskFeatPreTrainedModel):
+    """MaskFeat encoder + mean pooling + a new LayerNorm (fc_norm) + linear head (MaskFeat fine-tuning), or cls.
+
+    The classifier has no mask token (nothing is masked in fine-tuning; an unused trainable parameter would also
+    break DDP); the pretraining head and, with mean pooling, the final norm are not loaded.
+    """
+
+    _keys_to_ignore_on_load_unexpected = ImageClassificationMixin._keys_to_ignore_on_load_unexpected + [
+        r"^vit\.mask_token$", r"^vit\.norm\.",
+    ]
+
+    def __init__(self, config: MimMaskFeatConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.build_classifier(config)
+        self.vit.mask_token = None
+        self.post_init()
