@@ -397,7 +397,7 @@ def logistic_regression_on_pixels(train_images, train_labels, test_images, test_
     bias = torch.zeros(num_classes, dtype=torch.float64, device=device, requires_grad=True)
     x_train, y_train = x_train.to(device), y_train.to(device)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                                  line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+                                  line_search_fn="strong_wolfe")
 
     def objective():
         optimizer.zero_grad()

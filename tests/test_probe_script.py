@@ -89,3 +89,75 @@ def test_saved_dataset_with_named_splits_and_mean_pooling(tmp_path, tiny_mae):
 def test_contradictory_flags_are_refused(bad, tiny_mae):
     with pytest.raises(SystemExit):
         probe.parse_args(["--model_name_or_path", str(tiny_mae)] + bad)
+
+
+# ----------------------------------------------------------------------------------------------- benchmark
+
+
+def write_fashion_idx(folder, per_class={"train": 2, "t10k": 1}, seed=0):
+    """The four Fashion-MNIST idx files (gzipped), with a few 28x28 images per class whose brightness says the class."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, count in per_class.items():
+        labels = np.repeat(np.arange(10, dtype=np.uint8), count)
+        images = (rng.integers(0, 10, (len(labels), 28, 28)) + labels[:, None, None] * 25).astype(np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            with gzip.open(folder / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + array.tobytes())
+    return folder
+
+
+TINY_DEMO_MAE = ("hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,decoder_hidden_size=16,"
+                 "decoder_num_hidden_layers=1,decoder_num_attention_heads=2,decoder_intermediate_size=32")
+
+
+def test_benchmark_runs_a_method_and_both_baselines(tmp_path):
+    benchmark = load_script("benchmark_fashion_mnist")
+    idx = write_fashion_idx(tmp_path / "idx")
+    out = tmp_path / "bench"
+    argv = ["--methods", "mae", "--fashion_mnist_dir", str(idx), "--train_subset", "20", "--test_subset", "10",
+            "--pretrain_steps", "2", "--finetune_steps", "2", "--tokenizer_steps", "1", "--batch_size", "8",
+            "--model_size", "demo", "--config_overrides", TINY_DEMO_MAE, "--pretrain_args", "--warmup_epochs 0",
+            "--finetune_args", "--mixup 0 --cutmix 0 --layer_decay 0.75", "--pooling", "mean", "--k", "3",
+            "--temperature", "0.1", "--probe_epochs", "2", "--probe_batch_size", "8", "--logreg_l2", "0.01",
+            "--device", "cpu", "--seed", "0", "--output_dir", str(out)]
+    report = benchmark.main(argv)
+    assert report["data"] == {"train_examples": 20, "test_examples": 10,
+                              "description": "Fashion-MNIST, class-balanced subsets"}
+    mae = report["methods"]["mae"]
+    assert mae["pretrain"]["steps"] == 2
+    for label in ("pretrained", "random_init"):
+        assert set(mae[label]) == {"knn", "linear", "finetune"}
+        assert all(0.0 <= mae[label][protocol]["top1"] <= 1.0 for protocol in ("knn", "linear", "finetune"))
+        assert mae[label]["finetune"]["steps"] == 2
+    assert report["baselines"]["pixels_logistic_regression"]["top1"] == 1.0  # brightness is linearly separable
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["methods"]["mae"]["pretrained"]["knn"] == mae["pretrained"]["knn"]
+    table = (out / "results.md").read_text()
+    assert "| MAE | pretrained (2 updates) |" in table and "| MAE | random init |" in table
+    assert "| raw pixels |" in table and "--pretrain_steps 2" in table and report["date"] in table
+    assert (out / "models" / "mae-pretrain-finetune-scratch" / "config.json").is_file()
+    assert json.loads((out / "models" / "mae-pretrain" / "config.json").read_text())["hidden_size"] == 32
+
+
+def test_benchmark_skips_or_reports_methods_it_cannot_run(tmp_path, monkeypatch):
+    benchmark = load_script("benchmark_fashion_mnist")
+    real_load = benchmark.load_script
+    monkeypatch.setattr(benchmark, "load_script", lambda name: None if name == "train_tokenizer" else real_load(name))
+    monkeypatch.setattr(benchmark, "raw_pixel_baseline", lambda args, data_dir: {"top1": 0.5})  # tested above
+    idx = write_fashion_idx(tmp_path / "idx")
+    common = ["--methods", "cae", "--fashion_mnist_dir", str(idx), "--train_subset", "10", "--test_subset", "10",
+              "--output_dir", str(tmp_path / "bench")]
+    skipped = benchmark.main(common)["methods"]["cae"]
+    assert "no scripts/train_tokenizer.py" in skipped["skipped"]
+    failed = benchmark.main(common + ["--tokenizer_name_or_path", str(tmp_path / "missing")])["methods"]["cae"]
+    assert "error" in failed  # recorded, and the run still writes its report
+    assert "| CAE | failed:" in (tmp_path / "bench" / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--train_subset", "15"])  # not class-balanced
