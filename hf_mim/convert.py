@@ -97,6 +97,21 @@ HF_BEIT = KeyMap(
 )
 
 
+# transformers ViTForMaskedImageModeling (SimMIM in its plain-ViT configuration), in memory and on disk.
+HF_VIT_MIM = KeyMap(
+    rules=[
+        (r"^vit\.embeddings\.cls_token$", "vit.cls_token"),
+        (r"^vit\.embeddings\.mask_token$", "vit.mask_token"),
+        (r"^vit\.embeddings\.position_embeddings$", "vit.pos_embed"),
+        (r"^vit\.embeddings\.patch_embeddings\.projection\.", "vit.patch_embed.proj."),
+        *layer_rules("vit.layers", "vit.blocks"),
+        (r"^vit\.layernorm\.", "vit.norm."),
+        (r"^decoder\.0\.", "decoder.0."),
+        *layer_rules("vit.encoder.layer", "vit.blocks", HF_VIT_LAYER_RULES_ON_DISK),
+    ]
+)
+
+
 def rename_keys(state_dict: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch.Tensor]:
     """Apply the rules; raise naming every key no rule matches."""
     renamed, unmatched = {}, []

@@ -12,8 +12,8 @@ from .modeling.configuration_cae import MimCaeConfig
 from .modeling.configuration_mae import MimMaeConfig
 from .modeling.configuration_maskfeat import MimMaskFeatConfig
 from .modeling.configuration_simmim import MimSimMIMConfig
-from .modeling.image_processing_cae import MimCaeImageProcessor
 from .modeling.image_processing_beit import MimBeitImageProcessor
+from .modeling.image_processing_cae import MimCaeImageProcessor
 from .modeling.image_processing_mae import MimMaeImageProcessor
 from .modeling.image_processing_maskfeat import MimMaskFeatImageProcessor
 from .modeling.image_processing_simmim import MimSimMIMImageProcessor
@@ -34,11 +34,8 @@ class Method:
     classification_class: type
     paper: str
     summary: str = ""
-    # what the image processor must return for pretraining (BEiT/CAE also want the tokenizer view)
-    needs_mask_from_processor: bool = True
+    # predicts the visual tokens of a frozen tokenizer (scripts/pretrain.py --tokenizer_name_or_path)
     needs_tokenizer: bool = False
-    # lr = base_lr * effective_batch / lr_batch_divisor (0.7 of method_spec); None means an absolute lr
-    lr_batch_divisor: int | None = 256
 
 
 METHODS: dict[str, Method] = {
@@ -48,16 +45,13 @@ METHODS: dict[str, Method] = {
         paper="Bao et al., BEiT: BERT Pre-Training of Image Transformers, ICLR 2022",
         summary="About 40% of the patches are masked in blocks and replaced by a mask token; the encoder sees every "
         "patch and a linear head predicts, at each masked patch, the visual token a frozen dVAE gives that patch.",
-        needs_mask_from_processor=True,
         needs_tokenizer=True,
-        lr_batch_divisor=None,
     ),
     "mae": Method(
         "mae", MimMaeConfig, MimMaeImageProcessor, MimMaeModel, MimMaeForPreTraining, MimMaeForImageClassification,
         paper="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022",
         summary="75% of the patches are removed at random; the encoder sees only the visible ones and a light "
         "decoder regresses the (per-patch normalised) pixels of the removed patches.",
-        needs_mask_from_processor=False,
     ),
     "cae": Method(
         "cae", MimCaeConfig, MimCaeImageProcessor, MimCaeModel, MimCaeForPreTraining, MimCaeForImageClassification,
@@ -65,9 +59,7 @@ METHODS: dict[str, Method] = {
         summary="Half of the patches are masked in blocks; the encoder sees only the visible ones, a latent regressor "
         "predicts the masked patches' representations (aligned with the encoder's own stop-gradient encoding of "
         "them) and a decoder maps those predictions to the visual tokens of a frozen dVAE.",
-        needs_mask_from_processor=True,
         needs_tokenizer=True,
-        lr_batch_divisor=None,
     ),
     "simmim": Method(
         "simmim", MimSimMIMConfig, MimSimMIMImageProcessor, MimSimMIMModel, MimSimMIMForPreTraining,
@@ -76,8 +68,6 @@ METHODS: dict[str, Method] = {
         summary="60% of the image is masked in random 32-pixel cells and replaced by a mask token; the encoder sees "
         "every patch and a one-layer head (1x1 conv + pixel shuffle) regresses the normalised pixels, scored by L1 on "
         "the masked pixels only.",
-        needs_mask_from_processor=True,
-        lr_batch_divisor=512,
     ),
     "maskfeat": Method(
         "maskfeat", MimMaskFeatConfig, MimMaskFeatImageProcessor, MimMaskFeatModel, MimMaskFeatForPreTraining,
@@ -86,8 +76,6 @@ METHODS: dict[str, Method] = {
         summary="About 40% of the patches are masked in blocks and replaced by a mask token; the encoder sees every "
         "patch and a linear head regresses, at each masked patch, the histograms of oriented gradients (HOG) of "
         "its pixels.",
-        needs_mask_from_processor=True,
-        lr_batch_divisor=256,
     ),
 }
 

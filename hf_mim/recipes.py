@@ -47,7 +47,7 @@ FINETUNE_RECIPES = {
     "mae": FinetuneRecipe(5e-4, 256, warmup_epochs=5),
     "beit": FinetuneRecipe(4e-3, None, warmup_epochs=20),
     "simmim": FinetuneRecipe(1.25e-3, 512, warmup_epochs=20),
-    "maskfeat": FinetuneRecipe(8e-3, None, warmup_epochs=20),
+    "maskfeat": FinetuneRecipe(1e-3, 256, warmup_epochs=20),  # 8e-3 at batch 2048
     "cae": FinetuneRecipe(8e-3, None, warmup_epochs=5),
 }
 
@@ -61,7 +61,7 @@ DEMO_OVERRIDES = {
                 decoder_intermediate_size=256),
     "beit": dict(num_masking_patches=26, min_num_patches=4),
     "simmim": dict(mask_patch_size=8),
-    "maskfeat": dict(image_size=64, patch_size=8, num_masking_patches=26, min_num_patches=4),
+    "maskfeat": dict(image_size=64, patch_size=8, hog_cell_size=4, num_masking_patches=26, min_num_patches=4),
     "cae": dict(num_masking_patches=32, min_num_patches=4, regressor_num_hidden_layers=2,
                 decoder_num_hidden_layers=2),
 }

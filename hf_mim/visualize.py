@@ -79,6 +79,10 @@ def pretraining_picture(model, dataset, processor, num_images: int = 8, seed: in
     height, width = pixel_values.shape[-2:]
     patch = model.config.patch_size
     mean, std = processor.image_mean, processor.image_std
+    if hasattr(model, "cell_histograms"):  # MaskFeat: HOG glyphs, target vs predicted
+        picture = hog_picture(model, pixel_values, out, mean, std)
+        return picture, (f"Rows: input with masked patches grey; HOG target glyphs; predicted HOG glyphs (meaningful at "
+                         f"the masked patches). Training images, loss {float(out.loss):.4f}.")
     if hasattr(model, "reconstruct_pixels"):
         predicted, mask = model.reconstruct_pixels(batch, out)
     elif hasattr(model, "reconstruct"):  # MAE
@@ -90,3 +94,23 @@ def pretraining_picture(model, dataset, processor, num_images: int = 8, seed: in
     caption = (f"Rows: input with masked patches grey; prediction; prediction with the visible patches pasted back; "
                f"original. Training images, loss {float(out.loss):.4f}.")
     return picture, caption
+
+
+def hog_picture(model, pixel_values: torch.Tensor, out, mean, std) -> Image.Image:
+    """MaskFeat's view: the masked input, then glyphs of the HOG targets and of the predictions per cell."""
+    from .hog_glyphs import render_hog_glyphs
+
+    height, width = pixel_values.shape[-2:]
+    size = (height, width)
+
+    def glyph_row(vectors: torch.Tensor) -> torch.Tensor:
+        histograms = model.cell_histograms(vectors.float().cpu(), size)
+        tiles = [np.asarray(render_hog_glyphs(h).resize((width, height), Image.Resampling.BILINEAR)) / 255.0
+                 for h in histograms]
+        return torch.tensor(np.stack(tiles), dtype=torch.float32)[:, None].repeat(1, 3, 1, 1)
+
+    original = denormalize(pixel_values, mean, std)
+    pixel_mask = mask_to_pixels(out.bool_masked_pos, model.config.patch_size, height, width)
+    masked = original * (1 - pixel_mask) + 0.5 * pixel_mask
+    return image_grid([masked, glyph_row(out.hog_targets), glyph_row(out.logits)],
+                      ["masked", "HOG target", "HOG predicted"])

@@ -131,3 +131,12 @@ def test_beit_without_a_tokenizer_says_how_to_get_one(tmp_path):
     with pytest.raises(SystemExit, match="train_tokenizer.py"):
         pretrain.main(["--method", "beit", "--config_overrides", TINY_OVERRIDES["beit"], "--output_dir", str(tmp_path),
                        "--max_train_steps", "1"])
+
+
+@pytest.mark.parametrize("method", ["simmim", "maskfeat"])
+def test_pixel_and_hog_methods_run_the_demo_path_and_draw_a_picture(tmp_path, method):
+    out = tmp_path / method
+    summary = pretrain.main(["--method", method, "--config_overrides", TINY_OVERRIDES[method], "--output_dir", str(out),
+                             "--per_device_train_batch_size", "8", "--max_train_steps", "2"])
+    assert summary["steps"] == 2 and (out / "model.safetensors").exists()
+    assert (out / "reconstruction.png").exists() and "reconstruction.png" in (out / "README.md").read_text()

@@ -81,7 +81,7 @@ def test_half_written_checkpoints_are_never_picked(tmp_path):
         resolve_checkpoint(tmp_path, str(root / "step_8"))
 
 
-@pytest.mark.parametrize("method", ["mae", "beit", "cae"])
+@pytest.mark.parametrize("method", ["mae", "beit", "simmim", "maskfeat", "cae"])
 def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(tmp_path, method):
     """The frozen tokenizer (BEiT, CAE) and CAE's stop-gradient encoder pass must not break gradient
     synchronisation either."""

@@ -14,11 +14,9 @@ from transformers.initialization import no_init_weights
 
 import hf_mim
 from hf_mim.convert import (
-    HF_VIT_LAYER_RULES_ON_DISK,
-    KeyMap,
+    HF_VIT_MIM,
     convert_state_dict,
     invert_key_map,
-    layer_rules,
     load_converted,
     rename_keys,
     split_fused_qkv,
@@ -38,18 +36,6 @@ from model_tester import MimModelTests
 # transformers' ViTForMaskedImageModeling (in-memory names first, then the legacy names `save_pretrained` writes)
 # -> ours. Its decoder is `decoder.0` (the 1x1 conv) + `decoder.1` (PixelShuffle, no weights), as ours.
 # Proposed for hf_mim/convert.py; hf_mim.benchmarking also finds it here.
-HF_VIT_MIM = KeyMap(
-    rules=[
-        (r"^vit\.embeddings\.cls_token$", "vit.cls_token"),
-        (r"^vit\.embeddings\.mask_token$", "vit.mask_token"),
-        (r"^vit\.embeddings\.position_embeddings$", "vit.pos_embed"),
-        (r"^vit\.embeddings\.patch_embeddings\.projection\.", "vit.patch_embed.proj."),
-        *layer_rules("vit.layers", "vit.blocks"),
-        (r"^vit\.layernorm\.", "vit.norm."),
-        (r"^decoder\.0\.", "decoder.0."),
-        *layer_rules("vit.encoder.layer", "vit.blocks", HF_VIT_LAYER_RULES_ON_DISK),
-    ]
-)
 
 TINY = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, mask_patch_size=8)
@@ -354,7 +340,9 @@ def test_method_entry_and_auto_classes(tmp_path):
     assert method.config_class is MimSimMIMConfig and method.image_processor_class is MimSimMIMImageProcessor
     assert (method.model_class, method.pretraining_class, method.classification_class) == (
         MimSimMIMModel, MimSimMIMForPreTraining, MimSimMIMForImageClassification)
-    assert method.needs_mask_from_processor and not method.needs_tokenizer and method.lr_batch_divisor == 512
+    from hf_mim.recipes import PRETRAIN_RECIPES
+
+    assert not method.needs_tokenizer and PRETRAIN_RECIPES['simmim'].lr_batch_divisor == 512
     assert "SimMIM" in method.paper and "CVPR 2022" in method.paper
     assert hf_mim.method_of_config(MimSimMIMConfig(**TINY)) is method
     MimSimMIMForPreTraining(MimSimMIMConfig(**TINY)).save_pretrained(tmp_path)
