@@ -1,0 +1,532 @@
+"""Timing helpers for `scripts/benchmark.py`: backbone sizes, analytic FLOP counts, interleaved (round-robin)
+timing with paired ratios, and per-method builders that put our model and the `transformers` peer of the same
+method side by side, with the same weights where a key map exists and always with an equivalent config.
+
+Why interleaved: on a shared or thermally throttled machine the speed drifts over seconds. Timing A for a minute
+and then B for a minute folds that drift into the comparison; stepping A, B, B, A, A, B, ... and dividing the two
+times of each round (peer / ours) cancels it, and the median of those per-round ratios is robust to the odd slow
+round. A ratio above 1 means our implementation is faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.util
+import inspect
+import math
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+# ----------------------------------------------------------------------------------------------- sizes
+
+
+@dataclass(frozen=True)
+class BackboneSize:
+    """A ViT encoder shape; the MLP is 4x the width, as in every published ViT."""
+
+    name: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    image_size: int = 224
+    patch_size: int = 16
+
+    @property
+    def intermediate_size(self) -> int:
+        return 4 * self.hidden_size
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def config_kwargs(self) -> dict:
+        return dict(image_size=self.image_size, patch_size=self.patch_size, hidden_size=self.hidden_size,
+                    num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+                    intermediate_size=self.intermediate_size)
+
+
+SIZES = {
+    "tiny": BackboneSize("tiny", 192, 12, 3),
+    "small": BackboneSize("small", 384, 12, 6),
+    "base": BackboneSize("base", 768, 12, 12),
+}
+
+
+def parse_custom_size(text: str) -> BackboneSize:
+    """"width,depth,heads,image,patch" -> a size named custom-<width>x<depth>."""
+    try:
+        width, depth, heads, image, patch = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--custom_size takes width,depth,heads,image,patch (five integers), got {text!r}") from None
+    if min(width, depth, heads, image, patch) <= 0 or width % heads or image % patch:
+        raise ValueError(f"--custom_size {text!r}: width must divide by heads and image by patch, all positive")
+    return BackboneSize(f"custom-{width}x{depth}", width, depth, heads, image, patch)
+
+
+# ----------------------------------------------------------------------------------------------- FLOPs
+
+
+def encoder_flops(tokens: int, width: int, depth: int, mlp: int) -> float:
+    """Forward FLOPs of `depth` pre-norm blocks over `tokens` tokens, one image, multiply-add = 2 FLOPs.
+
+    Per block: qkv 6ND^2 + output projection 2ND^2 + MLP 4NDM + q.k^T 2N^2D + attn.v 2N^2D. LayerNorm, softmax,
+    GELU and residual adds are left out (under 1% at ViT-B), as in the usual model-FLOP-utilisation count.
+    """
+    n, d = tokens, width
+    return float(depth * (8 * n * d * d + 4 * n * d * mlp + 4 * n * n * d))
+
+
+def patch_embed_flops(num_patches: int, patch: int, channels: int, width: int) -> float:
+    return float(2 * num_patches * channels * patch * patch * width)
+
+
+def inference_flops(size: BackboneSize, channels: int = 3) -> float:
+    """Encoder over all patches plus the cls token: ViT-B/16 at 224 px = 35.1 GFLOP per image."""
+    return (patch_embed_flops(size.num_patches, size.patch_size, channels, size.hidden_size)
+            + encoder_flops(size.num_patches + 1, size.hidden_size, size.num_hidden_layers, size.intermediate_size))
+
+
+def pretraining_forward_flops(method: str, config, num_masked: float) -> float:
+    """Forward FLOPs per image of one pretraining step, counting only the work the method needs:
+
+    mae: patch embed of every patch, encoder over cls + kept tokens, decoder embed, decoder blocks over all
+         1 + L tokens and the pixel head (MAE-ViT-B/16: 19.6 GFLOP, so 58.7 with the 3x rule);
+    beit: encoder over all tokens, token head at the `num_masked` masked positions only;
+    simmim: encoder over all tokens, 1x1 conv head on every patch (p*p*C outputs).
+    Targets (tokenizer, HOG) and losses are not counted.
+    """
+    size = BackboneSize("cfg", config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+                        config.image_size, config.patch_size)
+    channels = getattr(config, "num_channels", 3)
+    length, width, patch_out = size.num_patches, size.hidden_size, config.patch_size**2 * channels
+    embed = patch_embed_flops(length, size.patch_size, channels, width)
+    if method == "mae":
+        keep = int(length * (1 - config.mask_ratio))
+        dec = config.decoder_hidden_size
+        return (embed + encoder_flops(keep + 1, width, size.num_hidden_layers, config.intermediate_size)
+                + 2 * (keep + 1) * width * dec
+                + encoder_flops(length + 1, dec, config.decoder_num_hidden_layers, config.decoder_intermediate_size)
+                + 2 * (length + 1) * dec * patch_out)
+    encoder = embed + encoder_flops(length + 1, width, size.num_hidden_layers, config.intermediate_size)
+    if method == "beit":
+        return encoder + 2 * num_masked * width * getattr(config, "vocab_size", 8192)
+    if method == "simmim":
+        return encoder + 2 * length * width * patch_out
+    return encoder
+
+
+def training_flops(method: str, config, num_masked: float) -> float:
+    """The 3x rule: backward costs twice the forward (gradients of activations and of weights)."""
+    return 3 * pretraining_forward_flops(method, config, num_masked)
+
+
+# ----------------------------------------------------------------------------------------------- timing
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def round_robin(fns: dict[str, Callable[[], object]], warmup: int, repeats: int, device: torch.device,
+                cpu_times: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Run every function `warmup` times, then `repeats` timed rounds, the order reversed every other round
+    (A B, B A, A B, ...) so neither side always runs first. Returns wall-clock seconds per call, by name; fills
+    `cpu_times`, if given, with this process's CPU seconds per call (user + system, all threads): on a CPU shared
+    with other jobs, time spent waiting for a core counts in the wall clock but not here."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    if cpu_times is not None:
+        cpu_times.update({name: [] for name in names})
+    gc.collect()
+    for round_index in range(repeats):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            synchronize(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            fns[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+            if cpu_times is not None:
+                cpu_times[name].append(time.process_time() - cpu_start)
+    return times
+
+
+def summarize(seconds: list[float]) -> dict:
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
+            "times_s": list(seconds)}
+
+
+def paired_ratio(ours: list[float], peer: list[float]) -> dict:
+    """peer_time / our_time per round, then the median: > 1 means we are faster."""
+    ratios = [p / o for o, p in zip(ours, peer)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "per_round": ratios}
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Peak bytes allocated by the caching allocator while `fn` runs (weights and optimizer state included)."""
+    if device.type != "cuda":
+        return None
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device))
+
+
+def autocast_context(device: torch.device, dtype: str):
+    if dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step_fn(model, optimizer, call, inputs, device, dtype) -> Callable[[], None]:
+    """One optimisation step: forward, loss, backward, AdamW. No host sync inside (no `.item()`)."""
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(device, dtype):
+            loss = call(model, inputs)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def inference_fn(model, call, inputs, device, dtype) -> Callable[[], None]:
+    def run():
+        with torch.no_grad(), autocast_context(device, dtype):
+            call(model, inputs)
+
+    return run
+
+
+def make_optimizer(model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """The same AdamW for both sides: every trainable tensor, one group, MAE's betas, the fused kernel (what the
+    transformers Trainer uses by default, on CPU too; torch's unfused CPU AdamW is ~5x slower and would dilute the
+    comparison of the models)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
+
+
+def count_trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------------------------- methods
+
+
+@dataclass
+class Pair:
+    """Our model and the peer for one phase, the shared inputs and how to call each."""
+
+    ours: torch.nn.Module
+    peer: torch.nn.Module
+    inputs: dict
+    call_ours: Callable
+    call_peer: Callable
+
+
+@dataclass
+class MethodPairs:
+    method: str
+    config: object  # our config
+    peer_config: object
+    weights: str  # how the peer's weights relate to ours
+    train: Pair
+    inference: Pair
+    num_masked: float  # mean masked tokens per image (BEiT's head FLOPs)
+    notes: list[str]
+
+
+def loss_of(output) -> torch.Tensor:
+    return output["loss"] if isinstance(output, dict) or hasattr(output, "keys") else output[0]
+
+
+def first_tensor(output) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else next(iter(output.values()))
+
+
+def method_masks(method, config, batch_size: int, seed: int) -> torch.Tensor:
+    """(B, L) bool masks drawn by the method's own image processor mask generator (BEiT blocks, SimMIM 32-px
+    cells), so the benchmark masks exactly what training masks."""
+    processor = method.image_processor_class.for_model_config(config)
+    rng = random.Random(seed)
+    masks = np.stack([processor.generate_mask(rng).reshape(-1) for _ in range(batch_size)])
+    return torch.from_numpy(masks.astype(bool))
+
+
+def candidate_key_maps(method: str, repo_root: Path | None) -> list[tuple[str, object]]:
+    """KeyMaps that may copy the peer's weights into ours: `hf_mim.convert` names mentioning the method, then
+    module-level KeyMaps of tests/test_<method>.py (where the method's engineer keeps a map not yet moved)."""
+    from hf_mim import convert
+
+    token = {"mae": ("MAE",), "beit": ("BEIT",), "simmim": ("SIMMIM", "VIT_MIM", "MASKED_IMAGE")}.get(method, ())
+    found = [(f"hf_mim.convert.{name}", value) for name, value in vars(convert).items()
+             if isinstance(value, convert.KeyMap) and name.startswith("HF_") and any(t in name for t in token)]
+    test_file = repo_root / "tests" / f"test_{method}.py" if repo_root else None
+    if test_file is not None and test_file.exists():
+        import sys
+
+        sys.path.insert(0, str(test_file.parent))
+        try:
+            spec = importlib.util.spec_from_file_location(f"hf_mim_bench_test_{method}", test_file)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            found += [(f"tests/test_{method}.py:{name}", value) for name, value in vars(module).items()
+                      if isinstance(value, convert.KeyMap)]
+        except Exception:  # a test module that cannot be imported here offers no map
+            pass
+        finally:
+            sys.path.remove(str(test_file.parent))
+    return found
+
+
+def share_weights(method: str, ours: torch.nn.Module, peer: torch.nn.Module, qkv_bias: str,
+                  repo_root: Path | None) -> str:
+    """Copy the peer's weights into ours with the first key map that loads strictly; say which, or why not."""
+    from hf_mim.convert import convert_state_dict, load_converted
+
+    # Frozen parts the peer lacks (BEiT's tokenizer) keep our own weights; everything trainable must come across.
+    own = ours.state_dict()
+    trainable = {name for name, p in ours.named_parameters() if p.requires_grad}
+    errors = []
+    for name, key_map in candidate_key_maps(method, repo_root):
+        try:
+            converted = convert_state_dict(peer.state_dict(), key_map, qkv_bias=qkv_bias)
+            converted.update({k: v for k, v in own.items() if k not in converted and k not in trainable})
+            load_converted(ours, converted)
+            return f"shared ({name})"
+        except Exception as error:  # noqa: BLE001 - try the next map
+            errors.append(f"{name}: {type(error).__name__}")
+    return "independent random init (no key map loads: " + ("; ".join(errors) or "none found") + ")"
+
+
+def pretraining_call_candidates(model, inputs: dict, labels_full: torch.Tensor | None):
+    """BEiT's pretraining API in our package is fixed by its engineer; accept the reasonable spellings:
+    token ids for every patch (B, L), or only at the masked positions (N_masked,), as transformers takes them."""
+    params = inspect.signature(model.forward).parameters
+    base = {k: v for k, v in inputs.items() if k in params or any(p.kind == p.VAR_KEYWORD for p in params.values())}
+    if labels_full is None:
+        return [base]
+    candidates = []
+    for name in ("labels", "token_ids", "target_ids"):
+        if name in params:
+            candidates += [{**base, name: labels_full}, {**base, name: labels_full[inputs["bool_masked_pos"]]}]
+    return candidates or [base]
+
+
+def pick_call(model, candidates: list[dict]) -> dict:
+    """The first candidate input dict for which the model returns a finite scalar loss."""
+    errors = []
+    for kwargs in candidates:
+        try:
+            with torch.no_grad():
+                loss = loss_of(model(**kwargs))
+            if loss is not None and loss.ndim == 0 and torch.isfinite(loss):
+                return kwargs
+            errors.append(f"{sorted(kwargs)}: loss {loss}")
+        except Exception as error:  # noqa: BLE001
+            errors.append(f"{sorted(kwargs)}: {type(error).__name__}: {str(error)[:200]}")
+    raise RuntimeError(f"{type(model).__name__} takes none of the benchmark's input spellings: {errors}")
+
+
+def build_pairs(method_name: str, size: BackboneSize, batch_size: int, device: torch.device, seed: int = 0,
+                repo_root: Path | None = None, overrides: str = "") -> MethodPairs:
+    """Our pretraining + encoder models and transformers' peers for one method and size. The models stay on the
+    CPU (the caller moves one side at a time, to measure each side's memory); the inputs go to `device`."""
+    import hf_mim
+
+    method = hf_mim.get_method(method_name)
+    builder = {"mae": _build_mae, "beit": _build_beit, "simmim": _build_simmim}.get(method_name)
+    if builder is None:
+        raise ValueError(f"no transformers peer is known for method {method_name!r}; benchmark mae, beit or simmim")
+    torch.manual_seed(seed)
+    pairs = builder(method, size, batch_size, seed, repo_root, overrides)
+    for pair in (pairs.train, pairs.inference):
+        pair.inputs = {k: v.to(device) for k, v in pair.inputs.items()}
+    pairs.train.ours.train()
+    pairs.train.peer.train()
+    pairs.inference.ours.eval()
+    pairs.inference.peer.eval()
+    return pairs
+
+
+# SimMIM's plain-ViT configuration: what transformers' ViTForMaskedImageModeling implements.
+SIMMIM_PLAIN_VIT = dict(qkv_bias="full", layer_scale_init_value=0.0, relative_position_bias="none",
+                        position_embedding_type="learned", drop_path_rate=0.0)
+
+
+def our_config(method, size: BackboneSize, overrides: str = ""):
+    """The method's canonical config at this backbone size. Off the 14x14 grid, the mask sizes scale with it (the
+    BEiT count ~40% of the patches, SimMIM's mask cells 2x2 patches), as the demo recipe does. `overrides`
+    ("k=v,k=v", as pretrain.py's --config_overrides) sets the fields this method's config has and skips the others,
+    so one string can shrink, say, MAE's decoder without touching BEiT."""
+    kwargs = size.config_kwargs()
+    grid = size.image_size // size.patch_size
+    if method.name == "simmim":
+        kwargs.update(SIMMIM_PLAIN_VIT)
+        if grid != 14 and size.image_size % (2 * size.patch_size) == 0:
+            kwargs["mask_patch_size"] = 2 * size.patch_size
+    if method.name == "beit" and grid != 14:
+        kwargs.update(num_masking_patches=max(1, round(grid * grid * 75 / 196)),
+                      min_num_patches=max(1, round(grid * grid * 16 / 196)))
+    config = method.config_class(**kwargs)
+    if overrides:
+        fields = dict(item.split("=", 1) for item in overrides.split(",") if item)
+        known = ",".join(f"{k}={v}" for k, v in fields.items() if hasattr(config, k))
+        if known:
+            config.update_from_string(known)
+            config = method.config_class(**config.to_dict())  # re-validate the combination
+    return config
+
+
+def _encoder_copy(model_class, config, pretraining_model) -> torch.nn.Module:
+    """Our `<M>Model` holding the pretraining model's encoder weights (same `vit.` names)."""
+    encoder = model_class(config)
+    own = set(encoder.state_dict())
+    encoder.load_state_dict({k: v for k, v in pretraining_model.state_dict().items() if k in own}, strict=True)
+    return encoder
+
+
+def _pixels(config, batch_size: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch_size, config.num_channels, config.image_size, config.image_size, generator=generator)
+
+
+def _build_mae(method, size, batch_size, seed, repo_root, overrides) -> MethodPairs:
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
+
+    config = our_config(method, size, overrides)
+    common = dict(
+        hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act, image_size=config.image_size, patch_size=config.patch_size,
+        num_channels=config.num_channels, qkv_bias=config.qkv_bias == "full", layer_norm_eps=config.layer_norm_eps,
+        decoder_hidden_size=config.decoder_hidden_size, decoder_num_hidden_layers=config.decoder_num_hidden_layers,
+        decoder_num_attention_heads=config.decoder_num_attention_heads,
+        decoder_intermediate_size=config.decoder_intermediate_size, norm_pix_loss=config.norm_pix_loss,
+    )
+    peer_config = ViTMAEConfig(mask_ratio=config.mask_ratio, **common)
+    peer = ViTMAEForPreTraining(peer_config)
+    ours = method.pretraining_class(config)
+    weights = share_weights("mae", ours, peer, config.qkv_bias, repo_root)
+    pixels = _pixels(config, batch_size, seed)
+    noise = torch.rand(batch_size, config.num_patches, generator=torch.Generator().manual_seed(seed + 1))
+    train = Pair(ours, peer, {"pixel_values": pixels, "noise": noise},
+                 lambda m, x: loss_of(m(**x)), lambda m, x: loss_of(m(**x)))
+    # transformers' ViTMAEModel always shuffles; with mask_ratio 0 it keeps every patch (the encoder it offers for
+    # features). Ours encodes all patches without the shuffle.
+    peer_encoder = ViTMAEModel(ViTMAEConfig(mask_ratio=0.0, **common))
+    peer_encoder.load_state_dict(peer.vit.state_dict())
+    inference = Pair(_encoder_copy(method.model_class, config, ours), peer_encoder, {"pixel_values": pixels},
+                     lambda m, x: first_tensor(m(**x)), lambda m, x: first_tensor(m(**x)))
+    removed = config.num_patches - int(config.num_patches * (1 - config.mask_ratio))
+    return MethodPairs("mae", config, peer_config, weights, train, inference, removed, [])
+
+
+def _build_beit(method, size, batch_size, seed, repo_root, overrides) -> MethodPairs:
+    from transformers import BeitConfig, BeitForMaskedImageModeling, BeitModel
+
+    config = our_config(method, size, overrides)
+    notes = []
+    if config.qkv_bias != "qv":
+        notes.append(f"our qkv_bias is {config.qkv_bias!r}; transformers' BEiT always has q/v biases")
+    vocab = getattr(config, "vocab_size", 8192)
+    peer_config = BeitConfig(
+        hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act, image_size=config.image_size, patch_size=config.patch_size,
+        num_channels=config.num_channels, vocab_size=vocab, layer_norm_eps=config.layer_norm_eps,
+        layer_scale_init_value=config.layer_scale_init_value, drop_path_rate=config.drop_path_rate,
+        use_mask_token=True, use_absolute_position_embeddings=config.position_embedding_type == "learned",
+        use_relative_position_bias=config.relative_position_bias == "per_layer",
+        use_shared_relative_position_bias=config.relative_position_bias == "shared",
+        use_mean_pooling=True,  # one LayerNorm before lm_head, as BEiT's pretraining model has
+    )
+    peer = BeitForMaskedImageModeling(peer_config)
+    ours = method.pretraining_class(config)
+    weights = share_weights("beit", ours, peer, config.qkv_bias, repo_root)
+    pixels = _pixels(config, batch_size, seed)
+    mask = method_masks(method, config, batch_size, seed)
+    token_ids = torch.randint(0, vocab, (batch_size, config.num_patches), generator=torch.Generator().manual_seed(seed))
+    inputs = {"pixel_values": pixels, "bool_masked_pos": mask}
+    ours_kwargs = pick_call(ours, pretraining_call_candidates(ours, inputs, token_ids))
+    extra = {k: v for k, v in ours_kwargs.items() if k not in inputs}
+    if not extra:
+        notes.append("our BEiT takes no token ids: its step includes computing its own targets")
+    names = sorted(extra)
+    train_inputs = {**inputs, **{f"ours_{k}": v for k, v in extra.items()}, "peer_labels": token_ids[mask]}
+    call_ours = lambda m, x: loss_of(m(pixel_values=x["pixel_values"], bool_masked_pos=x["bool_masked_pos"],  # noqa: E731
+                                       **{k: x[f"ours_{k}"] for k in names}))
+    call_peer = lambda m, x: loss_of(m(pixel_values=x["pixel_values"], bool_masked_pos=x["bool_masked_pos"],  # noqa: E731
+                                       labels=x["peer_labels"]))
+    train = Pair(ours, peer, train_inputs, call_ours, call_peer)
+    peer_encoder = BeitModel(peer_config, add_pooling_layer=True)  # mean pooling + LayerNorm, like ours
+    peer_encoder.load_state_dict(peer.beit.state_dict(), strict=False)
+    inference = Pair(_encoder_copy(method.model_class, config, ours), peer_encoder, {"pixel_values": pixels},
+                     lambda m, x: first_tensor(m(**x)), lambda m, x: first_tensor(m(**x)))
+    return MethodPairs("beit", config, peer_config, weights, train, inference, float(mask.sum()) / batch_size, notes)
+
+
+def _build_simmim(method, size, batch_size, seed, repo_root, overrides) -> MethodPairs:
+    from transformers import ViTConfig, ViTForMaskedImageModeling, ViTModel
+
+    config = our_config(method, size, overrides)
+    peer_config = ViTConfig(
+        hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act, image_size=config.image_size, patch_size=config.patch_size,
+        num_channels=config.num_channels, qkv_bias=True, layer_norm_eps=config.layer_norm_eps,
+        encoder_stride=getattr(config, "encoder_stride", config.patch_size),
+    )
+    peer = ViTForMaskedImageModeling(peer_config)
+    ours = method.pretraining_class(config)
+    weights = share_weights("simmim", ours, peer, config.qkv_bias, repo_root)
+    pixels = _pixels(config, batch_size, seed)
+    mask = method_masks(method, config, batch_size, seed)
+    inputs = {"pixel_values": pixels, "bool_masked_pos": mask}
+    train = Pair(ours, peer, inputs, lambda m, x: loss_of(m(**x)), lambda m, x: loss_of(m(**x)))
+    peer_encoder = ViTModel(peer_config, add_pooling_layer=False)
+    peer_encoder.load_state_dict(peer.vit.state_dict(), strict=False)
+    inference = Pair(_encoder_copy(method.model_class, config, ours), peer_encoder, {"pixel_values": pixels},
+                     lambda m, x: first_tensor(m(**x)), lambda m, x: first_tensor(m(**x)))
+    return MethodPairs("simmim", config, peer_config, weights, train, inference, float(mask.sum()) / batch_size, [])
+
+
+def eval_loss_gap(pair: Pair) -> dict:
+    """Both pretraining models in eval mode (no drop path) on the shared inputs: with shared weights the losses
+    must agree to float tolerance, which shows the two configs describe the same network."""
+    modes = (pair.ours.training, pair.peer.training)
+    pair.ours.eval()
+    pair.peer.eval()
+    try:
+        with torch.no_grad():
+            ours = float(pair.call_ours(pair.ours, pair.inputs))
+            peer = float(pair.call_peer(pair.peer, pair.inputs))
+    finally:
+        pair.ours.train(modes[0])
+        pair.peer.train(modes[1])
+    return {"ours": ours, "peer": peer, "abs_diff": abs(ours - peer)}
+
+
+def mfu(flops_per_image: float, batch_size: int, seconds: float, peak_tflops: float | None) -> float | None:
+    if not peak_tflops or seconds <= 0:
+        return None
+    return flops_per_image * batch_size / seconds / (peak_tflops * 1e12)
+
+
+def is_finite_positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
