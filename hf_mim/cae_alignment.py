@@ -16,13 +16,20 @@ Functions:
 
 Regenerate the picture for a model card (a CAE pretrained with decoder_target=pixels):
 
-    python -m hf_mim.cae_alignment --model OUTPUT_DIR --output OUTPUT_DIR/alignment.png
+    python -m hf_mim.cae_alignment --model OUTPUT_DIR --add_to_card
+
+writes OUTPUT_DIR/alignment.png and a section "Alignment check" with the numbers into OUTPUT_DIR/README.md (replaced,
+not duplicated, when run again). Use a CAE trained with `norm_pix_loss=False` for a check that can fail: with
+norm-pix targets the de-standardisation borrows each true patch's mean and std, which alone beats the mean image
+(measured on the tiny demo: an UNTRAINED norm-pix CAE gives 0.96 vs 1.61), whereas in raw pixel space the mean image
+is the best prediction that ignores the input, so beating it means the decoder reads the encoder's outputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
@@ -101,8 +108,9 @@ def alignment_check(model, pixel_values: torch.Tensor) -> dict:
     mean_image_mse: the mean image of the batch given (the best constant image) vs the images.
     ratio: decoder_mse / mean_image_mse; below 1 means the encoder's outputs are decodable, i.e. they live in the
         space the regressor was trained to predict into.
-    patch_mean_mse: each patch replaced by its own true mean (what de-standardising a zero prediction gives), for
-        reading decoder_mse with norm_pix_loss on; equals decoder_mse's floor of "no structure inside patches".
+    patch_mean_mse: each patch replaced by its own true mean (what de-standardising a zero prediction gives). With
+        norm_pix_loss on, this borrowed information alone beats the mean image, so read decoder_mse against
+        patch_mean_mse there; with norm_pix_loss off the mean-image comparison is the meaningful one.
     """
     pixel_values = pixel_values.float().to(model.vit.cls_token.device)
     reconstruction = reconstruct_from_encoder(model, pixel_values)
@@ -117,13 +125,17 @@ def alignment_check(model, pixel_values: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def alignment_picture(model, pixel_values: torch.Tensor, image_mean, image_std):
+def alignment_picture(model, pixel_values: torch.Tensor, image_mean, image_std, mean_image: torch.Tensor | None = None):
     """PIL picture for the model card, one column per image, rows: original; decoded from the encoder's outputs with
-    the regressor removed; the batch's mean image. `image_mean`/`image_std` are the processor's."""
+    the regressor removed; the mean image (`mean_image` (C, H, W) or (1, C, H, W) in the normalised space, e.g. over
+    the images the numbers were computed on; default the mean of `pixel_values`). `image_mean`/`image_std` are the
+    processor's."""
     pixel_values = pixel_values.float().to(model.vit.cls_token.device)
     reconstruction = reconstruct_from_encoder(model, pixel_values).cpu()
     pixel_values = pixel_values.cpu()
-    mean_image = pixel_values.mean(dim=0, keepdim=True).expand_as(pixel_values)
+    if mean_image is None:
+        mean_image = pixel_values.mean(dim=0, keepdim=True)
+    mean_image = mean_image.float().cpu().reshape(1, *pixel_values.shape[1:]).expand_as(pixel_values)
     rows = [denormalize(pixel_values, image_mean, image_std), denormalize(reconstruction, image_mean, image_std),
             denormalize(mean_image, image_mean, image_std)]
     return image_grid(rows, ["original", "enc->decoder", "mean image"])
@@ -149,7 +161,8 @@ def held_out_pixel_values(processor, num_images: int = 64, dataset_name=None, sp
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description="CAE alignment check: decode the encoder's outputs, regressor removed.")
     p.add_argument("--model", required=True, help="a CAE pretraining folder (decoder_target=pixels)")
-    p.add_argument("--output", help="where to save the picture (PNG)")
+    p.add_argument("--output", help="where to save the picture (PNG); default MODEL/alignment.png with --add_to_card")
+    p.add_argument("--add_to_card", action="store_true", help="add the picture and numbers to MODEL/README.md")
     p.add_argument("--dataset_name", default=None, help="default: the embedded Fashion-MNIST sample")
     p.add_argument("--split", default="test")
     p.add_argument("--num_images", type=int, default=64, help="images for the numbers")
@@ -163,11 +176,46 @@ def main(argv=None) -> dict:
     processor = MimCaeImageProcessor.from_pretrained(args.model)
     pixel_values = held_out_pixel_values(processor, args.num_images, args.dataset_name, args.split)
     result = alignment_check(model, pixel_values)
-    if args.output:
+    output = args.output or (str(Path(args.model) / "alignment.png") if args.add_to_card else None)
+    if output:
         alignment_picture(model, pixel_values[: args.num_pictured], processor.image_mean,
-                          processor.image_std).save(args.output)
+                          processor.image_std, mean_image=pixel_values.mean(dim=0)).save(output)
+    if args.add_to_card:
+        add_to_card(Path(args.model) / "README.md", Path(output), result, model.config, len(pixel_values), args.split)
     print(json.dumps(result, indent=2))
     return result
+
+
+CARD_START, CARD_END = "<!-- cae-alignment-check -->", "<!-- /cae-alignment-check -->"
+
+
+def add_to_card(card: Path, picture: Path, result: dict, config, num_images: int, split: str) -> None:
+    """Append (or replace) the "Alignment check" section of a model card: the picture and the numbers."""
+    try:
+        picture_ref = picture.resolve().relative_to(card.parent.resolve()).as_posix()
+    except ValueError:
+        picture_ref = str(picture)
+    space = "per-patch normalised, de-standardised with each true patch's mean/std" if config.norm_pix_loss else "raw"
+    section = (
+        f"{CARD_START}\n## Alignment check\n\n"
+        "The regressor is removed and the decoder is fed the encoder's own outputs for all patches, at their "
+        "positions. If the alignment loss did its job, the encoder's representations live in the space the regressor "
+        "predicts into, so the decoder, which only ever saw regressor outputs, still turns them into images.\n\n"
+        f"![alignment check]({picture_ref})\n\n"
+        "Rows: original; decoded from the encoder's outputs (regressor removed); mean image.\n\n"
+        f"| {num_images} `{split}` images, normalised pixel space | MSE |\n|---|---|\n"
+        f"| decoder on encoder outputs ({space} pixel targets) | {result['decoder_mse']:.4f} |\n"
+        f"| mean image | {result['mean_image_mse']:.4f} |\n"
+        f"| ratio | {result['ratio']:.3f} |\n"
+        f"| each patch at its own true mean | {result['patch_mean_mse']:.4f} |\n{CARD_END}\n"
+    )
+    text = card.read_text() if card.exists() else ""
+    if CARD_START in text and CARD_END in text:
+        before, rest = text.split(CARD_START, 1)
+        text = before + section.rstrip("\n") + rest.split(CARD_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section
+    card.write_text(text)
 
 
 if __name__ == "__main__":

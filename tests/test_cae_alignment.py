@@ -36,12 +36,12 @@ def trained(tmp_path_factory):
     assert summary["steps"] == 200
     model = MimCaeForPreTraining.from_pretrained(out).eval()
     processor = MimCaeImageProcessor.from_pretrained(out)
-    return model, processor
+    return model, processor, out
 
 
 @pytest.fixture(scope="module")
 def test_images(trained):
-    _, processor = trained
+    _, processor, _ = trained
     pixel_values = held_out_pixel_values(processor, num_images=64)  # the embedded sample's TEST split, no augmentation
     assert pixel_values.shape[0] == 64
     return pixel_values
@@ -53,20 +53,20 @@ def untrained_like(model):
 
 
 def test_trained_decoder_beats_the_mean_image_from_encoder_outputs(trained, test_images):
-    model, _ = trained
+    model, *_ = trained
     result = alignment_check(model, test_images)
     assert result["decoder_mse"] < result["mean_image_mse"], result
     assert result["ratio"] == pytest.approx(result["decoder_mse"] / result["mean_image_mse"])
 
 
 def test_an_untrained_cae_does_not_pass(trained, test_images):
-    model, _ = trained
+    model, *_ = trained
     result = alignment_check(untrained_like(model), test_images)
     assert result["decoder_mse"] > result["mean_image_mse"], result
 
 
 def test_decode_encoder_outputs_shape_mode_and_positions(trained, test_images):
-    model, _ = trained
+    model, *_ = trained
     config = model.config
     x = test_images[:4]
     model.train()
@@ -87,7 +87,7 @@ def test_decode_encoder_outputs_shape_mode_and_positions(trained, test_images):
 
 
 def test_picture_has_three_rows_one_column_per_image(trained, test_images):
-    model, processor = trained
+    model, processor, _ = trained
     picture = alignment_picture(model, test_images[:5], processor.image_mean, processor.image_std)
     assert isinstance(picture, Image.Image)
     cell = model.config.image_size * 4 + 2  # image_grid's scale 4 and gap 2
@@ -99,4 +99,18 @@ def test_token_models_are_refused():
     from types import SimpleNamespace
 
     with pytest.raises(ValueError, match="decoder_target='pixels'"):
-        decode_encoder_outputs(SimpleNamespace(config=SimpleNamespace(decoder_target="tokens")), torch.zeros(1, 3, 32, 32))
+        model = SimpleNamespace(config=SimpleNamespace(decoder_target="tokens"))
+        decode_encoder_outputs(model, torch.zeros(1, 3, 32, 32))
+
+
+def test_cli_writes_the_picture_into_the_card_once(trained):
+    from hf_mim.cae_alignment import CARD_START, main
+
+    model, _, out = trained
+    first = main(["--model", str(out), "--add_to_card", "--num_images", "16"])
+    main(["--model", str(out), "--add_to_card", "--num_images", "16"])
+    card = (out / "README.md").read_text()
+    assert (out / "alignment.png").exists() and "](alignment.png)" in card
+    assert card.count(CARD_START) == 1 and "Command that produced this model" in card  # the rest of the card kept
+    assert f"{first['decoder_mse']:.4f}" in card
+    assert Image.open(out / "alignment.png").height == 3 * (model.config.image_size * 4 + 2)
