@@ -19,6 +19,15 @@ TINY = dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, nu
             decoder_intermediate_size=32)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The probes here are tiny: one thread avoids OpenMP waits when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_mae(seed=0):
     torch.manual_seed(seed)
     return MimMaeForPreTraining(MimMaeConfig(**TINY)).eval()

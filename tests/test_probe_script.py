@@ -17,6 +17,15 @@ TINY = dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, nu
             decoder_intermediate_size=32)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The models here are tiny: one thread avoids OpenMP waits when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_mae(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny") / "mae"
@@ -126,7 +135,7 @@ def test_benchmark_runs_a_method_and_both_baselines(tmp_path):
             "--model_size", "demo", "--config_overrides", TINY_DEMO_MAE, "--pretrain_args", "--warmup_epochs 0",
             "--finetune_args", "--mixup 0 --cutmix 0 --layer_decay 0.75", "--pooling", "mean", "--k", "3",
             "--temperature", "0.1", "--probe_epochs", "2", "--probe_batch_size", "8", "--logreg_l2", "0.01",
-            "--device", "cpu", "--seed", "0", "--output_dir", str(out)]
+            "--device", "cpu", "--num_threads", "1", "--seed", "0", "--output_dir", str(out)]
     report = benchmark.main(argv)
     assert report["data"] == {"train_examples": 20, "test_examples": 10,
                               "description": "Fashion-MNIST, class-balanced subsets"}
