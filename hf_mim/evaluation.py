@@ -29,7 +29,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "mean", "tokens")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -61,12 +61,12 @@ def load_encoder(model_name_or_path: str, random_init: bool = False, seed: int =
     return model.eval(), processor
 
 
-def weights_fingerprint(model_name_or_path: str) -> str:
-    """Size and modification time of a local folder's weights: a retrained model in the same folder gets a new cache
-    key, so stale features are never served. A Hub id is its own fingerprint."""
+def model_fingerprint(model_name_or_path: str) -> str:
+    """Size and modification time of a local folder's config and weights: a model retrained or reconfigured in the
+    same folder gets a new cache key, so stale features are never served. A Hub id is its own fingerprint."""
     folder = Path(model_name_or_path)
     stats = [f"{name}:{(folder / name).stat().st_size}:{(folder / name).stat().st_mtime_ns}"
-             for name in WEIGHT_FILES if (folder / name).is_file()]
+             for name in MODEL_FILES if (folder / name).is_file()]
     return ";".join(stats) or str(model_name_or_path)
 
 
@@ -75,7 +75,8 @@ def feature_cache_key(model_name_or_path: str, split: str, pooling: str, *, rand
     """A readable, collision-safe file stem: `<model>-<split>-<pooling>-<hash of everything that changes features>`."""
     identity = {
         "model": str(Path(model_name_or_path).resolve()) if Path(model_name_or_path).exists() else model_name_or_path,
-        "weights": "random-init-seed-%d" % seed if random_init else weights_fingerprint(model_name_or_path),
+        "files": model_fingerprint(model_name_or_path),  # random init too: its architecture is in config.json
+        "weights": "random-init-seed-%d" % seed if random_init else "pretrained",
         "split": split, "pooling": pooling, "data": data_source, "num_examples": num_examples,
     }
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
