@@ -20,8 +20,8 @@ TINY_OVERRIDES = {
             "min_num_patches=4,drop_path_rate=0.0",
     "simmim": "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,mask_patch_size=8,"
               "drop_path_rate=0.0",
-    "maskfeat": "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,num_masking_patches=26,"
-                "min_num_patches=4",
+    "maskfeat": "image_size=32,patch_size=8,hog_cell_size=4,hidden_size=32,num_hidden_layers=2,num_attention_heads=2,"
+                "intermediate_size=64,num_masking_patches=6,min_num_patches=2",
     "cae": "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,decoder_hidden_size=32,"
            "decoder_num_attention_heads=2,decoder_intermediate_size=64,regressor_num_hidden_layers=1,"
            "decoder_num_hidden_layers=1,num_masking_patches=32,min_num_patches=4,drop_path_rate=0.0",

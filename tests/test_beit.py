@@ -408,7 +408,9 @@ def test_method_entry():
     assert method.config_class is MimBeitConfig and method.image_processor_class is MimBeitImageProcessor
     assert (method.model_class, method.pretraining_class, method.classification_class) == (
         MimBeitModel, MimBeitForPreTraining, MimBeitForImageClassification)
-    assert method.needs_mask_from_processor and method.needs_tokenizer and method.lr_batch_divisor is None
+    from hf_mim.recipes import PRETRAIN_RECIPES
+
+    assert method.needs_tokenizer and PRETRAIN_RECIPES['beit'].lr_batch_divisor is None
     assert hf_mim.method_of_config(MimBeitConfig(**TINY)) is method
 
 

@@ -283,7 +283,9 @@ def test_method_entry_and_auto_classes(tmp_path):
     assert method.config_class is MimMaskFeatConfig and method.image_processor_class is MimMaskFeatImageProcessor
     assert (method.model_class, method.pretraining_class, method.classification_class) == (
         MimMaskFeatModel, MimMaskFeatForPreTraining, MimMaskFeatForImageClassification)
-    assert method.needs_mask_from_processor and not method.needs_tokenizer and method.lr_batch_divisor == 256
+    from hf_mim.recipes import PRETRAIN_RECIPES
+
+    assert not method.needs_tokenizer and PRETRAIN_RECIPES['maskfeat'].lr_batch_divisor == 256
     assert "Masked Feature Prediction" in method.paper and "CVPR 2022" in method.paper
     assert hf_mim.method_of_config(MimMaskFeatConfig(**TINY)) is method
     MimMaskFeatForPreTraining(MimMaskFeatConfig(**TINY)).save_pretrained(tmp_path)
