@@ -126,15 +126,17 @@ def main(argv=None) -> dict:
     if accelerator.is_main_process:
         out_dir = Path(args.output_dir)
         unwrapped.save_pretrained(out_dir)
-        picture = tokenizer_picture(unwrapped, dataset)
+        picture, stats = tokenizer_picture(unwrapped, dataset)
         picture.save(out_dir / "reconstruction.png")
+        summary.update(stats)
         (out_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
         write_model_card(
             out_dir, model_name=args.hub_model_id or out_dir.name, method=TOKENIZER, config=TokenizerShape(config),
             data_source=data.source, steps=loop.global_step, effective_batch=args.per_device_train_batch_size
             * args.gradient_accumulation_steps * accelerator.num_processes, learning_rate=args.learning_rate,
             final_loss=summary["final_loss"], picture="reconstruction.png", picture_title="Reconstructions",
-            picture_caption=f"Top: input view; bottom: decoded from the hard (argmax) tokens. Codebook usage "
+            picture_caption=f"Top: input view; bottom: decoded from the hard (argmax) tokens. PSNR {stats['psnr']:.2f} dB "
+            f"(the mean image: {stats['mean_image_psnr']:.2f} dB). Codebook usage in the last logged batch "
             f"{summary['codebook_usage'] or 0:.3f}, perplexity {summary['codebook_perplexity'] or 0:.1f}.",
             command="python scripts/train_tokenizer.py " + (shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "train_tokenizer.py" else ""),
         )
@@ -155,15 +157,27 @@ class TokenizerShape:
 
 
 @torch.no_grad()
-def tokenizer_picture(model, dataset, num_images: int = 8):
+def tokenizer_picture(model, dataset, num_images: int = 16):
+    """(picture, stats): inputs over their decoding from the hard (argmax) tokens, and the PSNR of that decoding
+    next to the PSNR of the batch's mean image, the baseline a useless tokenizer would match."""
     from hf_mim.visualize import image_grid
 
     examples = [dataset[i] for i in range(min(len(dataset), num_images * 2))]
     images = torch.stack([e["pixel_values"] for e in examples if "skipped" not in e][:num_images])
-    images = images.to(next(model.parameters()).device)
+    images = images.to(next(model.parameters()).device).clamp(0, 1)
     tokens = model.get_codebook_indices(map_pixels(images))
-    decoded = model.decode(tokens)
-    return image_grid([images.cpu().clamp(0, 1), decoded.cpu().clamp(0, 1)], ["input", "decoded"])
+    decoded = model.decode(tokens).clamp(0, 1)
+    mean_image = images.mean(dim=0, keepdim=True).expand_as(images)
+    stats = {"psnr": psnr(decoded, images), "mean_image_psnr": psnr(mean_image, images),
+             "codes_used_in_picture": int(tokens.unique().numel())}
+    shown = slice(0, 8)
+    return image_grid([images[shown].cpu(), decoded[shown].cpu()], ["input", "decoded"]), stats
+
+
+def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB for images in [0, 1]."""
+    mse = torch.mean((prediction.float() - target.float()) ** 2).clamp_min(1e-10)
+    return float(10 * torch.log10(1.0 / mse))
 
 
 if __name__ == "__main__":

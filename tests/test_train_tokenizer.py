@@ -25,7 +25,8 @@ def test_demo_tokenizer_trains_and_loads_as_a_codebook(tmp_path):
     assert log[0]["kl_weight"] == 0.0 and log[0]["temperature"] <= 1.0
     assert all(0 < r["codebook_usage"] <= 1 and r["codebook_perplexity"] >= 1 for r in log)
     assert (out / "reconstruction.png").exists() and "perplexity" in (out / "README.md").read_text()
-    assert summary["steps"] == 3
+    assert summary["steps"] == 3 and summary["psnr"] > 0 and summary["mean_image_psnr"] > 0
+    assert "PSNR" in (out / "README.md").read_text()
 
 
 def test_every_flag(tmp_path, monkeypatch):
