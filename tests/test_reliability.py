@@ -94,13 +94,20 @@ def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(
     pretrain.main(common + ["--per_device_train_batch_size", "16", "--output_dir", str(one)])
     two = tmp_path / "two"
     env = {**script_env(), "ACCELERATE_USE_CPU": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-         str(REPO_ROOT / "scripts" / "pretrain.py"), *common, "--per_device_train_batch_size", "8",
-         "--output_dir", str(two)], env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), str(REPO_ROOT / "scripts" / "pretrain.py"), *common,
+               "--per_device_train_batch_size", "8", "--output_dir", str(two)]
+    # its own process group, so a timeout takes the launcher's worker ranks down with it
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=420)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    assert process.returncode == 0, stderr[-3000:]
     summary = json.loads((two / "training_summary.json").read_text())
     assert summary["effective_batch"] == 16
     close, worst = same_weights(one, two, atol=1e-5)
