@@ -3,7 +3,7 @@
 from setuptools import setup
 
 TRAIN = ["accelerate>=1.0", "datasets>=3.0", "evaluate>=0.4", "jinja2>=3.0", "tqdm", "tensorboard"]
-TEST = TRAIN + ["pytest>=8", "hypothesis>=6", "pillow>=10"]
+TEST = TRAIN + ["pytest>=8", "hypothesis>=6", "pillow>=10", "scikit-image>=0.21"]  # skimage: real photos in the HOG tests
 
 setup(
     name="hf-mim",
