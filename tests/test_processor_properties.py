@@ -1,0 +1,53 @@
+"""Property-based tests of the image processors' pretraining outputs over random image sizes, patch and mask
+sizes, counts and seeds: shapes, exact counts where the method promises them, and seeded reproducibility."""
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from hf_mim.modeling.image_processing_cae import MimCaeImageProcessor
+from hf_mim.modeling.image_processing_mae import MimMaeImageProcessor
+from hf_mim.modeling.image_processing_simmim import MimSimMIMImageProcessor
+
+images = st.tuples(st.integers(1, 80), st.integers(1, 80), st.sampled_from(["L", "RGB", "RGBA"])).map(
+    lambda t: Image.new(t[2], (t[0], t[1]), 90))
+
+
+@settings(max_examples=25, deadline=None)
+@given(image=images, grid=st.integers(2, 8), scale=st.sampled_from([1, 2]), ratio=st.floats(0.05, 0.95),
+       seed=st.integers(0, 2**31 - 1))
+def test_simmim_processor_masks_exact_ceil_counts_reproducibly(image, grid, scale, ratio, seed):
+    patch, mask_patch = 4, 4 * scale
+    size = mask_patch * grid
+    processor = MimSimMIMImageProcessor(size={"height": size, "width": size}, patch_size=patch,
+                                        mask_patch_size=mask_patch, mask_ratio=ratio)
+    out = processor(image, return_bool_masked_pos=True, mask_seed=seed, return_tensors="np")
+    again = processor(image, return_bool_masked_pos=True, mask_seed=seed, return_tensors="np")
+    assert out["pixel_values"].shape == (1, 3, size, size)
+    assert out["bool_masked_pos"].shape == (1, (size // patch) ** 2)
+    assert out["bool_masked_pos"].sum() == math.ceil(grid * grid * ratio) * scale * scale
+    assert np.array_equal(out["bool_masked_pos"], again["bool_masked_pos"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(image=images, grid=st.integers(3, 10), fraction=st.floats(0.1, 0.7), seed=st.integers(0, 2**31 - 1))
+def test_cae_processor_masks_exactly_the_asked_count(image, grid, fraction, seed):
+    count = max(1, int(grid * grid * fraction))
+    processor = MimCaeImageProcessor(size={"height": 4 * grid, "width": 4 * grid}, patch_size=4,
+                                     num_masking_patches=count, min_num_patches=2)
+    out = processor([image, image], return_bool_masked_pos=True, mask_seed=seed, return_tensors="np")
+    assert out["bool_masked_pos"].shape == (2, grid * grid)
+    assert out["bool_masked_pos"].sum(axis=1).tolist() == [count, count]
+
+
+@settings(max_examples=25, deadline=None)
+@given(image=images, grid=st.integers(1, 8), seed=st.integers(0, 2**31 - 1))
+def test_mae_processor_noise_is_seeded_and_in_unit_interval(image, grid, seed):
+    processor = MimMaeImageProcessor(size={"height": 4 * grid, "width": 4 * grid}, patch_size=4)
+    first = processor(image, return_noise=True, mask_seed=seed, return_tensors="np")["noise"]
+    second = processor(image, return_noise=True, mask_seed=seed, return_tensors="np")["noise"]
+    assert first.shape == (1, grid * grid) and np.array_equal(first, second)
+    assert ((first >= 0) & (first < 1)).all()
