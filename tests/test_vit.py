@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
-from hf_mim.modeling.vit import (Attention, DropPath, patchify, relative_position_index, resize_position_table,
+from hf_mim.modeling.vit import (Attention, attention_with_learned_bias, DropPath, patchify, relative_position_index, resize_position_table,
                                  sincos_position_table, unpatchify)
 
 
@@ -73,3 +73,34 @@ def test_drop_path_keeps_expectation_and_is_identity_in_eval():
     assert len(kept) == 2 and kept[0] == 0 and abs(kept[1].item() - 1 / 0.7) < 1e-6
     assert abs(out.mean().item() - 1) < 0.02
     assert torch.equal(layer.eval()(x), x)
+
+
+def test_learned_bias_attention_matches_sdpa_in_values_and_every_gradient():
+    """The training path for a trainable relative position bias (baddbmm + softmax) against SDPA's own math."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    bias = torch.randn(3, 17, 17, generator=g, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 3, 17, 8, generator=g, dtype=torch.float64)
+    ours = attention_with_learned_bias(q, k, v, bias)
+    grads = torch.autograd.grad((ours * upstream).sum(), (q, k, v, bias))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), (q, k, v, bias))
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_attention_takes_the_learned_bias_path_only_when_the_bias_needs_a_gradient(monkeypatch):
+    import hf_mim.modeling.vit as vit
+
+    calls = []
+    monkeypatch.setattr(vit, "attention_with_learned_bias", lambda *a: calls.append(1) or a[2])
+    attn = Attention(16, 2, qkv_bias="qv", relative_grid_size=2).eval()
+    x = torch.randn(1, 5, 16)
+    attn(x)
+    with torch.no_grad():
+        attn(x)
+    assert len(calls) == 1
+    attn.relative_position_bias_table.requires_grad_(False)
+    attn(x)
+    assert len(calls) == 1
