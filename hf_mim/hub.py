@@ -53,6 +53,35 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
     return card
 
 
+def add_eval_results(folder: str | Path, results: list[dict], *, dataset_name: str, section: str,
+                     section_text: str = "") -> ModelCard:
+    """Merge measured results into an existing card: `model-index` entries through EvalResult (an entry with the
+    same protocol, metric and dataset is replaced, so re-running a benchmark does not duplicate it) and a
+    `## {section}` block of text, replaced on re-runs. `results`: [{"metric", "value", "protocol"}]."""
+    path = Path(folder) / "README.md"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: write the card (scripts/pretrain.py does) before adding results")
+    card = ModelCard.load(str(path))
+    new = [EvalResult(task_type="image-classification", dataset_type=dataset_name, dataset_name=dataset_name,
+                      metric_type=r["metric"], metric_value=r["value"], metric_name=f"{r['protocol']} {r['metric']}")
+           for r in results]
+    replaced = {(r.metric_name, r.dataset_name) for r in new}
+    kept = [r for r in (card.data.eval_results or []) if (r.metric_name, r.dataset_name) not in replaced]
+    card.data.eval_results = kept + new
+    card.data.model_name = card.data.model_name or Path(folder).name
+    header = f"## {section}"
+    text = card.text
+    if header in text:  # drop the previous block, up to the next section
+        start = text.index(header)
+        end = text.find("\n## ", start + len(header))
+        text = text[:start] + (text[end + 1:] if end >= 0 else "")
+    rows = "\n".join(f"| {r['protocol']} | {r['metric']} | {r['value']:.4f} |" for r in results)
+    block = f"{header}\n\n{section_text}\n\n| protocol | metric | value |\n|---|---|---|\n{rows}\n"
+    card.text = text.rstrip("\n") + "\n\n" + block
+    card.save(str(path))
+    return card
+
+
 def architecture_summary(config) -> str:
     return (f"{config.model_type}, image {config.image_size}, patch {config.patch_size}, width {config.hidden_size}, "
             f"depth {config.num_hidden_layers}, heads {config.num_attention_heads}")

@@ -258,6 +258,35 @@ def percent(entry: dict | None) -> str:
     return "–" if not entry else f"{100 * entry['top1']:.2f}"
 
 
+def add_results_to_cards(report: dict, models_dir: Path) -> list[str]:
+    """Each pretrained model's card gets its measured top-1s as `model-index` entries (huggingface_hub's
+    EvalResult) and a section that puts them next to the random-init baseline of the same run. Returns the cards
+    updated. Callable on a saved results.json, so a finished run's cards can be rewritten without re-running."""
+    from hf_mim.hub import add_eval_results
+
+    updated = []
+    s = report["settings"]
+    for method, result in report["methods"].items():
+        folder = Path(models_dir) / f"{method}-pretrain"
+        if "pretrained" not in result or not (folder / "README.md").exists():
+            continue
+        ours, baseline = result["pretrained"], result["random_init"]
+        protocols = [("knn", f"kNN (k={s['k']}, {s['pooling']} token) top-1"),
+                     ("linear", f"linear probe ({s['pooling']} token) top-1"),
+                     ("finetune", f"fine-tune ({s['finetune_steps']} updates) top-1")]
+        results = [{"metric": "accuracy", "value": round(ours[key]["top1"], 4), "protocol": name}
+                   for key, name in protocols if ours.get(key)]
+        versus = "; ".join(f"{name}: {100 * ours[key]['top1']:.2f}% vs {100 * baseline[key]['top1']:.2f}% at random "
+                           "init" for key, name in protocols if ours.get(key) and baseline.get(key))
+        text = (f"Measured by `{report['command']}` on {report['date']} ({report['machine']}), on the Fashion-MNIST "
+                f"test split ({report['data']['test_examples']} images, {report['data']['description']}). The same "
+                f"encoder at random initialisation, scored the same way in the same run: {versus}.")
+        add_eval_results(folder, results, dataset_name="fashion_mnist", section="Fashion-MNIST benchmark",
+                         section_text=text)
+        updated.append(str(folder / "README.md"))
+    return updated
+
+
 def markdown_report(report: dict) -> str:
     s = report["settings"]
     lines = [
@@ -318,6 +347,8 @@ def main(argv=None) -> dict:
     output_dir = Path(args.output_dir)
     (output_dir / "results.json").write_text(json.dumps(report, indent=2))
     (output_dir / "results.md").write_text(markdown_report(report))
+    for card in add_results_to_cards(report, output_dir / "models"):
+        logger.info("results added to %s", card)
     print(markdown_report(report))
     return report
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from huggingface_hub import ModelCard
 
@@ -96,3 +97,25 @@ def test_push_script_checks_the_folder_then_uploads(tmp_path, monkeypatch):
     (folder / "extra.bin").unlink()
     commit = push.main(["--model_dir", str(folder), "--hub_model_id", "org/x", "--private", "--commit_message", "v1"])
     assert (cache / "models--org--x" / "snapshots" / commit / "modeling_mae.py").exists()
+
+
+def test_benchmark_results_merge_into_a_card_without_duplicates(tmp_path):
+    import hf_mim
+    from hf_mim.hub import add_eval_results, write_model_card
+
+    write_model_card(tmp_path, model_name="org/mae-vit-tiny", method=hf_mim.get_method("mae"),
+                     config=MimMaeConfig(**TINY), data_source="sample", steps=10, effective_batch=8,
+                     learning_rate=1e-3, final_loss=0.5, command="python scripts/pretrain.py --method mae",
+                     results=[{"metric": "accuracy", "value": 0.75, "protocol": "kNN top-1"}])
+    for knn in (0.61, 0.62):  # a re-run replaces the entry and the section
+        add_eval_results(tmp_path, [{"metric": "accuracy", "value": knn, "protocol": "kNN top-1"},
+                                    {"metric": "accuracy", "value": 0.7, "protocol": "linear probe top-1"}],
+                         dataset_name="fashion_mnist", section="Fashion-MNIST benchmark", section_text="Run on a CPU.")
+    card = ModelCard.load(tmp_path / "README.md")
+    metrics = card.data.to_dict()["model-index"][0]["results"]
+    values = sorted((m["name"], m["value"]) for result in metrics for m in result["metrics"])
+    assert values == [("kNN top-1 accuracy", 0.62), ("linear probe top-1 accuracy", 0.7)]
+    assert card.text.count("## Fashion-MNIST benchmark") == 1 and "| kNN top-1 | accuracy | 0.6200 |" in card.text
+    assert "## Training" in card.text
+    with pytest.raises(FileNotFoundError, match="write the card"):
+        add_eval_results(tmp_path / "missing", [], dataset_name="x", section="y")

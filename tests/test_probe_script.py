@@ -153,6 +153,13 @@ def test_benchmark_runs_a_method_and_both_baselines(tmp_path):
     assert "| raw pixels |" in table and "--pretrain_steps 2" in table and report["date"] in table
     assert (out / "models" / "mae-pretrain-finetune-scratch" / "config.json").is_file()
     assert json.loads((out / "models" / "mae-pretrain" / "config.json").read_text())["hidden_size"] == 32
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "models" / "mae-pretrain" / "README.md")
+    entries = {m["name"]: m["value"] for r in card.data.to_dict()["model-index"][0]["results"] for m in r["metrics"]}
+    assert entries["kNN (k=3, mean token) top-1 accuracy"] == round(mae["pretrained"]["knn"]["top1"], 4)
+    assert entries["fine-tune (2 updates) top-1 accuracy"] == round(mae["pretrained"]["finetune"]["top1"], 4)
+    assert "## Fashion-MNIST benchmark" in card.text and "at random init" in card.text
 
 
 def test_benchmark_skips_or_reports_methods_it_cannot_run(tmp_path, monkeypatch):
