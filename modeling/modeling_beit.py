@@ -158,21 +158,29 @@ class MimBeitPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
                 logger.warning("the checkpoint has neither per-layer nor shared relative position bias tables: the "
                                "missing per-layer tables start at zero")
             return
-        shared = found[SHARED_TABLE_KEY]
-        copied = 0
+        copies = per_layer_tables_from_shared(found, len(self.vit.blocks))
+        own = self.state_dict()
         with torch.no_grad():
-            for i, block in enumerate(self.vit.blocks):
-                if LAYER_TABLE_KEY.format(i) in found:
-                    continue
-                table = block.attn.relative_position_bias_table
+            for key, shared in copies.items():
+                table = own[key]
                 if table.shape != shared.shape:
                     raise ValueError(
-                        f"the checkpoint's shared relative position bias table is {tuple(shared.shape)} but block {i} "
+                        f"the checkpoint's shared relative position bias table is {tuple(shared.shape)} but {key} "
                         f"needs {tuple(table.shape)}: the image size, patch size or head count differs"
                     )
                 table.copy_(shared.to(device=table.device, dtype=table.dtype))
-                copied += 1
-        logger.info("initialised %d per-layer relative position bias tables from the shared table", copied)
+        logger.info("initialised %d per-layer relative position bias tables from the shared table", len(copies))
+
+
+def per_layer_tables_from_shared(state_dict: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """BEiT fine-tuning's start (method_spec §2): every per-layer table the state dict lacks, as a copy of its shared
+    table (our key names). Empty without a shared table. Used when a model loads a pretraining checkpoint and when
+    scripts/convert_checkpoint.py writes per-layer tables."""
+    shared = state_dict.get(SHARED_TABLE_KEY)
+    if shared is None:
+        return {}
+    keys = [LAYER_TABLE_KEY.format(i) for i in range(depth)]
+    return {key: shared.clone() for key in keys if key not in state_dict}
 
 
 def checkpoint_tensors(name_or_path, keys: list[str], load_kwargs: dict) -> dict[str, torch.Tensor]:
