@@ -228,7 +228,8 @@ HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Load foreign weights without executing code: safetensors, or torch files with `weights_only=True`.
-    Training checkpoints keep the weights under "model", "state_dict" or "module"; those are unwrapped."""
+    Training checkpoints keep the weights under "model", "state_dict", "module" (official repos, mmpretrain) or
+    "model_state" (SlowFast); those are unwrapped."""
     import os
 
     if not os.path.exists(path):
@@ -245,7 +246,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             "The file may be truncated, or it pickles code, which we refuse to execute; re-save it as a state dict "
             "or safetensors"
         ) from error
-    for key in ("model", "state_dict", "module"):
+    for key in ("model", "state_dict", "module", "model_state"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -286,9 +287,136 @@ def mae_config_from_official(state_dict: dict[str, torch.Tensor], num_heads: int
     return fields
 
 
-def interpolate_position_embeddings(state_dict: dict[str, torch.Tensor], key: str, new_grid: int) -> None:
-    """Resample a (1, 1 + g*g, D) table in place for another image size (cls row kept, bicubic)."""
-    from hf_mim.modeling.vit import resize_position_table
+def resize_position_tables(state_dict: dict[str, torch.Tensor], new_grid: int) -> None:
+    """Resample, in place and in our key names, every absolute position table (`*pos_embed`, cls row kept,
+    bicubic) and every relative position bias table (offset grid per head, the 3 cls rows kept) for another
+    patch grid."""
+    from hf_mim.modeling.vit import resize_position_table, resize_relative_position_table
 
-    if key in state_dict:
-        state_dict[key] = resize_position_table(state_dict[key], (new_grid, new_grid))
+    for key, table in state_dict.items():
+        if key.endswith("pos_embed"):
+            state_dict[key] = resize_position_table(table, (new_grid, new_grid))
+        elif key.endswith("relative_position_bias_table"):
+            state_dict[key] = resize_relative_position_table(table, (new_grid, new_grid))
+
+
+def vit_config_from_converted(state_dict: dict[str, torch.Tensor], num_heads: int | None = None,
+                              default_position_embedding: str = "learned") -> dict:
+    """Backbone config fields read off a state dict already in our key names, so one reader serves every source.
+
+    Heads come from a relative position table when there is one (its columns), else from the standard ViT sizes
+    or `num_heads`. The grid comes from the absolute or relative position table (else 224 px). The switches are
+    what the tensors show: q/v or full qkv bias, layer scale (its value is loaded; the config only needs it on),
+    shared or per-layer relative position bias, absolute positions (`default_position_embedding`, the method's
+    own kind) or none, and for a classifier the label count and pooling (mean when there is an fc_norm).
+    """
+    width = state_dict["vit.cls_token"].shape[-1]
+    patch_weight = state_dict["vit.patch_embed.proj.weight"]
+    patch = patch_weight.shape[-1]
+    depth = block_count(state_dict, "vit.blocks.")
+    tables = {k: v for k, v in state_dict.items() if k.endswith("relative_position_bias_table")}
+    some_table = next(iter(tables.values()), None)
+    if "vit.pos_embed" in state_dict:
+        grid = int(math.isqrt(state_dict["vit.pos_embed"].shape[1] - 1))
+    elif some_table is not None:
+        grid = (int(math.isqrt(some_table.shape[0] - 3)) + 1) // 2
+    else:
+        grid = 224 // patch
+    block = "vit.blocks.0."
+    fields = dict(
+        hidden_size=width, patch_size=patch, num_channels=patch_weight.shape[1], image_size=grid * patch,
+        num_hidden_layers=depth, intermediate_size=state_dict[block + "mlp.fc1.weight"].shape[0],
+        num_attention_heads=some_table.shape[1] if some_table is not None else heads_for(width, num_heads),
+        qkv_bias="qv" if block + "attn.q_bias" in state_dict else "full" if block + "attn.qkv.bias" in state_dict else "none",
+        layer_scale_init_value=0.1 if block + "gamma_1" in state_dict else 0.0,
+        relative_position_bias="shared" if "vit.rel_pos_bias.relative_position_bias_table" in state_dict
+        else "per_layer" if block + "attn.relative_position_bias_table" in state_dict else "none",
+        position_embedding_type=default_position_embedding if "vit.pos_embed" in state_dict else "none",
+    )
+    if "head.weight" in state_dict:
+        fields.update(num_labels=state_dict["head.weight"].shape[0],
+                      pooling="mean" if "fc_norm.weight" in state_dict else "cls")
+    return fields
+
+
+# ------------------------------------------------------------------------------------------ official layouts
+
+# Buffers the official models save but that are derived from the grid; ours are rebuilt, never loaded.
+RECOMPUTED_BUFFERS = [r"relative_position_index$"]
+
+
+def timm_vit_rules(prefix: str = "") -> list[tuple[str, str]]:
+    """The timm/BEiT ViT layout the official BEiT, SimMIM, CAE and SlowFast code share (`blocks.{i}.attn.qkv`,
+    `gamma_1`, `rel_pos_bias`, ...), whose block names are ours, optionally under `prefix` (e.g. "encoder.")."""
+    p = f"(?:{re.escape(prefix)})?" if prefix else ""
+    return [
+        (rf"^{p}(cls_token|pos_embed|mask_token)$", r"vit.\1"),
+        (rf"^{p}patch_embed\.proj\.", "vit.patch_embed.proj."),
+        (rf"^{p}rel_pos_bias\.relative_position_bias_table$", "vit.rel_pos_bias.relative_position_bias_table"),
+        (rf"^{p}blocks\.", "vit.blocks."),
+        (rf"^{p}norm\.", "vit.norm."),
+        (r"^fc_norm\.", "fc_norm."),
+        (r"^head\.", "head."),
+    ]
+
+
+# microsoft/unilm beit: pretraining (shared table, mask token, lm_head) or fine-tuned (per-layer tables, fc_norm, head).
+BEIT_UNILM = KeyMap(rules=[*timm_vit_rules(), (r"^lm_head\.", "lm_head.")], drop=RECOMPUTED_BUFFERS)
+
+# microsoft/SimMIM ViT: pretraining under `encoder.` with the `decoder.0` 1x1 conv, or the fine-tuned plain layout.
+SIMMIM_OFFICIAL = KeyMap(rules=[*timm_vit_rules("encoder."), (r"^decoder\.0\.", "decoder.0.")], drop=RECOMPUTED_BUFFERS)
+
+# facebookresearch/SlowFast MaskMViT in its ViT configuration. Pretraining deletes the encoder's final norm: the
+# head's own LayerNorm (`pred_head.transforms.0.0`) sits where ours is. Fine-tuning (USE_MEAN_POOLING) applies
+# `norm` after the mean of the patch tokens, i.e. our fc_norm, and `head.projection` is the classifier.
+MASKFEAT_SLOWFAST = KeyMap(rules=[
+    (r"^pred_head\.transforms\.0\.0\.", "vit.norm."),
+    (r"^pred_head\.projections\.0\.", "pred_head."),
+    (r"^norm\.", "fc_norm."),
+    (r"^head\.projection\.", "head."),
+    *timm_vit_rules(),
+])
+
+# lxtGH/CAE: the encoder is kept; the teacher, the regressor/decoder neck and the regressor's mask token are
+# dropped (method_spec §5 "Checkpoint -> ViT"). A pretraining `encoder.norm` stays `vit.norm`; our classifier
+# loads it into fc_norm.
+CAE_OFFICIAL = KeyMap(
+    rules=timm_vit_rules("encoder."),
+    drop=[*RECOMPUTED_BUFFERS, r"^teacher\.", r"^pretext_neck\.", r"^mask_token$", r"^encoder_to_decoder"],
+)
+
+
+# open-mmlab/mmpretrain ViT and BEiT-ViT backbones with a linear classification head.
+MMPRETRAIN_RULES = [
+    (r"^backbone\.(cls_token|pos_embed|mask_token)$", r"vit.\1"),
+    (r"^backbone\.patch_embed\.projection\.", "vit.patch_embed.proj."),
+    (r"^backbone\.rel_pos_bias\.relative_position_bias_table$", "vit.rel_pos_bias.relative_position_bias_table"),
+    (r"^backbone\.layers\.(\d+)\.ln1\.", r"vit.blocks.\1.norm1."),
+    (r"^backbone\.layers\.(\d+)\.ln2\.", r"vit.blocks.\1.norm2."),
+    (r"^backbone\.layers\.(\d+)\.attn\.", r"vit.blocks.\1.attn."),
+    (r"^backbone\.layers\.(\d+)\.ffn\.layers\.0\.0\.", r"vit.blocks.\1.mlp.fc1."),
+    (r"^backbone\.layers\.(\d+)\.ffn\.layers\.1\.", r"vit.blocks.\1.mlp.fc2."),
+    (r"^backbone\.layers\.(\d+)\.gamma_(1|2)$", r"vit.blocks.\1.gamma_\2"),
+    (r"^backbone\.ln1\.", "vit.norm."),  # final_norm
+    (r"^backbone\.ln2\.", "fc_norm."),  # out_type="avg_featmap": the norm after mean pooling
+    (r"^head\.fc\.", "head."),  # LinearClsHead
+]
+
+# mmpretrain MaskFeat: MaskFeatViT backbone + LinearNeck (the HOG head); the HOG generator's filters are dropped.
+MASKFEAT_MMPRETRAIN = KeyMap(rules=[*MMPRETRAIN_RULES, (r"^neck\.fc\.", "pred_head.")],
+                             drop=[r"^target_generator\."])
+
+# mmpretrain CAE: the backbone is kept; the teacher, CAENeck and the DALL-E target generator are dropped.
+CAE_MMPRETRAIN = KeyMap(rules=MMPRETRAIN_RULES,
+                        drop=[*RECOMPUTED_BUFFERS, r"^teacher\.", r"^neck\.", r"^target_generator\."])
+
+
+def dropped_keys(state_dict: dict[str, torch.Tensor], key_map: KeyMap) -> list[str]:
+    """The keys the source's map discards on purpose, less the derived buffers: what a summary should name."""
+    return [k for k in state_dict if any(re.search(p, k) for p in key_map.drop)
+            and not any(re.search(p, k) for p in RECOMPUTED_BUFFERS)]
+
+
+def key_groups(keys) -> list[str]:
+    """Keys collapsed to their first name for a report: `teacher.blocks.3.attn.qkv.weight` -> `teacher.*`."""
+    return sorted({k.split(".")[0] + (".*" if "." in k else "") for k in keys})

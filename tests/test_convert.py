@@ -64,6 +64,17 @@ def test_official_mae_finetuned_checkpoint_becomes_a_classifier_at_another_resol
     assert model(pixel_values=torch.randn(1, 3, 48, 48)).logits.shape == (1, 7)
 
 
+def test_official_mae_encoder_only_checkpoint_becomes_the_encoder(tmp_path):
+    """The published `mae_pretrain_vit_*.pth` files hold the encoder without the decoder."""
+    sd = {k: v for k, v in official_mae_state_dict().items() if not k.startswith("decoder_") and k != "mask_token"}
+    torch.save({"model": sd}, tmp_path / "encoder.pth")
+    summary = convert.main(["--from", "mae-official", "--checkpoint", str(tmp_path / "encoder.pth"),
+                            "--output_dir", str(tmp_path / "o"), "--num_attention_heads", "4"])
+    assert summary["model_class"] == "MimMaeModel" and summary["dropped"] == []
+    model = AutoModel.from_pretrained(tmp_path / "o")
+    assert torch.equal(model.vit.norm.weight, sd["norm.weight"])
+
+
 def test_transformers_vit_mae_folder_converts_with_equal_outputs(tmp_path):
     torch.manual_seed(0)
     config = ViTMAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
