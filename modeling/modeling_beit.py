@@ -4,7 +4,6 @@ method_spec §2; layout of the pipeline as microsoft/unilm `beit/modeling_pretra
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -17,14 +16,13 @@ from transformers.utils import ModelOutput, logging
 from .configuration_beit import TOKENIZER_ARCHITECTURE_FIELDS, MimBeitConfig
 from .losses import masked_token_cross_entropy
 from .modeling_dvae import DvaeConv2d, DvaeEncoder
+from .relative_bias_loading import init_per_layer_tables_from_checkpoint
 from .remote_code import RemoteCodeMixin
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
 from .vit import Attention, Block, RelativePositionBias, ViTEncoder, relative_position_index
 
 logger = logging.get_logger(__name__)
 
-SHARED_TABLE_KEY = "vit.rel_pos_bias.relative_position_bias_table"
-LAYER_TABLE_KEY = "vit.blocks.{}.attn.relative_position_bias_table"
 # BEiT fine-tuning starts the classifier near zero: trunc-normal(0.02) (timm's +-2 absolute bounds), then x 0.001.
 HEAD_INIT_SCALE = 1e-3
 
@@ -147,73 +145,8 @@ class MimBeitPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         if isinstance(getattr(model, "tokenizer", None), DvaeEncoder):
             model.tokenizer.requires_grad_(False)  # loading materialises every parameter as trainable
         if model.config.relative_position_bias == "per_layer" and pretrained_model_name_or_path is not None:
-            model._per_layer_tables_from_checkpoint(pretrained_model_name_or_path, kwargs)
+            init_per_layer_tables_from_checkpoint(model, pretrained_model_name_or_path, kwargs)
         return loaded
-
-    def _per_layer_tables_from_checkpoint(self, name_or_path, load_kwargs: dict) -> None:
-        keys = [SHARED_TABLE_KEY] + [LAYER_TABLE_KEY.format(i) for i in range(len(self.vit.blocks))]
-        found = checkpoint_tensors(name_or_path, keys, load_kwargs)
-        if SHARED_TABLE_KEY not in found:
-            if len(found) < len(keys) - 1:
-                logger.warning("the checkpoint has neither per-layer nor shared relative position bias tables: the "
-                               "missing per-layer tables start at zero")
-            return
-        copies = per_layer_tables_from_shared(found, len(self.vit.blocks))
-        own = self.state_dict()
-        with torch.no_grad():
-            for key, shared in copies.items():
-                table = own[key]
-                if table.shape != shared.shape:
-                    raise ValueError(
-                        f"the checkpoint's shared relative position bias table is {tuple(shared.shape)} but {key} "
-                        f"needs {tuple(table.shape)}: the image size, patch size or head count differs"
-                    )
-                table.copy_(shared.to(device=table.device, dtype=table.dtype))
-        logger.info("initialised %d per-layer relative position bias tables from the shared table", len(copies))
-
-
-def per_layer_tables_from_shared(state_dict: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    """BEiT fine-tuning's start (method_spec §2): every per-layer table the state dict lacks, as a copy of its shared
-    table (our key names). Empty without a shared table. Used when a model loads a pretraining checkpoint and when
-    scripts/convert_checkpoint.py writes per-layer tables."""
-    shared = state_dict.get(SHARED_TABLE_KEY)
-    if shared is None:
-        return {}
-    keys = [LAYER_TABLE_KEY.format(i) for i in range(depth)]
-    return {key: shared.clone() for key in keys if key not in state_dict}
-
-
-def checkpoint_tensors(name_or_path, keys: list[str], load_kwargs: dict) -> dict[str, torch.Tensor]:
-    """The named tensors present in a saved model (a `state_dict` passed to from_pretrained, or the safetensors
-    file(s) of a folder or Hub repo, resolved as from_pretrained resolves them); absent keys are left out."""
-    state_dict = load_kwargs.get("state_dict")
-    if state_dict is not None:
-        return {k: state_dict[k] for k in keys if k in state_dict}
-    from safetensors import safe_open
-    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
-
-    lookup = {name: load_kwargs[name] for name in ("cache_dir", "revision", "subfolder", "token", "local_files_only")
-              if load_kwargs.get(name) is not None}
-    lookup.update(_raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False)
-    single = cached_file(str(name_or_path), SAFE_WEIGHTS_NAME, **lookup)
-    if single is not None:
-        files = [single]
-    else:
-        index = cached_file(str(name_or_path), SAFE_WEIGHTS_INDEX_NAME, **lookup)
-        if index is None:
-            return {}
-        with open(index) as handle:
-            weight_map = json.load(handle)["weight_map"]
-        shards = sorted({weight_map[k] for k in keys if k in weight_map})
-        files = [cached_file(str(name_or_path), shard, **lookup) for shard in shards]
-    found = {}
-    for path in files:
-        if path is None:
-            continue
-        with safe_open(path, framework="pt") as handle:
-            present = set(handle.keys())
-            found.update({k: handle.get_tensor(k) for k in keys if k in present})
-    return found
 
 
 class MimBeitModel(EncoderModelMixin, MimBeitPreTrainedModel):

@@ -4,7 +4,6 @@ masked pixels only. Facts in method_spec §3; layout of the pipeline as microsof
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -16,14 +15,13 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_simmim import MimSimMIMConfig
 from .losses import masked_l1_loss
+from .relative_bias_loading import init_per_layer_tables_from_checkpoint
 from .remote_code import RemoteCodeMixin
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
 from .vit import Attention, Block, RelativePositionBias, ViTEncoder, relative_position_index
 
 logger = logging.get_logger(__name__)
 
-SHARED_TABLE_KEY = "vit.rel_pos_bias.relative_position_bias_table"
-LAYER_TABLE_KEY = "vit.blocks.{}.attn.relative_position_bias_table"
 # SimMIM's fine-tuning ViT starts the classifier near zero: trunc-normal(0.02), then x 0.001 (init_scale).
 HEAD_INIT_SCALE = 1e-3
 
@@ -131,60 +129,8 @@ class MimSimMIMPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         if model.config.relative_position_bias == "per_layer" and pretrained_model_name_or_path is not None:
-            model._per_layer_tables_from_checkpoint(pretrained_model_name_or_path, kwargs)
+            init_per_layer_tables_from_checkpoint(model, pretrained_model_name_or_path, kwargs)
         return loaded
-
-    def _per_layer_tables_from_checkpoint(self, name_or_path, load_kwargs: dict) -> None:
-        layer_keys = [LAYER_TABLE_KEY.format(i) for i in range(len(self.vit.blocks))]
-        found = checkpoint_tensors(name_or_path, [SHARED_TABLE_KEY] + layer_keys, load_kwargs)
-        if SHARED_TABLE_KEY not in found:
-            if any(key not in found for key in layer_keys):
-                logger.warning("the checkpoint has neither per-layer nor shared relative position bias tables: the "
-                               "missing per-layer tables start at zero")
-            return
-        shared = found[SHARED_TABLE_KEY]
-        with torch.no_grad():
-            for key, block in zip(layer_keys, self.vit.blocks):
-                if key in found:
-                    continue
-                table = block.attn.relative_position_bias_table
-                if table.shape != shared.shape:
-                    raise ValueError(
-                        f"the checkpoint's shared relative position bias table is {tuple(shared.shape)} but {key} "
-                        f"needs {tuple(table.shape)}: the image size, patch size or head count differs"
-                    )
-                table.copy_(shared.to(device=table.device, dtype=table.dtype))
-
-
-def checkpoint_tensors(name_or_path, keys: list[str], load_kwargs: dict) -> dict[str, torch.Tensor]:
-    """The named tensors present in a saved model (a `state_dict` passed to from_pretrained, or the safetensors
-    file(s) of a folder or Hub repo, resolved as from_pretrained resolves them); absent keys are left out."""
-    state_dict = load_kwargs.get("state_dict")
-    if state_dict is not None:
-        return {k: state_dict[k] for k in keys if k in state_dict}
-    from safetensors import safe_open
-    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
-
-    lookup = {name: load_kwargs[name] for name in ("cache_dir", "revision", "subfolder", "token", "local_files_only")
-              if load_kwargs.get(name) is not None}
-    lookup.update(_raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False)
-    files = [cached_file(str(name_or_path), SAFE_WEIGHTS_NAME, **lookup)]
-    if files[0] is None:
-        index = cached_file(str(name_or_path), SAFE_WEIGHTS_INDEX_NAME, **lookup)
-        if index is None:
-            return {}
-        with open(index) as handle:
-            weight_map = json.load(handle)["weight_map"]
-        files = [cached_file(str(name_or_path), shard, **lookup) for shard in sorted({weight_map[k] for k in keys
-                                                                                      if k in weight_map})]
-    found = {}
-    for path in files:
-        if path is None:
-            continue
-        with safe_open(path, framework="pt") as handle:
-            present = set(handle.keys())
-            found.update({k: handle.get_tensor(k) for k in keys if k in present})
-    return found
 
 
 class MimSimMIMModel(EncoderModelMixin, MimSimMIMPreTrainedModel):

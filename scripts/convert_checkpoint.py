@@ -37,7 +37,7 @@ from hf_mim.convert import (BEIT_UNILM, CAE_MMPRETRAIN, CAE_OFFICIAL, HF_BEIT, H
                             dropped_keys, key_groups, load_converted, mae_config_from_official, read_state_dict,
                             resize_position_tables, vit_config_from_converted)
 from hf_mim.hub import push_folder, write_model_card
-from hf_mim.modeling.modeling_beit import SHARED_TABLE_KEY, per_layer_tables_from_shared
+from hf_mim.modeling.relative_bias_loading import SHARED_TABLE_KEY, per_layer_tables_from_shared
 
 logger = logging.getLogger("hf_mim.convert")
 
