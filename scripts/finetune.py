@@ -49,7 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output_dir", default="outputs/finetune")
     p.add_argument("--per_device_train_batch_size", type=int, default=64)
     p.add_argument("--per_device_eval_batch_size", type=int, default=128)
-    p.add_argument("--base_learning_rate", type=float, default=None, help="default: the method's recipe (§7)")
+    lr_choice = p.add_mutually_exclusive_group()
+    lr_choice.add_argument("--base_learning_rate", type=float, default=None,
+                           help="default: the method's recipe (§7), scaled by batch / divisor for MAE, SimMIM, MaskFeat")
+    lr_choice.add_argument("--learning_rate", type=float, default=None,
+                   help="absolute peak lr; replaces base_learning_rate x batch / divisor (one lr for every method)")
     p.add_argument("--min_learning_rate", type=float, default=None)
     p.add_argument("--layer_decay", type=float, default=None, help="layer-wise lr decay (0.65 in the recipes; 1 = off)")
     p.add_argument("--weight_decay", type=float, default=None)
@@ -57,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixup", type=float, default=None, help="mixup alpha (0 = off)")
     p.add_argument("--cutmix", type=float, default=None, help="cutmix alpha (0 = off)")
     p.add_argument("--label_smoothing", type=float, default=None)
+    p.add_argument("--crop_scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
+                   help="random-resized-crop area range (0.08 1 in the recipes; milder for short runs on small images)")
     p.add_argument("--max_grad_norm", type=float, default=0.0)
     p.add_argument("--num_train_epochs", type=int, default=10)
     p.add_argument("--max_train_steps", type=int, default=None)
@@ -64,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
+    low, high = args.crop_scale
+    if not 0 < low <= high <= 1:
+        p.error(f"--crop_scale {low} {high}: need 0 < MIN <= MAX <= 1 (fractions of the image area), e.g. 0.08 1")
     return args
 
 
@@ -113,7 +122,7 @@ def main(argv=None) -> dict:
     train, evaluation = load_splits(args)
     method, recipe, model = build_classifier(args, train)
     processor = method.image_processor_class.for_model_config(model.config)
-    train_set = SeededImageDataset(train, processor, Augmentation(crop_scale=(0.08, 1.0)), seed=args.seed,
+    train_set = SeededImageDataset(train, processor, Augmentation(crop_scale=tuple(args.crop_scale)), seed=args.seed,
                                    with_labels=True)
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate,
@@ -130,7 +139,7 @@ def main(argv=None) -> dict:
     epochs = math.ceil(max_steps / updates_per_epoch)
     effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     blr = recipe.base_learning_rate if args.base_learning_rate is None else args.base_learning_rate
-    lr = effective_learning_rate(blr, effective_batch, recipe.lr_batch_divisor)
+    lr = args.learning_rate if args.learning_rate is not None else effective_learning_rate(blr, effective_batch, recipe.lr_batch_divisor)
     layer_decay = recipe.layer_decay if args.layer_decay is None else args.layer_decay
     weight_decay = recipe.weight_decay if args.weight_decay is None else args.weight_decay
     optimizer = build_optimizer(model, lr, weight_decay, (0.9, 0.999), layer_decay if layer_decay < 1 else None)

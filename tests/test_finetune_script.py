@@ -64,7 +64,8 @@ def test_every_flag_on_image_folders_from_scratch(tmp_path, pretrained, monkeypa
         "--model_name_or_path", str(pretrained), "--from_scratch", "--config_overrides", "pooling=cls",
         "--train_dir", str(train), "--validation_dir", str(val), "--image_column", "image", "--label_column", "label",
         "--output_dir", str(out), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
-        "--gradient_accumulation_steps", "2", "--base_learning_rate", "1e-3", "--min_learning_rate", "1e-6",
+        "--gradient_accumulation_steps", "2", "--learning_rate", "2e-3", "--min_learning_rate", "1e-6",
+        "--crop_scale", "0.5", "1",
         "--layer_decay", "0.75", "--weight_decay", "0.01", "--drop_path_rate", "0.05", "--mixup", "0.2",
         "--cutmix", "0.5", "--label_smoothing", "0.1", "--max_grad_norm", "1.0", "--num_train_epochs", "2",
         "--warmup_epochs", "1", "--seed", "1", "--mixed_precision", "no", "--dataloader_num_workers", "0",
@@ -72,6 +73,7 @@ def test_every_flag_on_image_folders_from_scratch(tmp_path, pretrained, monkeypa
         "--max_nonfinite_skips", "0", "--report_to", "none", "--push_to_hub", "--hub_model_id", "org/mae-vit-tiny-ft",
     ])
     assert summary["steps"] == 4 and len(summary["eval_history"]) == 2  # 3 batches of 4, accumulation 2
+    assert summary["learning_rate"] == 2e-3  # absolute: not scaled by the batch of 8
     config = json.loads((out / "config.json").read_text())
     assert config["pooling"] == "cls" and config["drop_path_rate"] == 0.05 and config["id2label"] == {"0": "coat", "1": "shoe"}
     assert (cache / "models--org--mae-vit-tiny-ft" / "refs" / "main").exists()
@@ -97,3 +99,14 @@ def test_resume_and_explicit_splits(tmp_path, pretrained):
     GradientState._reset_state()
     summary = finetune.main(args + ["--resume_from_checkpoint", "latest"])
     assert summary["steps"] == 4
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--crop_scale", "0.9", "0.5"], "need 0 < MIN <= MAX <= 1"),
+    (["--crop_scale", "0", "1"], "need 0 < MIN <= MAX <= 1"),
+    (["--learning_rate", "1e-3", "--base_learning_rate", "1e-3"], "not allowed with argument"),
+])
+def test_bad_recipe_flags_stop_before_any_work(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--model_name_or_path", "x", *flags])
+    assert message in capsys.readouterr().err
