@@ -13,13 +13,14 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
+from .beit_init import init_relative_bias_and_layer_scale, residual_depth_scale
 from .configuration_beit import TOKENIZER_ARCHITECTURE_FIELDS, MimBeitConfig
 from .losses import masked_token_cross_entropy
 from .modeling_dvae import DvaeConv2d, DvaeEncoder
 from .relative_bias_loading import init_per_layer_tables_from_checkpoint
 from .remote_code import RemoteCodeMixin
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
-from .vit import Attention, Block, RelativePositionBias, ViTEncoder, relative_position_index
+from .vit import ViTEncoder
 
 logger = logging.get_logger(__name__)
 
@@ -81,13 +82,6 @@ class MimBeitPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         "AutoImageProcessor": "image_processing_beit.MimBeitImageProcessor",
     }
 
-    def _depth_scale(self, linear: nn.Linear) -> float:
-        """1/sqrt(2 l) for the residual output projections (attn.proj, mlp.fc2) of block l (1-indexed), else 1."""
-        for block in self.vit.blocks:
-            if linear is block.attn.proj or linear is block.mlp.fc2:
-                return 1.0 / math.sqrt(2.0 * (block.layer_id + 1))
-        return 1.0
-
     def _init_weights(self, module: nn.Module) -> None:
         """BEiT init (method_spec §0.3): trunc-normal(0.02) cut at +-1 std for Linear and conv weights and the
         cls/mask tokens, zero biases, LayerNorm (1, 0), zero relative-position tables; the residual output
@@ -95,12 +89,14 @@ class MimBeitPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         cannot be applied twice, and `transformers.initialization` skips tensors loaded from a checkpoint).
         The classifier head is trunc-normal(0.02) x 0.001 as BEiT fine-tuning does; the frozen tokenizer gets
         DALL-E's N(0, 1/(n_in k^2)) until real weights are loaded."""
+        if init_relative_bias_and_layer_scale(module, self.config.grid_size, self.config.layer_scale_init_value):
+            return
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             if module is getattr(self, "head", None):
                 trunc_normal_(module.weight, std=std * HEAD_INIT_SCALE, a=-2 * HEAD_INIT_SCALE, b=2 * HEAD_INIT_SCALE)
             else:
-                scaled = std * self._depth_scale(module)
+                scaled = std * residual_depth_scale(self.vit, module)
                 trunc_normal_(module.weight, std=scaled, a=-scaled, b=scaled)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -115,21 +111,6 @@ class MimBeitPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
             for token in (module.cls_token, module.mask_token, module.pos_embed):
                 if token is not None:
                     trunc_normal_(token, std=std, a=-std, b=std)
-        elif isinstance(module, RelativePositionBias):
-            init.zeros_(module.relative_position_bias_table)
-            init.copy_(module.relative_position_index, relative_position_index(module.grid_size, module.grid_size))
-        elif isinstance(module, Attention):
-            if module.q_bias is not None:
-                init.zeros_(module.q_bias)
-                init.zeros_(module.v_bias)
-            if module.relative_position_bias_table is not None:
-                grid = self.config.grid_size
-                init.zeros_(module.relative_position_bias_table)
-                init.copy_(module.relative_position_index, relative_position_index(grid, grid))
-        elif isinstance(module, Block):
-            if module.gamma_1 is not None:
-                init.constant_(module.gamma_1, self.config.layer_scale_init_value)
-                init.constant_(module.gamma_2, self.config.layer_scale_init_value)
         elif isinstance(module, DvaeConv2d):
             init.normal_(module.w, std=1.0 / math.sqrt(module.in_channels * module.kernel_size**2))
             init.zeros_(module.b)

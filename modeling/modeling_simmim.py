@@ -13,12 +13,13 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
+from .beit_init import init_relative_bias_and_layer_scale, residual_depth_scale
 from .configuration_simmim import MimSimMIMConfig
 from .losses import masked_l1_loss
 from .relative_bias_loading import init_per_layer_tables_from_checkpoint
 from .remote_code import RemoteCodeMixin
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
-from .vit import Attention, Block, RelativePositionBias, ViTEncoder, relative_position_index
+from .vit import ViTEncoder
 
 logger = logging.get_logger(__name__)
 
@@ -61,13 +62,6 @@ class MimSimMIMPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         "AutoImageProcessor": "image_processing_simmim.MimSimMIMImageProcessor",
     }
 
-    def _depth_scale(self, linear: nn.Linear) -> float:
-        """1/sqrt(2 l) for the residual output projections (attn.proj, mlp.fc2) of block l (1-indexed), else 1."""
-        for block in self.vit.blocks:
-            if linear is block.attn.proj or linear is block.mlp.fc2:
-                return 1.0 / math.sqrt(2.0 * (block.layer_id + 1))
-        return 1.0
-
     def _init_weights(self, module: nn.Module) -> None:
         """Official SimMIM ViT init (BEiT-style, method_spec §0.3/§3): Linear and patch-conv weights, cls token
         and learned positions trunc-normal(0.02) with timm's default (+-2 absolute) bounds; the mask token
@@ -76,12 +70,14 @@ class MimSimMIMPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         std 0.02/sqrt(2 l) (the official draw-then-divide in one draw, so loading never applies it twice).
         The head's 1x1 conv keeps PyTorch's default Conv2d init, as the official SimMIM module builds it
         after the encoder's init. The classifier head is trunc-normal(0.02) x 0.001 (official init_scale)."""
+        if init_relative_bias_and_layer_scale(module, self.config.grid_size, self.config.layer_scale_init_value):
+            return
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             if module is getattr(self, "head", None):
                 scale = HEAD_INIT_SCALE
             else:
-                scale = self._depth_scale(module)
+                scale = residual_depth_scale(self.vit, module)
             init.trunc_normal_(module.weight, std=std * scale, a=-2.0 * scale, b=2.0 * scale)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -104,22 +100,6 @@ class MimSimMIMPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
                 init.trunc_normal_(module.pos_embed, std=std)
             if module.mask_token is not None:
                 init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
-        elif isinstance(module, RelativePositionBias):
-            init.zeros_(module.relative_position_bias_table)
-            # a non-persistent buffer: from_pretrained builds on the meta device, so it is rebuilt here
-            init.copy_(module.relative_position_index, relative_position_index(module.grid_size, module.grid_size))
-        elif isinstance(module, Attention):
-            if module.q_bias is not None:
-                init.zeros_(module.q_bias)
-                init.zeros_(module.v_bias)
-            if module.relative_position_bias_table is not None:
-                grid = self.config.grid_size
-                init.zeros_(module.relative_position_bias_table)
-                init.copy_(module.relative_position_index, relative_position_index(grid, grid))
-        elif isinstance(module, Block):
-            if module.gamma_1 is not None:
-                init.constant_(module.gamma_1, self.config.layer_scale_init_value)
-                init.constant_(module.gamma_2, self.config.layer_scale_init_value)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
