@@ -135,10 +135,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 @dataclass(frozen=True)
+class AugmentationDraw:
+    """One sample's random choices: colour-jitter order and factors (empty when off), flip, crop box
+    (left, top, width, height) in pixels of the image it was drawn for."""
+
+    jitter_order: tuple[int, ...]
+    jitter_factors: tuple[float, ...]
+    flip: bool
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
 class Augmentation:
     """The pretraining augmentations of method_spec §7: one random-resized-crop box (returned un-resized, so
     the processor can make the 224 and the tokenizer views from the same crop), a horizontal flip, and an
-    optional colour jitter (BEiT)."""
+    optional colour jitter (BEiT). `draw` and `apply` are split so the accelerator path
+    (hf_mim.device_augmentation) makes exactly the same random choices from the same seed."""
 
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -146,11 +158,24 @@ class Augmentation:
     color_jitter: float = 0.0
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        return self.apply(image, self.draw(image.size, rng))
+
+    def draw(self, size: tuple[int, int], rng: np.random.Generator) -> AugmentationDraw:
+        order, factors = (), ()
         if self.color_jitter > 0:
-            image = jitter_colors(image, self.color_jitter, rng)
-        if rng.random() < self.flip_probability:
+            order = tuple(int(i) for i in rng.permutation(len(JITTER_ENHANCERS)))
+            factors = tuple(float(rng.uniform(1 - self.color_jitter, 1 + self.color_jitter)) for _ in order)
+        flip = bool(rng.random() < self.flip_probability)
+        box = random_resized_crop_box(size, self.crop_scale, self.crop_ratio, rng)
+        return AugmentationDraw(order, factors, flip, box)
+
+    @staticmethod
+    def apply(image: Image.Image, draw: AugmentationDraw) -> Image.Image:
+        for index, factor in zip(draw.jitter_order, draw.jitter_factors):
+            image = JITTER_ENHANCERS[index](image).enhance(factor)
+        if draw.flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        left, top, width, height = random_resized_crop_box(image.size, self.crop_scale, self.crop_ratio, rng)
+        left, top, width, height = draw.box
         return image.crop((left, top, left + width, top + height))
 
 
@@ -177,12 +202,9 @@ def random_resized_crop_box(size: tuple[int, int], scale, ratio, rng: np.random.
     return (width - w) // 2, (height - h) // 2, max(w, 1), max(h, 1)
 
 
-def jitter_colors(image: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
-    """Brightness, contrast and saturation factors in [1 - s, 1 + s], applied in a random order."""
-    enhancers = [ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color]
-    for index in rng.permutation(len(enhancers)):
-        image = enhancers[index](image).enhance(float(rng.uniform(1 - strength, 1 + strength)))
-    return image
+# Brightness (blend with black), contrast (with the mean grey), saturation (with the greyscale image), applied
+# in a random order with factors in [1 - s, 1 + s].
+JITTER_ENHANCERS = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
 
 
 # ----------------------------------------------------------------------------------------------- datasets

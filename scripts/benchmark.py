@@ -316,12 +316,14 @@ def run_data(args) -> list[dict]:
                     for stage, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                         stages[stage] += seconds
                 outputs = sorted(dataset[0])
+                device_path = time_device_path(args, data, processor, augmentation, kwargs, size.image_size, count)
                 results.append({
                     "method": name, "image_size": size.image_size, "patch_size": size.patch_size,
                     "samples_per_round": count, "outputs": outputs,
                     "images_per_s": {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
                                      "per_round": rates},
                     "stage_us_per_image": {k: v / count * 1e6 for k, v in stages.items()},
+                    "device_path": device_path,
                 })
     finally:
         torch.set_num_threads(threads)
@@ -375,14 +377,48 @@ def markdown_models(results, device) -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def time_device_path(args, data, processor, augmentation, processor_kwargs, image_size: int, count: int) -> dict:
+    """The --augment_on_device path: images/s of one loader worker (decode, resize to the source square, draw
+    the random choices) and the accelerator's crop/flip/jitter/resize/normalise time per image on --device."""
+    from hf_mim.data import collate
+    from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
+
+    source_size = round(1.5 * image_size)
+    dataset = DeviceAugmentedImageDataset(data, processor, augmentation, source_size, seed=args.seed,
+                                          processor_kwargs=processor_kwargs)
+    rates = []
+    for r in range(args.repeats):
+        start = time.perf_counter()
+        for i in range(count):
+            dataset[(r * count + i) % len(dataset)]
+        rates.append(count / (time.perf_counter() - start))
+    device = torch.device(args.device)
+    batch = collate([dataset[i % len(dataset)] for i in range(min(count, 64))])
+    batch.pop("num_skipped")
+    on_device = DeviceAugmentation.for_processor(processor, processor_kwargs)
+    seconds = []
+    for _ in range(args.warmup + args.repeats):
+        moved = {key: value.to(device) for key, value in batch.items()}
+        synchronize(device)
+        start = time.perf_counter()
+        on_device(moved)
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    per_image = statistics.median(seconds[args.warmup:]) / len(batch["images"]) * 1e6
+    return {"source_size": source_size, "loader_images_per_s": statistics.median(rates),
+            "device": device.type, "device_us_per_image": per_image}
+
+
 def markdown_data(results) -> str:
-    lines = ["| method | image | img/s per worker (min–max) | fetch µs | decode µs | augment µs | processor µs | outputs |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | image | img/s per worker (min–max) | fetch µs | decode µs | augment µs | processor µs | "
+             "outputs | --augment_on_device: img/s per worker | device µs/img |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        s, st = r["images_per_s"], r["stage_us_per_image"]
+        s, st, dp = r["images_per_s"], r["stage_us_per_image"], r["device_path"]
         lines.append(f"| {r['method']} | {r['image_size']} | {s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f}) | "
                      f"{st['fetch']:.0f} | {st['decode']:.0f} | {st['augment']:.0f} | {st['processor']:.0f} | "
-                     f"{', '.join(r['outputs'])} |")
+                     f"{', '.join(r['outputs'])} | {dp['loader_images_per_s']:.1f} (source {dp['source_size']} px) | "
+                     f"{dp['device_us_per_image']:.0f} ({dp['device']}) |")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import logging
 import math
 import shlex
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from transformers import AutoConfig
 import hf_mim
 from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
+from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.recipes import PRETRAIN_RECIPES, demo_config_kwargs
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
@@ -53,9 +55,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_train_epochs", type=int, default=None)
     p.add_argument("--max_train_steps", type=int, default=None, help="optimizer updates; overrides epochs")
     p.add_argument("--warmup_epochs", type=float, default=None)
+    p.add_argument("--augment_on_device", action="store_true",
+                   help="crop, flip, jitter, resize and normalise on the accelerator (same random choices as the CPU "
+                        "path, bicubic resampling); loader workers only decode and resize to --augmentation_source_size")
+    p.add_argument("--augmentation_source_size", type=int, default=None,
+                   help="side of the square each image is resized to before the device crops it (default 1.5 x image size)")
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
+    if args.augmentation_source_size is not None and not args.augment_on_device:
+        p.error("--augmentation_source_size only applies with --augment_on_device; add it or drop the size")
     if args.tokenizer_name_or_path and not hf_mim.get_method(args.method).needs_tokenizer:
         p.error(f"--method {args.method} predicts no visual tokens; drop --tokenizer_name_or_path")
     return args
@@ -115,12 +124,17 @@ def main(argv=None) -> dict:
     model = build_model(args, method, config)
     processor = method.image_processor_class.for_model_config(config)
     data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column)
-    dataset = SeededImageDataset(
-        data, processor, Augmentation(crop_scale=recipe.crop_scale, color_jitter=recipe.color_jitter),
-        seed=args.seed, processor_kwargs=processor.pretraining_kwargs(),
-    )
+    augmentation = Augmentation(crop_scale=recipe.crop_scale, color_jitter=recipe.color_jitter)
+    dataset = SeededImageDataset(data, processor, augmentation, seed=args.seed,
+                                 processor_kwargs=processor.pretraining_kwargs())
+    train_dataset, on_device = dataset, None  # the CPU dataset still makes the card's reconstruction picture
+    if args.augment_on_device:
+        source_size = args.augmentation_source_size or round(1.5 * config.image_size)
+        train_dataset = DeviceAugmentedImageDataset(data, processor, augmentation, source_size, seed=args.seed,
+                                                    processor_kwargs=processor.pretraining_kwargs())
+        on_device = DeviceAugmentation.for_processor(processor, processor.pretraining_kwargs())
     batch_size = args.per_device_train_batch_size or (64 if size == "demo" else 32)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
+    loader = torch.utils.data.DataLoader(train_dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
                                          num_workers=args.dataloader_num_workers, drop_last=len(dataset) > batch_size)
     updates_per_epoch = max(1, math.ceil(len(loader) / accelerator.num_processes / args.gradient_accumulation_steps))
     epochs = args.num_train_epochs or (60 if size == "demo" else 800)
@@ -147,11 +161,12 @@ def main(argv=None) -> dict:
     after_update = getattr(unwrapped, "update_teacher", None)
     grad_norm = recipe.max_grad_norm if args.max_grad_norm is None else (args.max_grad_norm or None)
     loop = TrainingLoop(
-        accelerator, model, optimizer, scheduler, loader, dataset, output_dir=args.output_dir,
+        accelerator, model, optimizer, scheduler, loader, train_dataset, output_dir=args.output_dir,
         max_train_steps=max_steps, num_epochs=epochs, checkpointing_steps=args.checkpointing_steps,
         checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=grad_norm,
         max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps,
-        forward=pretraining_forward, on_update=(lambda step: after_update()) if after_update else None,
+        forward=partial(pretraining_forward, augmentation=on_device),
+        on_update=(lambda step: after_update()) if after_update else None,
         progress_desc=f"pretrain {method.name}",
     )
     if args.resume_from_checkpoint:
@@ -167,8 +182,11 @@ def main(argv=None) -> dict:
     return summary
 
 
-def pretraining_forward(model, batch):
-    """Loss plus whatever scalar diagnostics the method's output carries (token accuracy, loss parts)."""
+def pretraining_forward(model, batch, augmentation=None):
+    """Loss plus whatever scalar diagnostics the method's output carries (token accuracy, loss parts).
+    `augmentation` (a DeviceAugmentation) first turns the loader's uint8 images into the model's inputs."""
+    if augmentation is not None:
+        batch = augmentation(batch)
     out = model(**batch)
     logs = {name: value.detach() for name, value in out.items()
             if name != "loss" and isinstance(value, torch.Tensor) and value.ndim == 0}

@@ -91,7 +91,11 @@ def test_data_mode_measures_the_input_pipeline(tmp_path, capsys):
     rates = entry["images_per_s"]
     assert len(rates["per_round"]) == 2 and all(finite_positive(r) for r in rates["per_round"])
     assert set(entry["stage_us_per_image"]) == {"fetch", "decode", "augment", "processor"}
-    assert "img/s per worker" in capsys.readouterr().out
+    device_path = entry["device_path"]
+    assert device_path["source_size"] == 48 and device_path["device"] == "cpu"
+    assert finite_positive(device_path["loader_images_per_s"]) and finite_positive(device_path["device_us_per_image"])
+    printed = capsys.readouterr().out
+    assert "img/s per worker" in printed and "(source 48 px)" in printed
 
 
 def test_flop_counts_match_the_published_vit_b_numbers():
