@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import REPO_ROOT, TINY_OVERRIDES, load_script, write_image_folder, write_odd_images
+from helpers import REPO_ROOT, TINY_OVERRIDES, load_script, write_odd_images
 
 pretrain = load_script("pretrain")
 BASE = ["--method", "mae", "--config_overrides", TINY_OVERRIDES["mae"], "--per_device_train_batch_size", "8",
