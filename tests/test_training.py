@@ -1,6 +1,5 @@
 """Optimiser groups, layer-wise lr decay (method_spec §0.6), the lr schedule, and data determinism."""
 
-
 import numpy as np
 import pytest
 import torch
