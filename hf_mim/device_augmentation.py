@@ -13,6 +13,7 @@ the same content in the source square as in the original image.
 
 from __future__ import annotations
 
+import io
 import random
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers.image_utils import SizeDict
 
-from hf_mim.data import Augmentation, AugmentationDraw, SeededImageDataset, decode_image
+from hf_mim.data import UNREADABLE, Augmentation, AugmentationDraw, SeededImageDataset, decode_image
 
 # DALL-E's map_pixels: [0, 1] -> [0.1, 0.9] (the tokenizer view of BEiT and CAE)
 LOGIT_LAPLACE_EPS = 0.1
@@ -44,17 +45,17 @@ class DeviceAugmentedImageDataset(SeededImageDataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.data.dataset[int(index)]
-        image = decode_image(row[self.data.image_column])
+        image, size = open_for_source(row[self.data.image_column], self.source_size)
         if image is None:
             return {"skipped": 1}
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        draw = self.augmentation.draw(image.size, rng)
+        draw = self.augmentation.draw(size, rng)
         mask_seed = int(rng.integers(2**31))
         side = self.source_size
         source = image.resize((side, side), Image.Resampling.BICUBIC)
         example = {
             "images": torch.from_numpy(np.asarray(source, dtype=np.uint8).copy()).permute(2, 0, 1),
-            "crop_boxes": torch.tensor(source_box(draw, image.size, side), dtype=torch.long),
+            "crop_boxes": torch.tensor(source_box(draw, size, side), dtype=torch.long),
             "flips": torch.tensor(draw.flip),
         }
         if draw.jitter_order:
@@ -62,6 +63,23 @@ class DeviceAugmentedImageDataset(SeededImageDataset):
             example["jitter_factors"] = torch.tensor(draw.jitter_factors, dtype=torch.float32)
         example.update(masks_and_noise(self.processor, mask_seed, self.processor_kwargs))
         return example
+
+
+def open_for_source(value, side: int) -> tuple[Image.Image | None, tuple[int, int] | None]:
+    """(decoded RGB image, the file's full size). JPEGs at least twice `side` decode at 1/2 to 1/8 scale (libjpeg's
+    DCT scaling via `draft`, never below `side`), which the resize to the source square makes free of loss; the
+    random choices are drawn on the full size, so they stay those of the CPU path."""
+    try:
+        image = value if isinstance(value, Image.Image) else (
+            Image.open(io.BytesIO(value["bytes"])) if isinstance(value, dict) and value.get("bytes") is not None
+            else Image.open(value["path"] if isinstance(value, dict) else value))
+    except UNREADABLE:
+        return None, None
+    size = image.size
+    if image.format == "JPEG":
+        image.draft("RGB", (side, side))
+    image = decode_image(image)
+    return (image, size) if image is not None else (None, None)
 
 
 def source_box(draw: AugmentationDraw, size: tuple[int, int], side: int) -> tuple[int, int, int, int]:

@@ -89,6 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", action="store_true",
                    help="measure the input pipeline instead (decode + augment + processor + masks, one worker)")
     p.add_argument("--data_samples", type=int, default=256, help="images per timed round in --data mode")
+    p.add_argument("--train_dir", default=None,
+                   help="--data mode: an image folder to read (default: the embedded 28 px sample; real photos decode "
+                        "and resize very differently)")
     p.add_argument("--output", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -276,7 +279,7 @@ def run_data(args) -> list[dict]:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    data = load_image_dataset()
+    data = load_image_dataset(train_dir=args.train_dir) if args.train_dir else load_image_dataset()
     results = []
     try:
         for name in args.methods:

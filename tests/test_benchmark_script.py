@@ -98,6 +98,21 @@ def test_data_mode_measures_the_input_pipeline(tmp_path, capsys):
     assert "img/s per worker" in printed and "(source 48 px)" in printed
 
 
+def test_data_mode_reads_an_image_folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "photos" / "any"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((300, 400, 3), 40 * i, dtype=np.uint8)).save(folder / f"{i}.jpg")
+    report = benchmark.main(["--data", "--methods", "simmim", "--sizes", "custom", "--custom_size", "32,2,2,32,4",
+                             "--data_samples", "3", "--repeats", "1", "--warmup", "0",
+                             "--train_dir", str(tmp_path / "photos")])
+    (entry,) = report["data"]
+    assert entry["samples_per_round"] == 3 and entry["outputs"] == ["bool_masked_pos", "pixel_values"]
+
+
 def test_flop_counts_match_the_published_vit_b_numbers():
     config = hf_mim.METHODS["mae"].config_class()  # canonical MAE ViT-B/16, decoder 512 x 8
     assert training_flops("mae", config, num_masked=147) / 1e9 == pytest.approx(58.7, abs=0.1)

@@ -15,7 +15,7 @@ from hf_mim.recipes import demo_config_kwargs
 from helpers import TINY_OVERRIDES, load_script
 
 
-def smooth_images(folder, count=6, size=(180, 120)):
+def smooth_images(folder, count=6, size=(180, 120), suffix="png"):
     """Photos stand-in with content everywhere: red grows left to right, green top to bottom, blue a blob, so a
     wrong box, a missing flip or a swapped channel changes many pixels a lot."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -25,7 +25,7 @@ def smooth_images(folder, count=6, size=(180, 120)):
         cx, cy = 0.2 + 0.12 * i, 0.7 - 0.08 * i
         blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.05)
         rgb = np.stack([40 + 200 * x, 30 + 180 * y, 20 + 220 * blob], -1)
-        Image.fromarray(rgb.round().astype(np.uint8)).save(folder / f"{i}.png")
+        Image.fromarray(rgb.round().astype(np.uint8)).save(folder / f"{i}.{suffix}", quality=95)
     return folder
 
 
@@ -53,12 +53,15 @@ def test_masks_and_noise_are_those_of_the_cpu_path(tmp_path, method_name):
             assert torch.equal(cpu[key], device[key]), key
 
 
-@pytest.mark.parametrize("color_jitter", [0.0, 0.4])
-def test_pixels_match_the_cpu_path_up_to_resampling(tmp_path, color_jitter):
+@pytest.mark.parametrize("color_jitter, photo", [(0.0, "png"), (0.4, "png"), (0.4, "jpeg")])
+def test_pixels_match_the_cpu_path_up_to_resampling(tmp_path, color_jitter, photo):
     """BEiT's views (64 px encoder view, 32 px tokenizer view) from crops down to 20% of the image, flips and
-    jitter. Resampling differences stay near 1% of the range; a mirrored or misplaced crop is ~10x further."""
+    jitter; the 720 x 480 JPEGs decode at 1/4 scale for the 96 px source square. Resampling differences stay near
+    1% of the range; a mirrored or misplaced crop is ~10x further."""
     augmentation = Augmentation(crop_scale=(0.2, 1.0), color_jitter=color_jitter)
-    cpu, device, processor = both_paths("beit", smooth_images(tmp_path / "img"), augmentation,
+    images = (smooth_images(tmp_path / "img") if photo == "png"
+              else smooth_images(tmp_path / "img", size=(720, 480), suffix="jpg"))
+    cpu, device, processor = both_paths("beit", images, augmentation, source_size=256 if photo == "png" else 96,
                                         size_overrides={"image_size": 64, "patch_size": 8})
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
     error = ((cpu["pixel_values"] - device["pixel_values"]) * std).abs()  # in units of the [0, 1] range
@@ -114,3 +117,16 @@ def test_a_source_size_without_the_device_path_is_an_error(capsys):
     with pytest.raises(SystemExit):
         load_script("pretrain").parse_args(["--method", "mae", "--augmentation_source_size", "336"])
     assert "--augmentation_source_size only applies with --augment_on_device" in capsys.readouterr().err
+
+
+def test_unreadable_images_are_skipped_and_jpegs_decode_at_reduced_scale(tmp_path):
+    import io
+
+    from hf_mim.device_augmentation import open_for_source
+
+    photo = io.BytesIO()
+    Image.fromarray(np.zeros((480, 720, 3), dtype=np.uint8)).save(photo, "JPEG")
+    image, size = open_for_source({"bytes": photo.getvalue(), "path": None}, 96)
+    assert size == (720, 480) and image.size == (180, 120) and image.mode == "RGB"  # 1/4 scale, not below 96
+    assert open_for_source({"bytes": photo.getvalue()[:200], "path": None}, 96) == (None, None)
+    assert open_for_source({"bytes": b"not an image", "path": None}, 96) == (None, None)
