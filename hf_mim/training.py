@@ -88,6 +88,13 @@ def build_scheduler(optimizer, base_lr, warmup_steps, total_steps, min_lr=0.0):
     )
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute every transformer block in the backward pass (transformers' own switch; results unchanged, memory
+    for activations traded for about one more forward)."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
 def effective_learning_rate(base_lr: float, effective_batch: int, divisor: int | None) -> float:
     """lr = blr * batch / divisor (MAE, MaskFeat: 256; SimMIM: 512); BEiT and CAE pass an absolute lr."""
     return base_lr if divisor is None else base_lr * effective_batch / divisor

@@ -74,6 +74,7 @@ class MimBeitPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     input_modalities = ("image",)
     _no_split_modules = ["Block"]
     _supports_sdpa = True
+    supports_gradient_checkpointing = True
     auto_classes = {
         "AutoModel": "MimBeitModel",
         "AutoModelForPreTraining": "MimBeitForPreTraining",

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_cae import MimCaeConfig
@@ -96,7 +97,7 @@ class CrossAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-class RegressorBlock(nn.Module):
+class RegressorBlock(GradientCheckpointingLayer):
     """CAE's latent-regressor block (method_spec §5):
 
     x = q + DropPath(gamma_1 * CrossAttn(LN_q(q + pos_q), LN_k(kv + pos_kv), LN_v(kv)))   (no position on V)
@@ -241,6 +242,7 @@ class MimCaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     _no_split_modules = ["Block", "RegressorBlock"]
     _keep_in_fp32_modules = ["tokenizer"]
     _supports_sdpa = True
+    supports_gradient_checkpointing = True
     auto_classes = {
         "AutoModel": "MimCaeModel",
         "AutoModelForPreTraining": "MimCaeForPreTraining",

@@ -78,6 +78,7 @@ class MimMaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     input_modalities = ("image",)
     _no_split_modules = ["Block"]
     _supports_sdpa = True
+    supports_gradient_checkpointing = True
     auto_classes = {
         "AutoModel": "MimMaeModel",
         "AutoModelForPreTraining": "MimMaeForPreTraining",

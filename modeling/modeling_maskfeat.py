@@ -72,6 +72,7 @@ class MimMaskFeatPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     input_modalities = ("image",)
     _no_split_modules = ["Block"]
     _supports_sdpa = True
+    supports_gradient_checkpointing = True
     auto_classes = {
         "AutoModel": "MimMaskFeatModel",
         "AutoModelForPreTraining": "MimMaskFeatForPreTraining",

@@ -54,6 +54,7 @@ class MimSimMIMPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     input_modalities = ("image",)
     _no_split_modules = ["Block"]
     _supports_sdpa = True
+    supports_gradient_checkpointing = True
     auto_classes = {
         "AutoModel": "MimSimMIMModel",
         "AutoModelForPreTraining": "MimSimMIMForPreTraining",

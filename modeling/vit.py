@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 def sincos_position_table(grid_height: int, grid_width: int, dim: int, order: str = "mae") -> torch.Tensor:
@@ -221,8 +222,10 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: x + DropPath(gamma_1 * Attn(LN(x))), then x + DropPath(gamma_2 * MLP(LN(x)))."""
+class Block(GradientCheckpointingLayer):
+    """Pre-norm transformer block: x + DropPath(gamma_1 * Attn(LN(x))), then x + DropPath(gamma_2 * MLP(LN(x))).
+    A transformers `GradientCheckpointingLayer`, so `model.gradient_checkpointing_enable()` recomputes it in the
+    backward pass instead of keeping its activations (drop-path masks replay: the RNG state is restored)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, qkv_bias: str = "full", layer_scale: float = 0.0,
                  drop_path: float = 0.0, eps: float = 1e-6, act: str = "gelu", drop: float = 0.0,

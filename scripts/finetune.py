@@ -31,7 +31,7 @@ from hf_mim.hub import push_folder, write_model_card
 from hf_mim.metrics import load_metric
 from hf_mim.recipes import FINETUNE_RECIPES
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
-                             resolve_checkpoint)
+                             enable_activation_checkpointing, resolve_checkpoint)
 
 logger = logging.getLogger("hf_mim.finetune")
 
@@ -67,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_train_epochs", type=int, default=10)
     p.add_argument("--max_train_steps", type=int, default=None)
     p.add_argument("--warmup_epochs", type=float, default=None)
+    p.add_argument("--gradient_checkpointing", action="store_true",
+                   help="recompute each block in the backward pass: less activation memory, about one more forward")
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
@@ -121,6 +123,8 @@ def main(argv=None) -> dict:
 
     train, evaluation = load_splits(args)
     method, recipe, model = build_classifier(args, train)
+    if args.gradient_checkpointing:
+        enable_activation_checkpointing(model)
     processor = method.image_processor_class.for_model_config(model.config)
     train_set = SeededImageDataset(train, processor, Augmentation(crop_scale=tuple(args.crop_scale)), seed=args.seed,
                                    with_labels=True)

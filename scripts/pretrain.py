@@ -29,7 +29,7 @@ from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageD
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.recipes import PRETRAIN_RECIPES, demo_config_kwargs
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
-                             resolve_checkpoint)
+                             enable_activation_checkpointing, resolve_checkpoint)
 
 logger = logging.getLogger("hf_mim.pretrain")
 
@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "path, bicubic resampling); loader workers only decode and resize to --augmentation_source_size")
     p.add_argument("--augmentation_source_size", type=int, default=None,
                    help="side of the square each image is resized to before the device crops it (default 1.5 x image size)")
+    p.add_argument("--gradient_checkpointing", action="store_true",
+                   help="recompute each block in the backward pass: less activation memory, about one more forward")
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
@@ -122,6 +124,8 @@ def main(argv=None) -> dict:
 
     config, size = build_config(args, method)
     model = build_model(args, method, config)
+    if args.gradient_checkpointing:
+        enable_activation_checkpointing(model)
     processor = method.image_processor_class.for_model_config(config)
     data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column)
     augmentation = Augmentation(crop_scale=recipe.crop_scale, color_jitter=recipe.color_jitter)

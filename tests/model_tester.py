@@ -51,6 +51,34 @@ class MimModelTests:
         missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
         assert not missing, f"no gradient reached: {missing}"
 
+    def test_activation_checkpointing_recomputes_blocks_and_changes_nothing(self):
+        import copy
+
+        from hf_mim.training import enable_activation_checkpointing
+        from hf_mim.modeling.vit import Attention
+
+        config = self.tiny_config(drop_path_rate=0.2)  # random drop-path masks must replay in the recompute
+        plain = self.build(self.classes.pretraining_class, config).train()
+        checkpointed = copy.deepcopy(plain)
+        enable_activation_checkpointing(checkpointed)
+        inputs = self.pretraining_inputs(config, seed=1)
+        results = []
+        for model in (plain, checkpointed):
+            calls = []
+            hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in model.modules() if isinstance(m, Attention)]
+            torch.manual_seed(5)
+            loss = model(**inputs).loss
+            loss.backward()
+            for hook in hooks:
+                hook.remove()
+            grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+            results.append((loss.detach(), grads, len(calls)))
+        (loss_plain, grads_plain, calls_plain), (loss_ckpt, grads_ckpt, calls_ckpt) = results
+        assert calls_ckpt > calls_plain, "no block was recomputed in the backward pass"
+        assert torch.equal(loss_plain, loss_ckpt) and grads_plain.keys() == grads_ckpt.keys()
+        for name, grad in grads_plain.items():
+            torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
     def test_same_inputs_same_loss(self):
         config = self.tiny_config()
         model = self.build(self.classes.pretraining_class, config)

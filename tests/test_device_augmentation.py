@@ -100,7 +100,8 @@ def test_pretraining_on_the_device_path_resumes_exactly(tmp_path, caplog):
     def run(out, extra):
         summary = pretrain.main(["--method", "mae", "--config_overrides", TINY_OVERRIDES["mae"], "--output_dir", str(out),
                                  "--per_device_train_batch_size", "8", "--max_train_steps", "4", "--augment_on_device",
-                                 "--augmentation_source_size", "48", "--checkpointing_steps", "2", *extra])
+                                 "--augmentation_source_size", "48", "--checkpointing_steps", "2", "--gradient_checkpointing",
+                                 *extra])
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
         return summary
