@@ -32,8 +32,8 @@ LUMA = (0.299, 0.587, 0.114)
 
 class DeviceAugmentedImageDataset(SeededImageDataset):
     """Loader side: decode, resize the whole image to `source_size` x `source_size` (uint8, channels first), and
-    return the random choices of the CPU path as tensors: `crop_boxes` (left, top, width, height in source pixels,
-    already mirrored when the sample is flipped), `flips`, `jitter_order`/`jitter_factors` (when jitter is on),
+    return the random choices of the CPU path: `crop_boxes` (left, top, width, height in source pixels, already
+    mirrored when the sample is flipped; a tuple, so it stays on the host and slicing needs no device sync), `flips`, `jitter_order`/`jitter_factors` (when jitter is on),
     plus the masks and noise the processor would draw (`pretraining_kwargs`)."""
 
     def __init__(self, data, processor, augmentation: Augmentation, source_size: int, seed: int = 0,
@@ -55,7 +55,7 @@ class DeviceAugmentedImageDataset(SeededImageDataset):
         source = image.resize((side, side), Image.Resampling.BICUBIC)
         example = {
             "images": torch.from_numpy(np.asarray(source, dtype=np.uint8).copy()).permute(2, 0, 1),
-            "crop_boxes": torch.tensor(source_box(draw, size, side), dtype=torch.long),
+            "crop_boxes": source_box(draw, size, side),
             "flips": torch.tensor(draw.flip),
         }
         if draw.jitter_order:
@@ -131,7 +131,7 @@ class DeviceAugmentation:
     def __call__(self, batch: dict) -> dict:
         """Pops images, crop_boxes, flips and jitter_*; adds pixel_values (and codebook_pixel_values)."""
         images = batch.pop("images")
-        boxes = batch.pop("crop_boxes").tolist()  # one host read per batch, for the slice bounds
+        boxes = batch.pop("crop_boxes")  # host-side ints: no device sync for the slice bounds
         flips = batch.pop("flips")
         order, factors = batch.pop("jitter_order", None), batch.pop("jitter_factors", None)
         pixels = images.float()

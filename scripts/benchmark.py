@@ -401,7 +401,7 @@ def time_device_path(args, data, processor, augmentation, processor_kwargs, imag
     on_device = DeviceAugmentation.for_processor(processor, processor_kwargs)
     seconds = []
     for _ in range(args.warmup + args.repeats):
-        moved = {key: value.to(device) for key, value in batch.items()}
+        moved = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
         synchronize(device)
         start = time.perf_counter()
         on_device(moved)
