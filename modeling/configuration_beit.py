@@ -2,7 +2,7 @@
 method_spec §2)."""
 
 from .configuration_dvae import MimDvaeConfig
-from .configuration_vit import MimViTConfig
+from .configuration_vit import MimViTConfig, check_block_mask_fields
 
 # The tokenizer fields that fix the encoder's architecture (and so its state dict); training fields stay out.
 TOKENIZER_ARCHITECTURE_FIELDS = (
@@ -96,31 +96,7 @@ class MimBeitConfig(MimViTConfig):
             )
         if not self.use_mask_token:
             raise ValueError("use_mask_token must be True: BEiT replaces the masked patches by a learned mask token")
-        num_patches = self.num_patches
-        if isinstance(self.num_masking_patches, bool) or not isinstance(self.num_masking_patches, int) or not (
-            0 < self.num_masking_patches < num_patches
-        ):
-            raise ValueError(
-                f"num_masking_patches must be an integer in [1, {num_patches - 1}] (the "
-                f"{self.grid_size}x{self.grid_size} grid has {num_patches} patches and one must stay visible), "
-                f"got {self.num_masking_patches!r}"
-            )
-        if not self.min_num_patches >= 1:
-            raise ValueError(
-                f"min_num_patches must be >= 1 (smallest block area to aim for), got {self.min_num_patches!r}"
-            )
-        if self.max_num_patches is not None and not self.max_num_patches >= 1:
-            raise ValueError(
-                f"max_num_patches must be >= 1, or None for num_masking_patches, got {self.max_num_patches!r}"
-            )
-        if not self.min_aspect > 0:
-            raise ValueError(
-                f"min_aspect must be > 0 (block height/width ratio; BEiT uses 0.3), got {self.min_aspect!r}"
-            )
-        if self.max_aspect is not None and not self.max_aspect >= self.min_aspect:
-            raise ValueError(
-                f"max_aspect must be >= min_aspect={self.min_aspect}, or None for 1/min_aspect, got {self.max_aspect!r}"
-            )
+        check_block_mask_fields(self, "BEiT")
         if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
             raise ValueError(f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
         if tokenizer.vocab_size != self.vocab_size:

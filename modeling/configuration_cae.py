@@ -1,7 +1,7 @@
 """CAE configuration: defaults are the canonical ViT-B/16 checkpoint of lxtGH/CAE (800 epochs, method_spec §5)."""
 
 from .configuration_dvae import MimDvaeConfig
-from .configuration_vit import MimViTConfig, check_choice, check_divisible
+from .configuration_vit import MimViTConfig, check_block_mask_fields, check_choice, check_divisible
 
 MASK_MODES = ("block", "random")
 DECODER_TARGETS = ("tokens", "pixels")
@@ -124,16 +124,7 @@ class MimCaeConfig(MimViTConfig):
             raise ValueError("train_position_embeddings must be False: CAE keeps its sin-cos table fixed")
         check_choice("mask_mode", self.mask_mode, MASK_MODES)
         check_choice("decoder_target", self.decoder_target, DECODER_TARGETS)
-        num_patches = self.num_patches
-        if not isinstance(self.num_masking_patches, int) or not 0 < self.num_masking_patches < num_patches:
-            raise ValueError(
-                f"num_masking_patches must be an integer in [1, {num_patches - 1}] (the grid has {num_patches} "
-                f"patches and at least one must stay visible), got {self.num_masking_patches!r}"
-            )
-        if not isinstance(self.min_num_patches, int) or self.min_num_patches < 1:
-            raise ValueError(f"min_num_patches must be an integer >= 1, got {self.min_num_patches!r}")
-        if self.max_num_patches is not None and self.max_num_patches < 1:
-            raise ValueError(f"max_num_patches must be >= 1 or None, got {self.max_num_patches!r}")
+        check_block_mask_fields(self, "CAE")
         for name in ("regressor_num_hidden_layers", "decoder_num_hidden_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -1,7 +1,7 @@
 """MaskFeat configuration: defaults are the official ViT-B/16 image pretraining config (facebookresearch/SlowFast
 `in1k_VIT_B_MaskFeat_PT.yaml`, method_spec §4)."""
 
-from .configuration_vit import MimViTConfig, check_divisible
+from .configuration_vit import MimViTConfig, check_block_mask_fields, check_divisible
 
 
 class MimMaskFeatConfig(MimViTConfig):
@@ -78,31 +78,7 @@ class MimMaskFeatConfig(MimViTConfig):
             raise ValueError(
                 "use_mask_token must be True: MaskFeat replaces the masked patches by a learned mask token"
             )
-        num_patches = self.num_patches
-        if isinstance(self.num_masking_patches, bool) or not isinstance(self.num_masking_patches, int) or not (
-            0 < self.num_masking_patches < num_patches
-        ):
-            raise ValueError(
-                f"num_masking_patches must be an integer in [1, {num_patches - 1}] (the {self.grid_size}x"
-                f"{self.grid_size} grid has {num_patches} patches and one must stay visible), got "
-                f"{self.num_masking_patches!r}"
-            )
-        if not self.min_num_patches >= 1:
-            raise ValueError(
-                f"min_num_patches must be >= 1 (smallest block area to aim for), got {self.min_num_patches!r}"
-            )
-        if self.max_num_patches is not None and not self.max_num_patches >= 1:
-            raise ValueError(
-                f"max_num_patches must be >= 1, or None for num_masking_patches, got {self.max_num_patches!r}"
-            )
-        if not self.min_aspect > 0:
-            raise ValueError(
-                f"min_aspect must be > 0 (block height/width ratio; MaskFeat uses 0.3), got {self.min_aspect!r}"
-            )
-        if self.max_aspect is not None and not self.max_aspect >= self.min_aspect:
-            raise ValueError(
-                f"max_aspect must be >= min_aspect={self.min_aspect}, or None for 1/min_aspect, got {self.max_aspect!r}"
-            )
+        check_block_mask_fields(self, "MaskFeat")
         if isinstance(self.hog_nbins, bool) or not isinstance(self.hog_nbins, int) or self.hog_nbins < 1:
             raise ValueError(
                 f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {self.hog_nbins!r}"

@@ -110,3 +110,28 @@ def check_divisible(name: str, value: int, by_name: str, by: int) -> None:
 def check_ratio(name: str, value: float) -> None:
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")
+
+
+def check_block_mask_fields(config, method: str) -> None:
+    """The block-wise mask generator's fields (method_spec §0.5), shared by BEiT, MaskFeat and CAE: a masked count
+    that leaves a patch visible, block areas >= 1, and (where the config has them) aspect bounds."""
+    num_patches, count = config.num_patches, config.num_masking_patches
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < num_patches:
+        raise ValueError(
+            f"num_masking_patches must be an integer in [1, {num_patches - 1}] (the {config.grid_size}x"
+            f"{config.grid_size} grid has {num_patches} patches and one must stay visible), got {count!r}"
+        )
+    smallest = config.min_num_patches
+    if isinstance(smallest, bool) or not isinstance(smallest, int) or smallest < 1:
+        raise ValueError(f"min_num_patches must be an integer >= 1 (smallest block area to aim for), got {smallest!r}")
+    if config.max_num_patches is not None and not config.max_num_patches >= 1:
+        raise ValueError(
+            f"max_num_patches must be >= 1, or None for num_masking_patches, got {config.max_num_patches!r}"
+        )
+    min_aspect, max_aspect = getattr(config, "min_aspect", 0.3), getattr(config, "max_aspect", None)
+    if not min_aspect > 0:
+        raise ValueError(f"min_aspect must be > 0 (block height/width ratio; {method} uses 0.3), got {min_aspect!r}")
+    if max_aspect is not None and not max_aspect >= min_aspect:
+        raise ValueError(
+            f"max_aspect must be >= min_aspect={min_aspect}, or None for 1/min_aspect, got {max_aspect!r}"
+        )
