@@ -252,13 +252,13 @@ class SeededImageDataset(torch.utils.data.Dataset):
 
 def collate(examples: list[dict]) -> dict:
     """Stack the readable examples' tensors (other values become lists, which stay on the host when Accelerate
-    moves the batch); `num_skipped` says how many unreadable ones the batch lost."""
+    moves the batch); `num_skipped`, a host int for the same reason, says how many unreadable ones it lost."""
     kept = [e for e in examples if "skipped" not in e]
     batch = {}
     for key in kept[0] if kept else ():
         values = [e[key] for e in kept]
         batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    batch["num_skipped"] = torch.tensor(len(examples) - len(kept))
+    batch["num_skipped"] = len(examples) - len(kept)
     return batch
 
 

@@ -233,7 +233,8 @@ class TrainingLoop:
         self.progress_desc = progress_desc
         self.global_step, self.start_epoch, self.resume_batches = 0, 0, 0
         self.last_checkpoint: str | None = None
-        self.skipped_images = 0
+        self.skipped_images = 0  # over all processes, as of the last sync_skipped()
+        self.unsynced_skips = 0  # this process's, since then: counted on the host, summed only when logged or saved
         self.history: list[dict] = []
         accelerator.register_for_checkpointing(scheduler)
 
@@ -250,7 +251,17 @@ class TrainingLoop:
         logger.info("resumed from %s at update %d (epoch %d, batch %d)", checkpoint, self.global_step,
                     self.start_epoch, self.resume_batches)
 
+    def sync_skipped(self) -> None:
+        """Add every process's unreadable-image count to the total: one collective per log or checkpoint rather
+        than per step (all processes reach those at the same update)."""
+        new = int(self.accelerator.gather(torch.tensor([self.unsynced_skips], device=self.accelerator.device)).sum())
+        self.unsynced_skips = 0
+        if new:
+            self.skipped_images += new
+            logger.warning("%d unreadable images skipped so far", self.skipped_images)
+
     def checkpoint(self, epoch: int, batches_in_epoch: int) -> None:
+        self.sync_skipped()
         state = {"epoch": epoch, "batches_in_epoch": batches_in_epoch, "skipped_images": self.skipped_images}
         path = save_checkpoint(self.accelerator, self.output_dir, self.global_step, state, self.checkpoints_total_limit)
         self.last_checkpoint = str(path)
@@ -273,10 +284,7 @@ class TrainingLoop:
             self.model.train()
             for batch in batches:
                 batches_in_epoch += 1
-                skipped = int(accelerator.gather(batch.pop("num_skipped").to(accelerator.device).reshape(1)).sum())
-                self.skipped_images += skipped
-                if skipped:
-                    logger.warning("%d unreadable images skipped so far", self.skipped_images)
+                self.unsynced_skips += batch.pop("num_skipped")
                 with accelerator.accumulate(self.model):
                     loss, logs = self.forward(self.model, batch)
                     if self.guard.should_skip(accelerator.reduce(loss.detach(), "mean"), self.global_step,
@@ -298,6 +306,7 @@ class TrainingLoop:
                 if self.on_update is not None:
                     self.on_update(self.global_step)
                 if self.global_step % self.logging_steps == 0 or self.global_step == self.max_train_steps:
+                    self.sync_skipped()
                     mean_loss = accelerator.reduce(running / count, "mean").item()
                     record = {"step": self.global_step, "epoch": epoch, "loss": mean_loss,
                               "lr": self.scheduler.get_last_lr()[-1], "skipped_images": self.skipped_images,
@@ -314,6 +323,7 @@ class TrainingLoop:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch)
         progress.close()
+        self.sync_skipped()
         return self.history
 
     def write_log(self, record: dict) -> None:

@@ -123,6 +123,22 @@ def test_odd_and_broken_images_train_and_unreadable_ones_are_counted(tmp_path):
     assert summary["steps"] == 2
     assert summary["skipped_images"] == 4  # corrupt + truncated, in each of the 2 epochs
     assert (out / "model.safetensors").exists()
+    # counted on the host per step, summed into the log and the checkpoint: a resumed run keeps the count
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    logged = [json.loads(line)["skipped_images"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert logged == [2, 4]
+    resumed = tmp_path / "resumed"
+    pretrain.main(BASE + ["--train_dir", str(tmp_path / "odd"), "--max_train_steps", "1", "--checkpointing_steps", "1",
+                          "--per_device_train_batch_size", "9", "--output_dir", str(resumed)])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    summary = pretrain.main(BASE + ["--train_dir", str(tmp_path / "odd"), "--max_train_steps", "2",
+                                    "--per_device_train_batch_size", "9", "--output_dir", str(resumed),
+                                    "--resume_from_checkpoint", "latest"])
+    assert summary["skipped_images"] == 4
 
 
 def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, monkeypatch):

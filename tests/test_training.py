@@ -79,4 +79,4 @@ def test_samples_depend_only_on_seed_epoch_and_index():
     dataset.set_epoch(1)
     assert not torch.equal(first["noise"], dataset[3]["noise"])
     batch = collate([first, {"skipped": 1}, again])
-    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["num_skipped"].item() == 1
+    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["num_skipped"] == 1
