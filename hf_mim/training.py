@@ -178,12 +178,40 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class NonFiniteGuard:
-    """Stops a run on a NaN/Inf loss with a message, or skips up to `max_consecutive_skips` such steps."""
+    """Stops a run on a NaN/Inf loss with a message, or skips up to `max_consecutive_skips` such steps.
+
+    Skipping needs the verdict before the optimizer step, so it reads the loss every update (a device sync and a
+    collective). Stopping does not: with no skips allowed (the default), each update only ORs a flag on the device
+    (`note`) and `check` reads it before anything is logged or saved, so a bad update still never reaches a
+    checkpoint or the final weights."""
 
     def __init__(self, max_consecutive_skips: int = 0):
         self.max_consecutive_skips = max_consecutive_skips
         self.consecutive = 0
         self.total_skipped = 0
+        self.pending: torch.Tensor | None = None
+        self.checked_step = 0
+
+    @property
+    def defers(self) -> bool:
+        return self.max_consecutive_skips == 0
+
+    def note(self, loss: torch.Tensor) -> None:
+        bad = ~torch.isfinite(loss.detach()).all()
+        self.pending = bad if self.pending is None else self.pending | bad
+
+    def check(self, accelerator, step: int, last_checkpoint: str | None) -> None:
+        """Raise if any process saw a non-finite loss since the last check (all processes call this together)."""
+        if not self.defers:
+            return
+        flag = self.pending if self.pending is not None else torch.zeros((), dtype=torch.bool, device=accelerator.device)
+        bad = accelerator.reduce(flag.float().reshape(1), "sum").item() > 0
+        first_unchecked, self.checked_step, self.pending = self.checked_step + 1, step, None
+        if bad:
+            raise NonFiniteLossError(
+                f"loss became NaN/Inf between updates {first_unchecked} and {step}. "
+                + self.advice(last_checkpoint)
+            )
 
     def should_skip(self, loss: torch.Tensor, step: int, last_checkpoint: str | None) -> bool:
         if bool(torch.isfinite(loss.detach()).all()):
@@ -193,13 +221,19 @@ class NonFiniteGuard:
         self.total_skipped += 1
         if self.consecutive > self.max_consecutive_skips:
             raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {step} ({self.consecutive} non-finite in a row). Nothing was saved "
-                f"after the last good checkpoint ({last_checkpoint or 'none yet'}). Lower the learning rate, use "
-                "bf16 rather than fp16, check the data, or pass --max_nonfinite_skips N to skip such steps; resume "
-                "with --resume_from_checkpoint latest"
+                f"loss is {loss.item()} at step {step} ({self.consecutive} non-finite in a row). "
+                + self.advice(last_checkpoint)
             )
         logger.warning("non-finite loss at step %d: skipping this update (%d in a row)", step, self.consecutive)
         return True
+
+    @staticmethod
+    def advice(last_checkpoint: str | None) -> str:
+        return (
+            f"Nothing was saved after the last good checkpoint ({last_checkpoint or 'none yet'}). Lower the learning "
+            "rate, use bf16 rather than fp16, check the data, or pass --max_nonfinite_skips N to skip such steps; "
+            "resume with --resume_from_checkpoint latest"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -261,6 +295,7 @@ class TrainingLoop:
             logger.warning("%d unreadable images skipped so far", self.skipped_images)
 
     def checkpoint(self, epoch: int, batches_in_epoch: int) -> None:
+        self.guard.check(self.accelerator, self.global_step, self.last_checkpoint)
         self.sync_skipped()
         state = {"epoch": epoch, "batches_in_epoch": batches_in_epoch, "skipped_images": self.skipped_images}
         path = save_checkpoint(self.accelerator, self.output_dir, self.global_step, state, self.checkpoints_total_limit)
@@ -287,8 +322,10 @@ class TrainingLoop:
                 self.unsynced_skips += batch.pop("num_skipped")
                 with accelerator.accumulate(self.model):
                     loss, logs = self.forward(self.model, batch)
-                    if self.guard.should_skip(accelerator.reduce(loss.detach(), "mean"), self.global_step,
-                                              self.last_checkpoint):
+                    if self.guard.defers:
+                        self.guard.note(loss)
+                    elif self.guard.should_skip(accelerator.reduce(loss.detach(), "mean"), self.global_step,
+                                                self.last_checkpoint):
                         self.optimizer.zero_grad(set_to_none=True)
                         continue
                     accelerator.backward(loss)
@@ -306,6 +343,7 @@ class TrainingLoop:
                 if self.on_update is not None:
                     self.on_update(self.global_step)
                 if self.global_step % self.logging_steps == 0 or self.global_step == self.max_train_steps:
+                    self.guard.check(accelerator, self.global_step, self.last_checkpoint)
                     self.sync_skipped()
                     mean_loss = accelerator.reduce(running / count, "mean").item()
                     record = {"step": self.global_step, "epoch": epoch, "loss": mean_loss,
@@ -321,8 +359,10 @@ class TrainingLoop:
                 if self.global_step >= self.max_train_steps:
                     break
             if self.on_epoch_end is not None:
+                self.guard.check(accelerator, self.global_step, self.last_checkpoint)  # before any best-model save
                 self.on_epoch_end(epoch)
         progress.close()
+        self.guard.check(accelerator, self.global_step, self.last_checkpoint)
         self.sync_skipped()
         return self.history
 

@@ -165,6 +165,22 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, monkeypat
     assert not (out / "model.safetensors").exists()
 
 
+def test_deferred_guard_reports_the_update_range_only_when_checked():
+    from accelerate import Accelerator
+
+    from hf_mim.training import NonFiniteGuard, NonFiniteLossError
+
+    accelerator, guard = Accelerator(cpu=True), NonFiniteGuard(max_consecutive_skips=0)
+    for loss in (1.0, 2.0):
+        guard.note(torch.tensor(loss))
+    guard.check(accelerator, step=2, last_checkpoint=None)  # clean: no error, window moves on
+    for loss in (1.0, float("nan"), 3.0):  # a NaN in the middle of a window is not forgotten by later finite losses
+        guard.note(torch.tensor(loss))
+    with pytest.raises(NonFiniteLossError, match=r"between updates 3 and 5\. Nothing was saved after the last good "
+                                                 r"checkpoint \(ckpt/step_2\)"):
+        guard.check(accelerator, step=5, last_checkpoint="ckpt/step_2")
+
+
 def test_isolated_nan_losses_are_skipped_when_allowed(tmp_path, monkeypatch):
     from hf_mim.modeling.modeling_mae import MimMaeForPreTraining
 
