@@ -10,7 +10,7 @@ from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_da
 from hf_mim.modeling.configuration_mae import MimMaeConfig
 from hf_mim.modeling.image_processing_mae import MimMaeImageProcessor
 from hf_mim.modeling.modeling_mae import MimMaeForImageClassification
-from hf_mim.training import effective_learning_rate, lr_at, parameter_groups
+from hf_mim.training import build_optimizer, effective_learning_rate, lr_at, parameter_groups
 
 TINY = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
             intermediate_size=64, num_labels=5, train_position_embeddings=True)
@@ -30,6 +30,30 @@ def test_weight_decay_by_rank_and_layer_decay_by_block():
     assert by_name["vit.blocks.2.mlp.fc1.weight"]["lr_scale"] == 0.5**1
     assert by_name["head.weight"]["lr_scale"] == 1.0 and by_name["fc_norm.weight"]["lr_scale"] == 1.0
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_optimizer_built_before_prepare_is_fused_and_steps_like_plain_adamw():
+    """The scripts build AdamW while the model is still on the CPU; it must still take the fused kernel (it used
+    to check for CUDA at that moment and never did) and update as torch's reference AdamW, group by group."""
+    torch.manual_seed(0)
+    model = MimMaeForImageClassification(MimMaeConfig(**TINY))
+    reference = MimMaeForImageClassification(MimMaeConfig(**TINY))
+    reference.load_state_dict(model.state_dict())
+    fused = build_optimizer(model, lr=1e-2, weight_decay=0.05, layer_decay=0.5)
+    plain = build_optimizer(reference, lr=1e-2, weight_decay=0.05, layer_decay=0.5)
+    assert all(group["fused"] for group in fused.param_groups)
+    for group in plain.param_groups:
+        group["fused"] = False
+    pixels = torch.randn(4, 3, 32, 32)
+    # one step: later steps would compare chaos (the key bias's gradient is pure rounding noise, which Adam
+    # normalises to a full-size update, so a 1e-7 difference in the weights becomes 1e-5 there)
+    for net, optimizer in ((model, fused), (reference, plain)):
+        net(pixel_values=pixels, labels=torch.arange(4)).loss.backward()
+        optimizer.step()
+    for (name, ours), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5, msg=name)
+    assert not torch.equal(model.vit.blocks[0].mlp.fc1.weight, MimMaeForImageClassification(MimMaeConfig(**TINY))
+                           .vit.blocks[0].mlp.fc1.weight)
 
 
 def test_frozen_parameters_are_not_optimised():
