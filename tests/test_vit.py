@@ -76,7 +76,7 @@ def test_drop_path_keeps_expectation_and_is_identity_in_eval():
 
 
 def test_learned_bias_attention_matches_sdpa_in_values_and_every_gradient():
-    """The training path for a trainable relative position bias (baddbmm + softmax) against SDPA's own math."""
+    """The training path for a trainable relative position bias (bmm, broadcast bias, softmax, bmm) against SDPA."""
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 17, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
     bias = torch.randn(3, 17, 17, generator=g, dtype=torch.float64, requires_grad=True)
