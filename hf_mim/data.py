@@ -216,10 +216,13 @@ class SeededImageDataset(torch.utils.data.Dataset):
     `collate`."""
 
     def __init__(self, data: ImageDataset, processor, augmentation: Augmentation | None = None, seed: int = 0,
-                 processor_kwargs: dict | None = None, with_labels: bool = False):
+                 processor_kwargs: dict | None = None, with_labels: bool = False, rand_augment=None,
+                 random_erasing=None):
         self.data = data
         self.processor = processor
         self.augmentation = augmentation
+        self.rand_augment = rand_augment  # hf_mim.rand_augment.RandAugment, on the crop resized to the model size
+        self.random_erasing = random_erasing  # hf_mim.rand_augment.RandomErasing, on the normalised pixels
         self.seed = seed
         self.epoch = 0
         self.processor_kwargs = processor_kwargs or {}
@@ -241,10 +244,15 @@ class SeededImageDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         if self.augmentation is not None:
             image = self.augmentation(image, rng)
+        if self.rand_augment is not None:  # timm runs it after RandomResizedCrop, at the model's size
+            size = self.processor.size
+            image = self.rand_augment(image.resize((size["width"], size["height"]), Image.Resampling.BICUBIC), rng)
         features = self.processor(
             image, return_tensors="pt", mask_seed=int(rng.integers(2**31)), **self.processor_kwargs
         )
         example = {key: value[0] for key, value in features.items()}
+        if self.random_erasing is not None:
+            example["pixel_values"] = self.random_erasing(example["pixel_values"], rng)
         if self.with_labels:
             example["labels"] = torch.tensor(row[self.data.label_column], dtype=torch.long)
         return example

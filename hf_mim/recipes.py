@@ -33,6 +33,8 @@ class FinetuneRecipe:
     mixup: float = 0.8
     cutmix: float = 1.0
     label_smoothing: float = 0.1
+    rand_augment: str = "rand-m9-mstd0.5-inc1"  # timm's spec; colour jitter is then off, as in timm
+    random_erasing: float = 0.25
 
 
 PRETRAIN_RECIPES = {
@@ -48,7 +50,7 @@ FINETUNE_RECIPES = {
     "beit": FinetuneRecipe(4e-3, None, warmup_epochs=20),
     "simmim": FinetuneRecipe(1.25e-3, 512, warmup_epochs=20),
     "maskfeat": FinetuneRecipe(1e-3, 256, warmup_epochs=20),  # 8e-3 at batch 2048
-    "cae": FinetuneRecipe(8e-3, None, warmup_epochs=5),
+    "cae": FinetuneRecipe(8e-3, None, warmup_epochs=5, rand_augment=""),  # the official script's --aa default
 }
 
 # A ViT small enough to pretrain on 2 CPU cores in minutes: 32 px images, 4 px patches (64 tokens).

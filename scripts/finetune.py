@@ -6,8 +6,8 @@
 
 Loading a pretraining checkpoint applies the method's fine-tuning switches (`config.finetune_overrides`:
 e.g. trainable positions for MAE, per-layer relative position bias for BEiT) and the recipe of method_spec §7:
-layer-wise lr decay, drop path, mixup/cutmix, label smoothing, warmup + cosine. The best model on the
-evaluation split is what `--output_dir` holds.
+layer-wise lr decay, drop path, RandAugment, random erasing, mixup/cutmix, label smoothing, warmup + cosine. The
+best model on the evaluation split is what `--output_dir` holds.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from transformers import AutoConfig
 import hf_mim
 from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
+from hf_mim.rand_augment import RandomErasing, parse_rand_augment
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.metrics import load_metric
 from hf_mim.recipes import FINETUNE_RECIPES
@@ -63,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label_smoothing", type=float, default=None)
     p.add_argument("--crop_scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (0.08 1 in the recipes; milder for short runs on small images)")
+    p.add_argument("--rand_augment", default=None,
+                   help='timm RandAugment spec, e.g. "rand-m9-mstd0.5-inc1"; "none" = off (default: the recipe\'s)')
+    p.add_argument("--random_erasing", type=float, default=None,
+                   help="probability of erasing one random box (0.25 in the recipes; 0 = off)")
     p.add_argument("--max_grad_norm", type=float, default=0.0)
     p.add_argument("--num_train_epochs", type=int, default=10)
     p.add_argument("--max_train_steps", type=int, default=None)
@@ -72,6 +77,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
+    if args.random_erasing is not None and not 0 <= args.random_erasing <= 1:
+        p.error(f"--random_erasing {args.random_erasing}: need a probability in [0, 1]")
+    try:
+        parse_rand_augment(args.rand_augment)
+    except ValueError as error:
+        p.error(f"--rand_augment: {error}")
     low, high = args.crop_scale
     if not 0 < low <= high <= 1:
         p.error(f"--crop_scale {low} {high}: need 0 < MIN <= MAX <= 1 (fractions of the image area), e.g. 0.08 1")
@@ -126,8 +137,14 @@ def main(argv=None) -> dict:
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     processor = method.image_processor_class.for_model_config(model.config)
+    rand_augment = parse_rand_augment(recipe.rand_augment if args.rand_augment is None else args.rand_augment,
+                                      processor.image_mean)
+    erasing = recipe.random_erasing if args.random_erasing is None else args.random_erasing
     train_set = SeededImageDataset(train, processor, Augmentation(crop_scale=tuple(args.crop_scale)), seed=args.seed,
-                                   with_labels=True)
+                                   with_labels=True, rand_augment=rand_augment,
+                                   random_erasing=RandomErasing(erasing) if erasing > 0 else None)
+    logger.info("augmentation: crop scale %s, RandAugment %s, random erasing %.2f", tuple(args.crop_scale),
+                rand_augment, erasing)
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate,
         num_workers=args.dataloader_num_workers, drop_last=len(train_set) > args.per_device_train_batch_size,

@@ -65,7 +65,8 @@ def test_every_flag_on_image_folders_from_scratch(tmp_path, pretrained, monkeypa
         "--train_dir", str(train), "--validation_dir", str(val), "--image_column", "image", "--label_column", "label",
         "--output_dir", str(out), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
         "--gradient_accumulation_steps", "2", "--learning_rate", "2e-3", "--min_learning_rate", "1e-6",
-        "--crop_scale", "0.5", "1", "--gradient_checkpointing",
+        "--crop_scale", "0.5", "1", "--gradient_checkpointing", "--rand_augment", "rand-m7-mstd0.5-inc1-n3",
+        "--random_erasing", "0.5",
         "--layer_decay", "0.75", "--weight_decay", "0.01", "--drop_path_rate", "0.05", "--mixup", "0.2",
         "--cutmix", "0.5", "--label_smoothing", "0.1", "--max_grad_norm", "1.0", "--num_train_epochs", "2",
         "--warmup_epochs", "1", "--seed", "1", "--mixed_precision", "no", "--dataloader_num_workers", "0",
@@ -104,6 +105,9 @@ def test_resume_and_explicit_splits(tmp_path, pretrained):
 @pytest.mark.parametrize("flags, message", [
     (["--crop_scale", "0.9", "0.5"], "need 0 < MIN <= MAX <= 1"),
     (["--crop_scale", "0", "1"], "need 0 < MIN <= MAX <= 1"),
+    (["--rand_augment", "auto-m9"], "must start with 'rand-'"),
+    (["--rand_augment", "rand-m9-q3"], "cannot read 'q3'"),
+    (["--random_erasing", "1.5"], "need a probability in [0, 1]"),
     (["--learning_rate", "1e-3", "--base_learning_rate", "1e-3"], "not allowed with argument"),
 ])
 def test_bad_recipe_flags_stop_before_any_work(flags, message, capsys):
