@@ -16,7 +16,7 @@ from transformers.utils import ModelOutput, logging
 from .beit_init import init_relative_bias_and_layer_scale, residual_depth_scale
 from .configuration_beit import TOKENIZER_ARCHITECTURE_FIELDS, MimBeitConfig
 from .losses import masked_token_cross_entropy
-from .modeling_dvae import DvaeConv2d, DvaeEncoder
+from .modeling_dvae import DvaeConv2d, DvaeEncoder, check_map_pixels_range
 from .relative_bias_loading import init_per_layer_tables_from_checkpoint
 from .remote_code import RemoteCodeMixin
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
@@ -199,13 +199,7 @@ class MimBeitForPreTraining(MimBeitPreTrainedModel):
                 f"codebook_pixel_values must be (batch, {self.config.num_channels}, {self.config.codebook_image_size}, "
                 f"{self.config.codebook_image_size}), got {tuple(codebook_pixel_values.shape)}"
             )
-        low, high = torch.aminmax(codebook_pixel_values.detach().float())
-        if low < 0 or high > 1:
-            raise ValueError(
-                f"codebook_pixel_values range [{low.item():.3f}, {high.item():.3f}] is outside [0, 1]: the tokenizer "
-                "reads map_pixels(x) of the un-normalised image x in [0, 1] (the processor's return_codebook_pixels "
-                "view), never the ImageNet-normalised pixel_values"
-            )
+        check_map_pixels_range(codebook_pixel_values, "codebook_pixel_values", owner=self)
         with torch.autocast(device_type=codebook_pixel_values.device.type, enabled=False):
             logits = self.tokenizer(codebook_pixel_values.float())
         return logits.argmax(dim=1).flatten(1)

@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 from .configuration_cae import MimCaeConfig
 from .losses import masked_token_cross_entropy, normalize_patch_targets
 from .masking import split_by_mask
-from .modeling_dvae import DvaeConv2d, DvaeEncoder
+from .modeling_dvae import DvaeConv2d, DvaeEncoder, check_map_pixels_range
 from .remote_code import RemoteCodeMixin
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
 from .vit import (
@@ -413,13 +413,7 @@ class MimCaeForPreTraining(MimCaePreTrainedModel):
                 f"codebook_pixel_values must be (batch, {self.config.num_channels}, {self.config.codebook_image_size}, "
                 f"{self.config.codebook_image_size}), got {tuple(codebook_pixel_values.shape)}"
             )
-        low, high = torch.aminmax(codebook_pixel_values.detach().float())
-        if low < 0 or high > 1:
-            raise ValueError(
-                f"codebook_pixel_values range [{low.item():.3f}, {high.item():.3f}] is outside [0, 1]: the tokenizer "
-                "reads map_pixels(x) of the un-normalised image (the processor's return_codebook_pixels view), never "
-                "the ImageNet-normalised pixel_values"
-            )
+        check_map_pixels_range(codebook_pixel_values, "codebook_pixel_values", owner=self)
         with torch.autocast(device_type=codebook_pixel_values.device.type, enabled=False):
             logits = self.tokenizer(codebook_pixel_values.float())
         return logits.argmax(dim=1).flatten(1)

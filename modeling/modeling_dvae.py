@@ -254,6 +254,26 @@ class MimDvaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
             init.zeros_(module.b)
 
 
+def check_map_pixels_range(pixel_values: torch.Tensor, name: str, owner: nn.Module) -> None:
+    """Raise if a tokenizer input leaves [0, 1], the sign of an ImageNet-normalised view passed by mistake.
+
+    Reading the range back is a host sync. On the CPU it costs nothing and runs on every call; on an accelerator
+    it runs until `owner` has seen one good batch (the mistake is in the wiring, so the first batch shows it),
+    leaving the training step free of syncs. Skipped while torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return
+    if pixel_values.device.type != "cpu" and getattr(owner, "_map_pixels_range_checked", False):
+        return
+    low, high = torch.aminmax(pixel_values.detach().float())
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"{name} range [{low.item():.3f}, {high.item():.3f}] is outside [0, 1]: the tokenizer reads map_pixels(x) "
+            "of an un-normalised image x in [0, 1] (the processor's return_codebook_pixels view), never the "
+            "ImageNet-normalised pixel_values"
+        )
+    owner._map_pixels_range_checked = True
+
+
 class MimDvaeModel(MimDvaePreTrainedModel):
     """Encoder (image -> code logits) + decoder (codes -> logit-Laplace image parameters).
 
@@ -287,12 +307,7 @@ class MimDvaeModel(MimDvaePreTrainedModel):
         factor = self.config.downsample_factor
         if height % factor or width % factor:
             raise ValueError(f"pixel_values height and width ({height}, {width}) must be multiples of {factor}")
-        low, high = torch.aminmax(pixel_values.detach())
-        if low < 0 or high > 1:
-            raise ValueError(
-                f"pixel_values range [{low.item():.3f}, {high.item():.3f}] is outside [0, 1]: the tokenizer expects "
-                "map_pixels(x) of an un-normalised image x in [0, 1], never an ImageNet-normalised view"
-            )
+        check_map_pixels_range(pixel_values, "pixel_values", owner=self)
 
     def get_codebook_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) map_pixels'd image -> (B, vocab, H/f, W/f) fp32 logits.

@@ -162,6 +162,15 @@ def test_bad_inputs_are_refused_clearly(tiny_model, bad, match):
         tiny_model.get_codebook_indices(bad)
 
 
+def test_range_check_on_the_cpu_runs_on_every_call(tiny_model):
+    """On an accelerator the [0, 1] check stops after the first good batch (it is a host sync); on the CPU it is
+    free and must keep catching a bad batch that follows good ones."""
+    tiny_model.get_codebook_indices(map_pixels(torch.rand(1, 3, 32, 32)))
+    assert tiny_model._map_pixels_range_checked
+    with pytest.raises(ValueError, match=r"pixel_values range \[-.*is outside \[0, 1\]"):
+        tiny_model.get_codebook_indices(torch.randn(1, 3, 32, 32) * 2)
+
+
 def test_map_unmap_round_trip():
     x = torch.rand(2, 3, 8, 8)
     mapped = map_pixels(x)
