@@ -307,12 +307,12 @@ def split_by_mask(
         )
     batch, length, dim = tokens.shape
     mask = bool_masked_pos.to(device=tokens.device, dtype=torch.bool)
-    counts = mask.sum(dim=1)
-    num_masked = int(counts[0]) if batch else 0
-    if batch and not bool((counts == num_masked).all()):
+    counts = mask.sum(dim=1).tolist()  # the one host read: the count sets the shapes below
+    num_masked = counts[0] if batch else 0
+    if any(count != num_masked for count in counts):
         raise ValueError(
             "every image in the batch must have the same number of masked patches; use exact=True "
-            f"(block masks) or random masks; got counts {sorted(set(counts.tolist()))}"
+            f"(block masks) or random masks; got counts {sorted(set(counts))}"
         )
     order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
     ids_visible, ids_masked = order[:, : length - num_masked], order[:, length - num_masked :]
