@@ -300,6 +300,21 @@ def resize_position_tables(state_dict: dict[str, torch.Tensor], new_grid: int) -
             state_dict[key] = resize_relative_position_table(table, (new_grid, new_grid))
 
 
+def recompute_fixed_position_tables(model: torch.nn.Module) -> list[str]:
+    """After a resize, give every frozen sin-cos table (`pos_embed` that takes no gradient, e.g. MAE's encoder in
+    pretraining and its decoder, CAE's encoder) the exact table of the new grid: it is a function of the grid, and
+    the bicubic resample of `resize_position_tables` is only close to it. Learned tables keep the resample, as
+    the official fine-tuning code does. Returns the names rewritten."""
+    rewritten = []
+    for name, module in model.named_modules():
+        table = getattr(module, "pos_embed", None)
+        if isinstance(table, torch.nn.Parameter) and not table.requires_grad and hasattr(module, "position_table"):
+            with torch.no_grad():
+                table.copy_(module.position_table().to(table.dtype))
+            rewritten.append(f"{name}.pos_embed" if name else "pos_embed")
+    return rewritten
+
+
 def vit_config_from_converted(state_dict: dict[str, torch.Tensor], num_heads: int | None = None,
                               default_position_embedding: str = "learned") -> dict:
     """Backbone config fields read off a state dict already in our key names, so one reader serves every source.

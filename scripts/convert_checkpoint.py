@@ -35,7 +35,7 @@ import hf_mim
 from hf_mim.convert import (BEIT_UNILM, CAE_MMPRETRAIN, CAE_OFFICIAL, HF_BEIT, HF_VIT_MAE, HF_VIT_MIM, MAE_OFFICIAL,
                             MASKFEAT_MMPRETRAIN, MASKFEAT_SLOWFAST, SIMMIM_OFFICIAL, KeyMap, convert_state_dict,
                             dropped_keys, key_groups, load_converted, mae_config_from_official, read_state_dict,
-                            resize_position_tables, vit_config_from_converted)
+                            recompute_fixed_position_tables, resize_position_tables, vit_config_from_converted)
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.modeling.relative_bias_loading import SHARED_TABLE_KEY, per_layer_tables_from_shared
 
@@ -281,6 +281,9 @@ def main(argv=None) -> dict:
     with no_init_weights():  # every weight is loaded below
         model = model_class(config)
     load_converted(model, {k: v for k, v in converted.items() if k not in left_out})
+    if resized:
+        for name in recompute_fixed_position_tables(model):
+            logger.info("%s: fixed sin-cos table recomputed for %d px (not resampled)", name, args.image_size)
     # the source's own model runs at its own size only
     difference = source.check(args, model) if source.check and not resized else None
     if difference is not None:

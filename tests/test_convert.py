@@ -64,6 +64,31 @@ def test_official_mae_finetuned_checkpoint_becomes_a_classifier_at_another_resol
     assert model(pixel_values=torch.randn(1, 3, 48, 48)).logits.shape == (1, 7)
 
 
+def test_resizing_recomputes_frozen_sincos_tables_and_resamples_learned_ones(tmp_path):
+    from transformers import AutoModelForImageClassification, AutoModelForPreTraining
+
+    from hf_mim.modeling.vit import resize_position_table, sincos_position_table
+
+    sd = official_mae_state_dict()  # width 32, decoder 16, grid 8
+    sd["pos_embed"] = sincos_position_table(8, 8, 32).unsqueeze(0)
+    sd["decoder_pos_embed"] = sincos_position_table(8, 8, 16).unsqueeze(0)
+    torch.save({"model": sd}, tmp_path / "pt.pth")
+    convert.main(["--from", "mae-official", "--checkpoint", str(tmp_path / "pt.pth"), "--output_dir", str(tmp_path / "pt"),
+                  "--num_attention_heads", "4", "--image_size", "48"])
+    model = AutoModelForPreTraining.from_pretrained(tmp_path / "pt")
+    exact = sincos_position_table(12, 12, 32).unsqueeze(0)
+    assert torch.equal(model.vit.pos_embed, exact)
+    assert torch.equal(model.decoder.pos_embed, sincos_position_table(12, 12, 16).unsqueeze(0))
+    assert (resize_position_table(sd["pos_embed"], (12, 12)) - exact).abs().max() > 1e-3  # the resample is not it
+
+    learned = official_mae_state_dict(finetuned=True)
+    torch.save({"model": learned}, tmp_path / "ft.pth")
+    convert.main(["--from", "mae-official", "--checkpoint", str(tmp_path / "ft.pth"), "--output_dir", str(tmp_path / "ft"),
+                  "--num_attention_heads", "4", "--image_size", "48"])
+    classifier = AutoModelForImageClassification.from_pretrained(tmp_path / "ft")
+    torch.testing.assert_close(classifier.vit.pos_embed, resize_position_table(learned["pos_embed"], (12, 12)))
+
+
 def test_official_mae_encoder_only_checkpoint_becomes_the_encoder(tmp_path):
     """The published `mae_pretrain_vit_*.pth` files hold the encoder without the decoder."""
     sd = {k: v for k, v in official_mae_state_dict().items() if not k.startswith("decoder_") and k != "mask_token"}
