@@ -7,6 +7,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from transformers.image_processing_backends import PilBackend
+
+import hf_mim
 
 from hf_mim.modeling.image_processing_cae import MimCaeImageProcessor
 from hf_mim.modeling.image_processing_mae import MimMaeImageProcessor
@@ -51,3 +54,48 @@ def test_mae_processor_noise_is_seeded_and_in_unit_interval(image, grid, seed):
     second = processor(image, return_noise=True, mask_seed=seed, return_tensors="np")["noise"]
     assert first.shape == (1, grid * grid) and np.array_equal(first, second)
     assert ((first >= 0) & (first < 1)).all()
+
+
+def plain_pil_backend(processor_class):
+    """The same processor without our two fast paths: transformers' own PIL-backend resize and normalize."""
+    return type(f"Plain{processor_class.__name__}", (processor_class,),
+                {"resize": PilBackend.resize, "normalize": PilBackend.normalize})
+
+
+pixel_arrays = st.tuples(
+    st.sampled_from([(16, 16), (16, 24), (7, 5), (40, 33), (8, 8)]),
+    st.sampled_from(["uint8 RGB", "uint8 RGBA", "float RGB", "PIL RGB", "PIL L", "PIL RGBA"]),
+    st.integers(0, 2**31 - 1),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=pixel_arrays, method=st.sampled_from(["mae", "beit", "simmim", "maskfeat", "cae"]))
+def test_fast_paths_give_the_pil_backends_exact_pixels(case, method):
+    """Skipping the same-size PIL round trip and normalising a contiguous copy must not change one bit, for
+    images that need a resize and ones that do not, uint8 and float, every method's processor and extra view."""
+    (height, width), kind, seed = case
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "L": 1, "RGBA": 4}[kind.split()[1]]
+    pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    if kind.startswith("float"):
+        image = rng.random((height, width, 3), dtype=np.float32)  # off the k/255 grid: PIL would requantise it
+    elif kind.startswith("PIL"):
+        image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+    else:
+        image = pixels
+    processor_class = hf_mim.get_method(method).image_processor_class
+    settings_ = {"size": {"height": 16, "width": 16}, "patch_size": 4}
+    if method == "beit":
+        settings_ |= {"codebook_image_size": 8, "num_masking_patches": 4, "min_num_patches": 2}
+    if method in ("cae", "maskfeat"):
+        settings_ |= {"num_masking_patches": 4, "min_num_patches": 2}
+    if method == "simmim":
+        settings_ |= {"mask_patch_size": 8}
+    fast, plain = processor_class(**settings_), plain_pil_backend(processor_class)(**settings_)
+    kwargs = fast.pretraining_kwargs()
+    ours = fast(image, return_tensors="np", mask_seed=seed, **kwargs)
+    reference = plain(image, return_tensors="np", mask_seed=seed, **kwargs)
+    assert sorted(ours) == sorted(reference)
+    for key in reference:
+        assert ours[key].dtype == reference[key].dtype and np.array_equal(ours[key], reference[key]), key
