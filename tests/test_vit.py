@@ -104,3 +104,27 @@ def test_attention_takes_the_learned_bias_path_only_when_the_bias_needs_a_gradie
     attn.relative_position_bias_table.requires_grad_(False)
     attn(x)
     assert len(calls) == 1
+
+
+def test_learned_bias_stays_on_sdpa_where_a_fused_kernel_returns_its_gradient(monkeypatch):
+    """On CUDA the trainable bias goes to SDPA (memory-efficient kernel with a bias gradient); elsewhere to the
+    bmm path. Simulated on CPU by claiming the fused gradient: SDPA then runs, with the same values and grads."""
+    import hf_mim.modeling.vit as vit
+
+    assert vit.sdpa_returns_bias_gradient(torch.device("cuda"))
+    assert not vit.sdpa_returns_bias_gradient(torch.device("cpu"))
+    torch.manual_seed(0)
+    attn = Attention(16, 2, qkv_bias="qv", relative_grid_size=2)
+    with torch.no_grad():
+        attn.relative_position_bias_table.normal_()
+    x = torch.randn(2, 5, 16)
+    bmm_out = attn(x)
+    bmm_grad, = torch.autograd.grad(bmm_out.square().sum(), attn.relative_position_bias_table)
+    calls = []
+    monkeypatch.setattr(vit, "sdpa_returns_bias_gradient", lambda device: True)
+    monkeypatch.setattr(vit, "attention_with_learned_bias", lambda *a: calls.append(1))
+    sdpa_out = attn(x)
+    sdpa_grad, = torch.autograd.grad(sdpa_out.square().sum(), attn.relative_position_bias_table)
+    assert calls == []
+    torch.testing.assert_close(sdpa_out, bmm_out, rtol=0, atol=1e-5)
+    torch.testing.assert_close(sdpa_grad, bmm_grad, rtol=0, atol=1e-4)
