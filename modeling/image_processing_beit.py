@@ -86,6 +86,9 @@ class MimBeitImageProcessor(MimImageProcessor):
             self.min_aspect, self.max_aspect, exact=False, rng=rng,
         )
 
+    def extra_views_need_source(self, return_codebook_pixels=False, **kwargs) -> bool:
+        return bool(return_codebook_pixels)
+
     def extra_views(self, images, rng: random.Random | None = None, return_codebook_pixels=False,
                     codebook_image_size=None, do_rescale=True, rescale_factor=1 / 255, **kwargs) -> dict:
         """The tokenizer view of each input image (channels-first arrays, before any resize)."""

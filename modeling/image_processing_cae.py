@@ -85,6 +85,9 @@ class MimCaeImageProcessor(MimImageProcessor):
             height, width, self.num_masking_patches, self.min_num_patches, self.max_num_patches, exact=True, rng=rng
         )
 
+    def extra_views_need_source(self, return_codebook_pixels=False, **kwargs) -> bool:
+        return bool(return_codebook_pixels)
+
     def extra_views(self, images, rng: random.Random | None = None, return_codebook_pixels=False, do_rescale=True,
                     rescale_factor=1 / 255, **kwargs) -> dict:
         """The tokenizer's view: each (C, H, W) image resized with LANCZOS, rescaled to [0, 1] as the main view is,

@@ -57,23 +57,25 @@ def test_mae_processor_noise_is_seeded_and_in_unit_interval(image, grid, seed):
 
 
 def plain_pil_backend(processor_class):
-    """The same processor without our two fast paths: transformers' own PIL-backend resize and normalize."""
-    return type(f"Plain{processor_class.__name__}", (processor_class,),
-                {"resize": PilBackend.resize, "normalize": PilBackend.normalize})
+    """The same processor without our shortcuts: transformers' own PIL-backend image preparation, resize and
+    normalize."""
+    return type(f"Plain{processor_class.__name__}", (processor_class,), {
+        "process_image": PilBackend.process_image, "resize": PilBackend.resize, "normalize": PilBackend.normalize})
 
 
 pixel_arrays = st.tuples(
     st.sampled_from([(16, 16), (16, 24), (7, 5), (40, 33), (8, 8)]),
-    st.sampled_from(["uint8 RGB", "uint8 RGBA", "float RGB", "PIL RGB", "PIL L", "PIL RGBA"]),
+    st.sampled_from(["uint8 RGB", "uint8 RGBA", "float RGB", "PIL RGB", "PIL L", "PIL RGBA", "PIL RGB keyed"]),
     st.integers(0, 2**31 - 1),
 )
 
 
 @settings(max_examples=40, deadline=None)
-@given(case=pixel_arrays, method=st.sampled_from(["mae", "beit", "simmim", "maskfeat", "cae"]))
-def test_fast_paths_give_the_pil_backends_exact_pixels(case, method):
-    """Skipping the same-size PIL round trip and normalising a contiguous copy must not change one bit, for
-    images that need a resize and ones that do not, uint8 and float, every method's processor and extra view."""
+@given(case=pixel_arrays, method=st.sampled_from(["mae", "beit", "simmim", "maskfeat", "cae"]), pretraining=st.booleans())
+def test_fast_paths_give_the_pil_backends_exact_pixels(case, method, pretraining):
+    """Resizing RGB PIL images before they become arrays, skipping the same-size PIL round trip and normalising a
+    contiguous copy must not change one bit: images that need a resize and ones that do not, uint8, float and
+    PIL, every method's processor and extra view, in pretraining and at inference."""
     (height, width), kind, seed = case
     rng = np.random.default_rng(seed)
     channels = {"RGB": 3, "L": 1, "RGBA": 4}[kind.split()[1]]
@@ -82,6 +84,8 @@ def test_fast_paths_give_the_pil_backends_exact_pixels(case, method):
         image = rng.random((height, width, 3), dtype=np.float32)  # off the k/255 grid: PIL would requantise it
     elif kind.startswith("PIL"):
         image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+        if kind.endswith("keyed"):  # a transparency colour: the backend composites it onto white
+            image.info["transparency"] = tuple(int(c) for c in pixels[0, 0])
     else:
         image = pixels
     processor_class = hf_mim.get_method(method).image_processor_class
@@ -93,7 +97,7 @@ def test_fast_paths_give_the_pil_backends_exact_pixels(case, method):
     if method == "simmim":
         settings_ |= {"mask_patch_size": 8}
     fast, plain = processor_class(**settings_), plain_pil_backend(processor_class)(**settings_)
-    kwargs = fast.pretraining_kwargs()
+    kwargs = fast.pretraining_kwargs() if pretraining else {}
     ours = fast(image, return_tensors="np", mask_seed=seed, **kwargs)
     reference = plain(image, return_tensors="np", mask_seed=seed, **kwargs)
     assert sorted(ours) == sorted(reference)
