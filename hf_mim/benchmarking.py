@@ -136,6 +136,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def plain_pil_backend(processor_class):
+    """The same image processor without hf-mim's shortcuts (transformers' own PIL-backend image preparation,
+    resize and normalize): the input pipeline's peer, and the reference its pixels must equal bit for bit."""
+    from transformers.image_processing_backends import PilBackend
+
+    return type(f"Plain{processor_class.__name__}", (processor_class,), {
+        "process_image": PilBackend.process_image, "resize": PilBackend.resize, "normalize": PilBackend.normalize})
+
+
 def round_robin(fns: dict[str, Callable[[], object]], warmup: int, repeats: int, device: torch.device,
                 cpu_times: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Run every function `warmup` times, then `repeats` timed rounds, the order reversed every other round

@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -44,6 +45,7 @@ from hf_mim.benchmarking import (
     our_config,
     paired_ratio,
     parse_custom_size,
+    plain_pil_backend,
     round_robin,
     summarize,
     synchronize,
@@ -271,7 +273,8 @@ def run_models(args, device) -> list[dict]:
 
 def run_data(args) -> list[dict]:
     """Images/s of one loader worker (torch threads = 1, as DataLoader workers run): the whole
-    `SeededImageDataset.__getitem__`, and the time per image of each stage."""
+    `SeededImageDataset.__getitem__`, paired round by round with the same pipeline on transformers' plain PIL
+    backend (the processors' shortcuts are the only difference), and the time per image of each stage."""
     import numpy as np
 
     from hf_mim.data import Augmentation, SeededImageDataset, decode_image, load_image_dataset
@@ -295,15 +298,21 @@ def run_data(args) -> list[dict]:
                 augmentation = Augmentation(crop_scale=recipe.crop_scale, color_jitter=recipe.color_jitter)
                 kwargs = processor.pretraining_kwargs()
                 dataset = SeededImageDataset(data, processor, augmentation, seed=args.seed, processor_kwargs=kwargs)
+                plain_processor = plain_pil_backend(type(processor)).for_model_config(config)
+                plain = SeededImageDataset(data, plain_processor, augmentation, seed=args.seed, processor_kwargs=kwargs)
                 count = min(args.data_samples, len(dataset))
-                for i in range(min(args.warmup, count)):
-                    dataset[i]
-                rates = []
-                for r in range(args.repeats):
-                    start = time.perf_counter()
-                    for i in range(count):
-                        dataset[(r * count + i) % len(dataset)]
-                    rates.append(count / (time.perf_counter() - start))
+                next_index = {"ours": 0, "plain": 0}
+
+                def full_pass(side, side_dataset):
+                    """`count` samples, continuing where this side's previous pass stopped (both see the same)."""
+                    start, next_index[side] = next_index[side], next_index[side] + count
+                    for i in range(start, start + count):
+                        side_dataset[i % len(side_dataset)]
+
+                pass_seconds = round_robin({"ours": partial(full_pass, "ours", dataset),
+                                       "plain": partial(full_pass, "plain", plain)},
+                                      min(args.warmup, 1), args.repeats, torch.device("cpu"))
+                rates = [count / t for t in pass_seconds["ours"]]
                 stages = {"fetch": 0.0, "decode": 0.0, "augment": 0.0, "processor": 0.0}
                 for i in range(count):
                     t0 = time.perf_counter()
@@ -325,6 +334,8 @@ def run_data(args) -> list[dict]:
                     "samples_per_round": count, "outputs": outputs,
                     "images_per_s": {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
                                      "per_round": rates},
+                    "plain_backend_images_per_s": statistics.median(count / t for t in pass_seconds["plain"]),
+                    "vs_plain_backend": paired_ratio(pass_seconds["ours"], pass_seconds["plain"]),
                     "stage_us_per_image": {k: v / count * 1e6 for k, v in stages.items()},
                     "device_path": device_path,
                 })
@@ -413,12 +424,15 @@ def time_device_path(args, data, processor, augmentation, processor_kwargs, imag
 
 
 def markdown_data(results) -> str:
-    lines = ["| method | image | img/s per worker (min–max) | fetch µs | decode µs | augment µs | processor µs | "
-             "outputs | --augment_on_device: img/s per worker | device µs/img |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | image | img/s per worker (min–max) | paired ratio vs transformers' PIL backend (min–max) | "
+             "fetch µs | decode µs | augment µs | processor µs | outputs | --augment_on_device: img/s per worker | "
+             "device µs/img |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s, st, dp = r["images_per_s"], r["stage_us_per_image"], r["device_path"]
+        vs = r["vs_plain_backend"]
         lines.append(f"| {r['method']} | {r['image_size']} | {s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f}) | "
+                     f"{vs['median']:.2f} ({vs['min']:.2f}–{vs['max']:.2f}) | "
                      f"{st['fetch']:.0f} | {st['decode']:.0f} | {st['augment']:.0f} | {st['processor']:.0f} | "
                      f"{', '.join(r['outputs'])} | {dp['loader_images_per_s']:.1f} (source {dp['source_size']} px) | "
                      f"{dp['device_us_per_image']:.0f} ({dp['device']}) |")

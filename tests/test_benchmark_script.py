@@ -90,6 +90,7 @@ def test_data_mode_measures_the_input_pipeline(tmp_path, capsys):
     assert entry["outputs"] == ["noise", "pixel_values"]  # MAE's processor draws the masking noise
     rates = entry["images_per_s"]
     assert len(rates["per_round"]) == 2 and all(finite_positive(r) for r in rates["per_round"])
+    assert len(entry["vs_plain_backend"]["per_round"]) == 2 and finite_positive(entry["plain_backend_images_per_s"])
     assert set(entry["stage_us_per_image"]) == {"fetch", "decode", "augment", "processor"}
     device_path = entry["device_path"]
     assert device_path["source_size"] == 48 and device_path["device"] == "cpu"

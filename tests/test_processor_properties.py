@@ -7,9 +7,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from transformers.image_processing_backends import PilBackend
 
 import hf_mim
+from hf_mim.benchmarking import plain_pil_backend
 
 from hf_mim.modeling.image_processing_cae import MimCaeImageProcessor
 from hf_mim.modeling.image_processing_mae import MimMaeImageProcessor
@@ -54,13 +54,6 @@ def test_mae_processor_noise_is_seeded_and_in_unit_interval(image, grid, seed):
     second = processor(image, return_noise=True, mask_seed=seed, return_tensors="np")["noise"]
     assert first.shape == (1, grid * grid) and np.array_equal(first, second)
     assert ((first >= 0) & (first < 1)).all()
-
-
-def plain_pil_backend(processor_class):
-    """The same processor without our shortcuts: transformers' own PIL-backend image preparation, resize and
-    normalize."""
-    return type(f"Plain{processor_class.__name__}", (processor_class,), {
-        "process_image": PilBackend.process_image, "resize": PilBackend.resize, "normalize": PilBackend.normalize})
 
 
 pixel_arrays = st.tuples(
