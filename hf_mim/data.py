@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageEnhance, ImageFile, ImageStat, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +171,26 @@ class Augmentation:
 
     @staticmethod
     def apply(image: Image.Image, draw: AugmentationDraw) -> Image.Image:
-        for index, factor in zip(draw.jitter_order, draw.jitter_factors):
-            image = JITTER_ENHANCERS[index](image).enhance(factor)
-        if draw.flip:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        """Jitter, flip, crop: the pixels of torchvision's order (whole-image jitter, then flip, then crop), but
+        only what the crop needs is computed. Brightness and saturation are per-pixel blends and commute with the
+        crop; contrast blends with the whole image's mean grey, so the whole image is carried only up to the
+        contrast step, for that mean. Flipping then cropping is cropping the mirrored box, then flipping."""
         left, top, width, height = draw.box
-        return image.crop((left, top, left + width, top + height))
+        if draw.flip:
+            left = image.width - left - width
+        box = (left, top, left + width, top + height)
+        steps, whole_image_steps, contrast = list(zip(draw.jitter_order, draw.jitter_factors)), [], None
+        if CONTRAST in draw.jitter_order:
+            at = draw.jitter_order.index(CONTRAST)
+            whole_image_steps, contrast, steps = steps[:at], steps[at][1], steps[at + 1:]
+        for index, factor in whole_image_steps:
+            image = JITTER_ENHANCERS[index](image).enhance(factor)
+        crop = image.crop(box)
+        if contrast is not None:
+            crop = blend_with_grey(crop, whole_image_mean_grey(image), contrast)
+        for index, factor in steps:
+            crop = JITTER_ENHANCERS[index](crop).enhance(factor)
+        return crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if draw.flip else crop
 
 
 def random_resized_crop_box(size: tuple[int, int], scale, ratio, rng: np.random.Generator):
@@ -205,6 +219,18 @@ def random_resized_crop_box(size: tuple[int, int], scale, ratio, rng: np.random.
 # Brightness (blend with black), contrast (with the mean grey), saturation (with the greyscale image), applied
 # in a random order with factors in [1 - s, 1 + s].
 JITTER_ENHANCERS = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+CONTRAST = JITTER_ENHANCERS.index(ImageEnhance.Contrast)
+
+
+def whole_image_mean_grey(image: Image.Image) -> int:
+    """The grey level `ImageEnhance.Contrast` blends with: the rounded mean of the image's L channel."""
+    return int(ImageStat.Stat(image.convert("L")).mean[0] + 0.5)
+
+
+def blend_with_grey(image: Image.Image, grey: int, factor: float) -> Image.Image:
+    """`ImageEnhance.Contrast(whole).enhance(factor)` restricted to `image`, a crop of `whole` whose mean grey
+    is `grey` (RGB, no alpha, as `to_rgb` leaves every decoded image)."""
+    return Image.blend(Image.new("L", image.size, grey).convert(image.mode), image, factor)
 
 
 # ----------------------------------------------------------------------------------------------- datasets

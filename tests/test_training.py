@@ -104,3 +104,35 @@ def test_samples_depend_only_on_seed_epoch_and_index():
     assert not torch.equal(first["noise"], dataset[3]["noise"])
     batch = collate([first, {"skipped": 1}, again])
     assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["num_skipped"] == 1
+
+
+def whole_image_jitter_flip_crop(image, draw):
+    """torchvision's order on the whole image: every jitter step, then the flip, then the crop."""
+    from PIL import Image
+
+    from hf_mim.data import JITTER_ENHANCERS
+
+    for index, factor in zip(draw.jitter_order, draw.jitter_factors):
+        image = JITTER_ENHANCERS[index](image).enhance(factor)
+    if draw.flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    left, top, width, height = draw.box
+    return image.crop((left, top, left + width, top + height))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 90), st.integers(2, 90), st.sampled_from([0.0, 0.4, 0.9]), st.integers(0, 10**6))
+def test_augmentation_jitters_only_the_crop_with_the_whole_images_pixels(width, height, jitter, seed):
+    """Jittering the crop (contrast with the whole image's mean grey) gives the whole-image order's exact pixels,
+    for every jitter order, flipped or not."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    pixels[: height // 2] //= 3  # an uneven image: the crop's mean grey differs from the whole image's
+    image = Image.fromarray(pixels)
+    augmentation = Augmentation(crop_scale=(0.08, 1.0), color_jitter=jitter)
+    draw = augmentation.draw(image.size, rng)
+    ours = np.asarray(augmentation.apply(image, draw))
+    expected = np.asarray(whole_image_jitter_flip_crop(image, draw))
+    assert ours.shape == expected.shape and np.array_equal(ours, expected)
