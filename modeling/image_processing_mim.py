@@ -22,6 +22,12 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
 
 
+def integer_pixels_beyond_8_bits(image) -> bool:
+    """An integer array or tensor (16-bit, int32, ...) with values outside 0..255, which PIL cannot take."""
+    dtype = str(getattr(image, "dtype", ""))
+    return "int" in dtype and not dtype.endswith("uint8") and bool(image.min() < 0 or image.max() > 255)
+
+
 class MimImageProcessorKwargs(ImagesKwargs, total=False):
     """
     return_bool_masked_pos (`bool`, defaults to `False`):
@@ -54,6 +60,22 @@ class MimImageProcessor(PilBackend):
         data = super().to_dict()
         data.pop("image_processor_type", None)
         return data
+
+    def _prepare_images_structure(self, images, expected_ndims: int = 3):
+        """A 2-D array or tensor is one greyscale image (transformers cannot tell it from a batch and stops);
+        integer pixels beyond 0..255 stop with the conversion to use, rather than fail inside PIL."""
+        batch = images if isinstance(images, (list, tuple)) else [images]
+        for image in batch:
+            if integer_pixels_beyond_8_bits(image):
+                raise ValueError(
+                    f"the image processor takes 8-bit pixels (0-255) or floats in [0, 1]; this {image.dtype} image "
+                    f"spans {image.min()}..{image.max()}. Convert it first: `hf_mim.data.to_rgb("
+                    "PIL.Image.fromarray(array))` scales it by its range, as training does with 16-bit files"
+                )
+        if any(getattr(image, "ndim", None) == 2 for image in batch):
+            batch = [image[..., None] if getattr(image, "ndim", None) == 2 else image for image in batch]
+            images = batch if isinstance(images, (list, tuple)) else batch[0]
+        return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
 
     def extra_views_need_source(self, **kwargs) -> bool:
         """Whether this call's `extra_views` resizes the un-resized input itself (a tokenizer view)."""

@@ -4,6 +4,7 @@ sizes, counts and seeds: shapes, exact counts where the method promises them, an
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -96,3 +97,29 @@ def test_fast_paths_give_the_pil_backends_exact_pixels(case, method, pretraining
     assert sorted(ours) == sorted(reference)
     for key in reference:
         assert ours[key].dtype == reference[key].dtype and np.array_equal(ours[key], reference[key]), key
+
+
+def test_a_2d_array_is_one_greyscale_image():
+    """transformers stops on a 2-D array (batch or image?); ours reads it as greyscale, like a PIL "L" image."""
+    import torch
+
+    grey = np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8)
+    processor = MimMaeImageProcessor(size={"height": 32, "width": 32})
+    expected = processor(Image.fromarray(grey), return_tensors="np")["pixel_values"]
+    assert np.array_equal(processor(grey, return_tensors="np")["pixel_values"], expected)
+    assert np.array_equal(processor(torch.from_numpy(grey), return_tensors="np")["pixel_values"], expected)
+    both = processor([grey, grey], return_tensors="np")["pixel_values"]
+    assert both.shape == (2, 3, 32, 32) and np.array_equal(both[1:], expected)
+
+
+def test_sixteen_bit_arrays_stop_with_the_conversion_that_works():
+    from hf_mim.data import to_rgb
+
+    deep = np.random.default_rng(0).integers(0, 65536, (40, 50), dtype=np.uint16)
+    processor = MimMaeImageProcessor(size={"height": 32, "width": 32})
+    with pytest.raises(ValueError, match=r"uint16 image spans .*hf_mim\.data\.to_rgb\(PIL\.Image\.fromarray\(array\)\)"):
+        processor(deep)
+    converted = processor(to_rgb(Image.fromarray(deep)), return_tensors="np")["pixel_values"]  # the advice works
+    assert converted.shape == (1, 3, 32, 32) and np.ptp(converted) > 3
+    in_range = deep % 256  # integer arrays within 0..255 keep working, whatever their dtype
+    assert processor(in_range, return_tensors="np")["pixel_values"].shape == (1, 3, 32, 32)
