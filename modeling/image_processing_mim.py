@@ -22,10 +22,15 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
 
 
-def integer_pixels_beyond_8_bits(image) -> bool:
-    """An integer array or tensor (16-bit, int32, ...) with values outside 0..255, which PIL cannot take."""
+def integer_range_beyond_8_bits(image) -> tuple[int, int] | None:
+    """(min, max) of an integer array or tensor (16-bit, int32, ...) whose values leave 0..255, which PIL cannot
+    take; None for anything else."""
     dtype = str(getattr(image, "dtype", ""))
-    return "int" in dtype and not dtype.endswith("uint8") and bool(image.min() < 0 or image.max() > 255)
+    if "int" not in dtype or dtype.endswith("uint8"):
+        return None
+    values = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)  # torch lacks uint16 min
+    low, high = int(values.min()), int(values.max())
+    return (low, high) if low < 0 or high > 255 else None
 
 
 class MimImageProcessorKwargs(ImagesKwargs, total=False):
@@ -66,10 +71,10 @@ class MimImageProcessor(PilBackend):
         integer pixels beyond 0..255 stop with the conversion to use, rather than fail inside PIL."""
         batch = images if isinstance(images, (list, tuple)) else [images]
         for image in batch:
-            if integer_pixels_beyond_8_bits(image):
+            if (span := integer_range_beyond_8_bits(image)) is not None:
                 raise ValueError(
                     f"the image processor takes 8-bit pixels (0-255) or floats in [0, 1]; this {image.dtype} image "
-                    f"spans {image.min()}..{image.max()}. Convert it first: `hf_mim.data.to_rgb("
+                    f"spans {span[0]}..{span[1]}. Convert it first: `hf_mim.data.to_rgb("
                     "PIL.Image.fromarray(array))` scales it by its range, as training does with 16-bit files"
                 )
         if any(getattr(image, "ndim", None) == 2 for image in batch):

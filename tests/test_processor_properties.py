@@ -113,12 +113,16 @@ def test_a_2d_array_is_one_greyscale_image():
 
 
 def test_sixteen_bit_arrays_stop_with_the_conversion_that_works():
+    import torch
+
     from hf_mim.data import to_rgb
 
     deep = np.random.default_rng(0).integers(0, 65536, (40, 50), dtype=np.uint16)
     processor = MimMaeImageProcessor(size={"height": 32, "width": 32})
     with pytest.raises(ValueError, match=r"uint16 image spans .*hf_mim\.data\.to_rgb\(PIL\.Image\.fromarray\(array\)\)"):
         processor(deep)
+    with pytest.raises(ValueError, match=r"torch\.uint16 image spans"):
+        processor(torch.from_numpy(deep))
     converted = processor(to_rgb(Image.fromarray(deep)), return_tensors="np")["pixel_values"]  # the advice works
     assert converted.shape == (1, 3, 32, 32) and np.ptp(converted) > 3
     in_range = deep % 256  # integer arrays within 0..255 keep working, whatever their dtype
