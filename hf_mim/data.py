@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFile, ImageStat, UnidentifiedImageError
 
+from hf_mim.modeling.image_processing_mim import to_8_bit
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_DIR = Path(__file__).parent / "sample_data" / "fashion_mnist"
@@ -114,14 +116,10 @@ def decode_image(value) -> Image.Image | None:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB without losing the picture.
 
-    16- and 32-bit images are scaled by their range (PIL's own convert clips them to white); transparency is
-    composited on white; palette, CMYK, grayscale and 1-bit go through PIL's converters.
+    16- and 32-bit images are scaled by their range (`to_8_bit`, which the image processors apply too: PIL's own
+    convert clips them to white); transparency is composited on white; palette, CMYK, grayscale and 1-bit go through PIL's converters.
     """
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    image = to_8_bit(image)
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):

@@ -22,6 +22,23 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
 
 
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def to_8_bit(image: PIL.Image.Image) -> PIL.Image.Image:
+    """A 16-bit, 32-bit or float PIL image -> 8-bit greyscale scaled by its own range; other modes unchanged.
+
+    PIL's `convert("RGB")` clips these modes (every value above 255 turns white), which would erase the picture.
+    Training decodes with the same function (`hf_mim.data.to_rgb`), so inference sees the same pixels.
+    """
+    if image.mode not in HIGH_BIT_DEPTH_MODES:
+        return image
+    array = np.asarray(image, dtype=np.float64)
+    low, high = float(array.min()), float(array.max())
+    scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+    return PIL.Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+
+
 def integer_range_beyond_8_bits(image) -> tuple[int, int] | None:
     """(min, max) of an integer array or tensor (16-bit, int32, ...) whose values leave 0..255, which PIL cannot
     take; None for anything else."""
@@ -74,8 +91,8 @@ class MimImageProcessor(PilBackend):
             if (span := integer_range_beyond_8_bits(image)) is not None:
                 raise ValueError(
                     f"the image processor takes 8-bit pixels (0-255) or floats in [0, 1]; this {image.dtype} image "
-                    f"spans {span[0]}..{span[1]}. Convert it first: `hf_mim.data.to_rgb("
-                    "PIL.Image.fromarray(array))` scales it by its range, as training does with 16-bit files"
+                    f"spans {span[0]}..{span[1]}. Scale it to 0..255 first, or pass a greyscale one as "
+                    "`PIL.Image.fromarray(array)`: 16-bit PIL images are scaled by their range, as in training"
                 )
         if any(getattr(image, "ndim", None) == 2 for image in batch):
             batch = [image[..., None] if getattr(image, "ndim", None) == 2 else image for image in batch]
@@ -87,6 +104,8 @@ class MimImageProcessor(PilBackend):
         return False
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs) -> np.ndarray:
+        if isinstance(image, PIL.Image.Image):
+            image = to_8_bit(image)
         size, resample = kwargs.get("size"), kwargs.get("resample")
         if resample is None:
             resample = PILImageResampling.BILINEAR  # the backend's default

@@ -119,3 +119,33 @@ def test_benchmark_results_merge_into_a_card_without_duplicates(tmp_path):
     assert "## Training" in card.text
     with pytest.raises(FileNotFoundError, match="write the card"):
         add_eval_results(tmp_path / "missing", [], dataset_name="x", section="y")
+
+
+def test_pipeline_on_a_training_decoded_16_bit_image_scores_what_training_saw(tmp_path):
+    """The README's advice: a pipeline given a 16-bit PNG's path clips it (PIL's convert), given the image that
+    `hf_mim.data.decode_image` returns it scores the pixels of the training decoder."""
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    from hf_mim.data import decode_image
+
+    torch.manual_seed(0)
+    folder = tmp_path / "cls"
+    model = MimMaeForImageClassification(MimMaeConfig(**TINY, num_labels=3)).eval()
+    model.save_pretrained(folder)
+    processor = MimMaeImageProcessor(size={"height": 32, "width": 32}, patch_size=4)
+    processor.save_pretrained(folder)
+    path = tmp_path / "scan.png"
+    Image.fromarray(np.linspace(0, 65535, 48 * 40).reshape(48, 40).astype(np.uint16)).save(path)
+    with torch.no_grad():
+        logits = model(**processor(decode_image(path), return_tensors="pt")).logits[0]
+    expected = logits.softmax(-1).tolist()
+    classifier = pipeline("image-classification", model=str(folder))
+    decoded = {p["label"]: p["score"] for p in classifier(decode_image(path))}
+    labels = [model.config.id2label[i] for i in range(3)]
+    assert [decoded[label] for label in labels] == pytest.approx(expected, abs=1e-6)
+    trained_pixels = processor(decode_image(path), return_tensors="pt")["pixel_values"]
+    assert torch.equal(classifier.preprocess(decode_image(path))["pixel_values"], trained_pixels)
+    clipped_pixels = classifier.preprocess(str(path))["pixel_values"]
+    assert (clipped_pixels - trained_pixels).abs().max() > 1.0  # the path loses the picture

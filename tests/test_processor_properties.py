@@ -119,11 +119,25 @@ def test_sixteen_bit_arrays_stop_with_the_conversion_that_works():
 
     deep = np.random.default_rng(0).integers(0, 65536, (40, 50), dtype=np.uint16)
     processor = MimMaeImageProcessor(size={"height": 32, "width": 32})
-    with pytest.raises(ValueError, match=r"uint16 image spans .*hf_mim\.data\.to_rgb\(PIL\.Image\.fromarray\(array\)\)"):
+    with pytest.raises(ValueError, match=r"uint16 image spans .*pass a greyscale one as `PIL\.Image\.fromarray\(array\)`"):
         processor(deep)
     with pytest.raises(ValueError, match=r"torch\.uint16 image spans"):
         processor(torch.from_numpy(deep))
-    converted = processor(to_rgb(Image.fromarray(deep)), return_tensors="np")["pixel_values"]  # the advice works
-    assert converted.shape == (1, 3, 32, 32) and np.ptp(converted) > 3
+    as_pil = processor(Image.fromarray(deep), return_tensors="np")["pixel_values"]  # the advice works
+    as_trained = processor(to_rgb(Image.fromarray(deep)), return_tensors="np")["pixel_values"]
+    assert np.array_equal(as_pil, as_trained) and np.ptp(as_pil) > 3
     in_range = deep % 256  # integer arrays within 0..255 keep working, whatever their dtype
     assert processor(in_range, return_tensors="np")["pixel_values"].shape == (1, 3, 32, 32)
+
+
+def test_sixteen_bit_pil_images_get_the_pixels_training_saw():
+    """PIL's convert("RGB") clips a 16-bit image to white; the processor scales it by its range, as the training
+    decoder does, so a pipeline on a 16-bit PNG sees what the model was trained on."""
+    from hf_mim.data import to_rgb
+
+    ramp = Image.fromarray(np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16))
+    assert len(np.unique(np.asarray(ramp.convert("RGB")))) < 20  # what the plain conversion would keep
+    processor = MimMaeImageProcessor(size={"height": 64, "width": 64})
+    ours = processor(ramp, return_tensors="np")["pixel_values"]
+    assert np.array_equal(ours, processor(to_rgb(ramp), return_tensors="np")["pixel_values"])
+    assert len(np.unique(ours[0, 0])) > 200
