@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageFile, ImageStat, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageEnhance, ImageFile, ImageOps, ImageStat, UnidentifiedImageError
 
 from hf_mim.modeling.image_processing_mim import to_8_bit
 
@@ -93,7 +93,8 @@ def detect_column(ds, feature_type, preferred, flag) -> str:
 
 
 def decode_image(value) -> Image.Image | None:
-    """A PIL image, `{"bytes", "path"}` dict or path -> a fully decoded RGB image, or None if unreadable.
+    """A PIL image, `{"bytes", "path"}` dict or path -> a fully decoded RGB image, upright by its EXIF
+    orientation, or None if unreadable.
 
     Decoding is forced here (`load()`), so truncated files fail now rather than inside a worker later.
     """
@@ -107,10 +108,23 @@ def decode_image(value) -> Image.Image | None:
             image = Image.open(value)
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         image.load()
+        if exif_orientation(image) != 1:  # as `datasets` and transformers' load_image
+            image = ImageOps.exif_transpose(image)
         return to_rgb(image)
     except UNREADABLE as error:
         logger.debug("skipping unreadable image: %s", error)
         return None
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag, 1 (as stored) when absent."""
+    return image.getexif().get(ExifTags.Base.Orientation, 1)
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) once turned upright: orientations 5 to 8 are a quarter turn, which swaps the sides."""
+    width, height = image.size
+    return (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

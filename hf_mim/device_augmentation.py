@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers.image_utils import SizeDict
 
-from hf_mim.data import UNREADABLE, Augmentation, AugmentationDraw, SeededImageDataset, decode_image
+from hf_mim.data import UNREADABLE, Augmentation, AugmentationDraw, SeededImageDataset, decode_image, upright_size
 
 # DALL-E's map_pixels: [0, 1] -> [0.1, 0.9] (the tokenizer view of BEiT and CAE)
 LOGIT_LAPLACE_EPS = 0.1
@@ -75,7 +75,7 @@ def open_for_source(value, side: int) -> tuple[Image.Image | None, tuple[int, in
             else Image.open(value["path"] if isinstance(value, dict) else value))
     except UNREADABLE:
         return None, None
-    size = image.size
+    size = upright_size(image)
     if image.format == "JPEG":
         image.draft("RGB", (side, side))
     image = decode_image(image)

@@ -15,9 +15,10 @@ from hf_mim.recipes import demo_config_kwargs
 from helpers import TINY_OVERRIDES, load_script
 
 
-def smooth_images(folder, count=6, size=(180, 120), suffix="png"):
+def smooth_images(folder, count=6, size=(180, 120), suffix="png", orientation=None):
     """Photos stand-in with content everywhere: red grows left to right, green top to bottom, blue a blob, so a
-    wrong box, a missing flip or a swapped channel changes many pixels a lot."""
+    wrong box, a missing flip or a swapped channel changes many pixels a lot. `orientation`: an EXIF tag to store
+    (6 = the camera was turned, view rotated a quarter turn)."""
     folder.mkdir(parents=True, exist_ok=True)
     width, height = size
     x, y = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
@@ -25,7 +26,10 @@ def smooth_images(folder, count=6, size=(180, 120), suffix="png"):
         cx, cy = 0.2 + 0.12 * i, 0.7 - 0.08 * i
         blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.05)
         rgb = np.stack([40 + 200 * x, 30 + 180 * y, 20 + 220 * blob], -1)
-        Image.fromarray(rgb.round().astype(np.uint8)).save(folder / f"{i}.{suffix}", quality=95)
+        exif = Image.Exif()
+        if orientation:
+            exif[0x0112] = orientation
+        Image.fromarray(rgb.round().astype(np.uint8)).save(folder / f"{i}.{suffix}", quality=95, exif=exif)
     return folder
 
 
@@ -53,14 +57,16 @@ def test_masks_and_noise_are_those_of_the_cpu_path(tmp_path, method_name):
             assert torch.equal(cpu[key], device[key]), key
 
 
-@pytest.mark.parametrize("color_jitter, photo", [(0.0, "png"), (0.4, "png"), (0.4, "jpeg")])
+@pytest.mark.parametrize("color_jitter, photo", [(0.0, "png"), (0.4, "png"), (0.4, "jpeg"), (0.4, "sideways jpeg")])
 def test_pixels_match_the_cpu_path_up_to_resampling(tmp_path, color_jitter, photo):
     """BEiT's views (64 px encoder view, 32 px tokenizer view) from crops down to 20% of the image, flips and
-    jitter; the 720 x 480 JPEGs decode at 1/4 scale for the 96 px source square. Resampling differences stay near
-    1% of the range; a mirrored or misplaced crop is ~10x further."""
+    jitter; the 720 x 480 JPEGs decode at 1/4 scale for the 96 px source square, and sideways ones are turned
+    upright by their EXIF tag on both paths. Resampling differences stay near 1% of the range; a mirrored or
+    misplaced crop is ~10x further."""
     augmentation = Augmentation(crop_scale=(0.2, 1.0), color_jitter=color_jitter)
     images = (smooth_images(tmp_path / "img") if photo == "png"
-              else smooth_images(tmp_path / "img", size=(720, 480), suffix="jpg"))
+              else smooth_images(tmp_path / "img", size=(720, 480), suffix="jpg",
+                                 orientation=6 if photo.startswith("sideways") else None))
     cpu, device, processor = both_paths("beit", images, augmentation, source_size=256 if photo == "png" else 96,
                                         size_overrides={"image_size": 64, "patch_size": 8})
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)

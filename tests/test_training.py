@@ -136,3 +136,25 @@ def test_augmentation_jitters_only_the_crop_with_the_whole_images_pixels(width, 
     ours = np.asarray(augmentation.apply(image, draw))
     expected = np.asarray(whole_image_jitter_flip_crop(image, draw))
     assert ours.shape == expected.shape and np.array_equal(ours, expected)
+
+
+def test_decoding_turns_photos_upright_by_their_exif_orientation_like_the_pipeline(tmp_path):
+    """A phone photo stored sideways with an orientation tag trains upright, as `datasets` decodes it and as
+    transformers' `load_image` (the pipeline's loader) shows it."""
+    from PIL import Image
+    from transformers.image_utils import load_image
+
+    from hf_mim.data import decode_image
+
+    pixels = np.zeros((30, 50, 3), dtype=np.uint8)
+    pixels[:, :10] = 255  # a white band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    Image.fromarray(pixels).save(tmp_path / "sideways.png", exif=exif)
+    upright = decode_image(str(tmp_path / "sideways.png"))
+    assert upright.size == (30, 50)  # width and height swapped
+    assert np.array_equal(np.asarray(upright), np.asarray(load_image(str(tmp_path / "sideways.png"))))
+    assert np.asarray(upright)[:10].mean() > 250  # the band is now on top
+    plain = tmp_path / "plain.png"
+    Image.fromarray(pixels).save(plain)
+    assert np.array_equal(np.asarray(decode_image(str(plain))), pixels)
