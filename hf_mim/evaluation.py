@@ -35,8 +35,11 @@ MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json
 # ----------------------------------------------------------------------------------------------- models
 
 
-def load_encoder(model_name_or_path: str, random_init: bool = False, seed: int = 0):
+def load_encoder(model_name_or_path: str, random_init: bool = False, seed: int = 0, crop_pct: float | None = None):
     """(model, image processor) for feature extraction from any hf-mim folder or Hub id.
+
+    The processor is the evaluation one (short side to image_size / crop_pct, centre crop; `crop_pct` defaults to
+    the official rule) with the normalisation saved beside the model.
 
     A pretraining or feature checkpoint loads as the method's `<M>Model` (its `vit` keys; decoders, teachers and
     tokenizers are left behind). A fine-tuned classifier loads as its own class, so a mean-pooling model keeps the
@@ -57,7 +60,8 @@ def load_encoder(model_name_or_path: str, random_init: bool = False, seed: int =
             model = model_class(config)
     else:
         model = model_class.from_pretrained(model_name_or_path)
-    processor = method.image_processor_class.for_model_config(config)
+    processors = method.image_processor_class
+    processor = processors.for_evaluation(config, crop_pct, **processors.normalization_saved_with(model_name_or_path))
     return model.eval(), processor
 
 
@@ -71,13 +75,15 @@ def model_fingerprint(model_name_or_path: str) -> str:
 
 
 def feature_cache_key(model_name_or_path: str, split: str, pooling: str, *, random_init: bool = False,
-                      seed: int = 0, data_source: str = "", num_examples: int | None = None) -> str:
+                      seed: int = 0, data_source: str = "", num_examples: int | None = None,
+                      preprocessing: str = "") -> str:
     """A readable, collision-safe file stem: `<model>-<split>-<pooling>-<hash of everything that changes features>`."""
     identity = {
         "model": str(Path(model_name_or_path).resolve()) if Path(model_name_or_path).exists() else model_name_or_path,
         "files": model_fingerprint(model_name_or_path),  # random init too: its architecture is in config.json
         "weights": "random-init-seed-%d" % seed if random_init else "pretrained",
         "split": split, "pooling": pooling, "data": data_source, "num_examples": num_examples,
+        "preprocessing": preprocessing,  # the image processor's settings (crop, normalisation)
     }
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     name = Path(str(model_name_or_path).rstrip("/")).name or "model"

@@ -39,6 +39,11 @@ def to_8_bit(image: PIL.Image.Image) -> PIL.Image.Image:
     return PIL.Image.fromarray(scaled.round().astype(np.uint8), mode="L")
 
 
+def official_crop_pct(image_size: int) -> float:
+    """MAE's and BEiT's rule (SimMIM, CAE and MaskFeat evaluate the same way): 224/256 up to 224 px, else 1."""
+    return 224 / 256 if image_size <= 224 else 1.0
+
+
 def integer_range_beyond_8_bits(image) -> tuple[int, int] | None:
     """(min, max) of an integer array or tensor (16-bit, int32, ...) whose values leave 0..255, which PIL cannot
     take; None for anything else."""
@@ -138,6 +143,30 @@ class MimImageProcessor(PilBackend):
         copies (mask sizes, tokenizer view size)."""
         size = {"height": config.image_size, "width": config.image_size}
         return cls(**{"size": size, **cls.kwargs_from_config(config), **kwargs})
+
+    @classmethod
+    def normalization_saved_with(cls, model_name_or_path) -> dict:
+        """`image_mean`/`image_std` of the processor saved beside a model (a converted checkpoint keeps its
+        source's, e.g. BEiT's 0.5/0.5), so fine-tuning and probing feed the pixels it was pretrained on; {} when
+        none is saved (the ImageNet defaults apply)."""
+        try:
+            saved = cls.from_pretrained(model_name_or_path)
+        except OSError:
+            return {}
+        return {"image_mean": list(saved.image_mean), "image_std": list(saved.image_std)}
+
+    @classmethod
+    def for_evaluation(cls, config, crop_pct: float | None = None, **kwargs):
+        """The processor of evaluation and inference: the shorter side resized (bicubic) to
+        image_size / crop_pct, then the centre image_size square, as the official evaluation transforms of all
+        five methods. `crop_pct` defaults to their rule, `official_crop_pct`; 1 keeps the whole short side."""
+        crop_pct = official_crop_pct(config.image_size) if crop_pct is None else crop_pct
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct={crop_pct}: the centre crop's share of the resized short side must be in "
+                             "(0, 1], e.g. 0.875 (resize to 256, crop 224) or 1 (the whole short side)")
+        side = config.image_size
+        return cls(**{"size": {"shortest_edge": int(side / crop_pct)}, "do_center_crop": True,
+                      "crop_size": {"height": side, "width": side}, **cls.kwargs_from_config(config), **kwargs})
 
     @classmethod
     def kwargs_from_config(cls, config) -> dict:

@@ -56,9 +56,10 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 # updates they only slow learning, and the recipes' 5-20 warm-up epochs would take most of the run. The recipes'
 # lr (batch-scaled for MAE, SimMIM and MaskFeat: ~1e-4 at batch 64) and 0.08-1 crops of 32 px images leave 150
 # updates far from converged (MAE: 28.9% top-1), so every method gets one absolute lr (BEiT's 4e-3) and mild crops
-# (MAE: 68.7%). The pretrained and the from-scratch runs get exactly the same fine-tuning arguments.
+# (MAE: 68.7%). The pretrained and the from-scratch runs get exactly the same fine-tuning arguments. Evaluation
+# keeps the whole 28 px garment (--eval_crop_pct 1, also for the probes), not the ImageNet centre crop.
 FINETUNE_DEFAULT_ARGS = ("--mixup 0 --cutmix 0 --rand_augment none --random_erasing 0 --warmup_epochs 0.5 "
-                         "--learning_rate 4e-3 --crop_scale 0.8 1")
+                         "--learning_rate 4e-3 --crop_scale 0.8 1 --eval_crop_pct 1")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -205,7 +206,7 @@ def probe_scores(args, model_dir: Path, random_init: bool, data_dir: Path, scrip
     common = ["--model_name_or_path", str(model_dir), "--dataset_name", str(data_dir), "--train_split", "train",
               "--eval_split", "test", "--output_dir", str(Path(args.output_dir) / "probes" / name),
               "--feature_cache_dir", str(Path(args.output_dir) / "features"), "--pooling", args.pooling,
-              "--seed", str(args.seed)] + (["--random_init"] if random_init else [])
+              "--seed", str(args.seed), "--eval_crop_pct", "1"] + (["--random_init"] if random_init else [])
     if args.device:
         common += ["--device", args.device]
     knn = scripts["probe"].main(common + ["--protocol", "knn", "--k", str(args.k), "--temperature", str(args.temperature)])

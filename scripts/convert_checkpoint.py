@@ -297,7 +297,11 @@ def main(argv=None) -> dict:
     out = Path(args.output_dir)
     model.save_pretrained(out)
     image_mean, image_std = image_mean_std(source, args)
-    method.image_processor_class.for_model_config(config, image_mean=image_mean, image_std=image_std).save_pretrained(out)
+    # a classifier's processor is the pipeline's: the official evaluation crop; others feed pretraining
+    processors = method.image_processor_class
+    processor = (processors.for_evaluation if is_classifier else processors.for_model_config)(
+        config, image_mean=image_mean, image_std=image_std)
+    processor.save_pretrained(out)
     write_model_card(
         out, model_name=args.hub_model_id or out.name, method=method, config=config,
         data_source="see the source checkpoint", steps=0, effective_batch=0, learning_rate=0.0, final_loss=None,

@@ -68,6 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='timm RandAugment spec, e.g. "rand-m9-mstd0.5-inc1"; "none" = off (default: the recipe\'s)')
     p.add_argument("--random_erasing", type=float, default=None,
                    help="probability of erasing one random box (0.25 in the recipes; 0 = off)")
+    p.add_argument("--eval_crop_pct", type=float, default=None,
+                   help="evaluation and the saved (pipeline) processor: resize the short side to image_size / "
+                        "eval_crop_pct, centre-crop image_size. Default: the official rule, 0.875 up to 224 px, "
+                        "else 1 (the whole short side)")
     p.add_argument("--max_grad_norm", type=float, default=0.0)
     p.add_argument("--num_train_epochs", type=int, default=10)
     p.add_argument("--max_train_steps", type=int, default=None)
@@ -83,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parse_rand_augment(args.rand_augment)
     except ValueError as error:
         p.error(f"--rand_augment: {error}")
+    if args.eval_crop_pct is not None and not 0 < args.eval_crop_pct <= 1:
+        p.error(f"--eval_crop_pct {args.eval_crop_pct}: need a share of the short side in (0, 1], e.g. 0.875 or 1")
     low, high = args.crop_scale
     if not 0 < low <= high <= 1:
         p.error(f"--crop_scale {low} {high}: need 0 < MIN <= MAX <= 1 (fractions of the image area), e.g. 0.08 1")
@@ -136,11 +142,12 @@ def main(argv=None) -> dict:
     method, recipe, model = build_classifier(args, train)
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    processor = method.image_processor_class.for_model_config(model.config)
+    normalization = method.image_processor_class.normalization_saved_with(args.model_name_or_path)
+    train_processor = method.image_processor_class.for_model_config(model.config, **normalization)
     rand_augment = parse_rand_augment(recipe.rand_augment if args.rand_augment is None else args.rand_augment,
-                                      processor.image_mean)
+                                      train_processor.image_mean)
     erasing = recipe.random_erasing if args.random_erasing is None else args.random_erasing
-    train_set = SeededImageDataset(train, processor, Augmentation(crop_scale=tuple(args.crop_scale)), seed=args.seed,
+    train_set = SeededImageDataset(train, train_processor, Augmentation(crop_scale=tuple(args.crop_scale)), seed=args.seed,
                                    with_labels=True, rand_augment=rand_augment,
                                    random_erasing=RandomErasing(erasing) if erasing > 0 else None)
     logger.info("augmentation: crop scale %s, RandAugment %s, random erasing %.2f", tuple(args.crop_scale),
@@ -149,9 +156,14 @@ def main(argv=None) -> dict:
         train_set, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate,
         num_workers=args.dataloader_num_workers, drop_last=len(train_set) > args.per_device_train_batch_size,
     )
+    # evaluation and the saved model see whole images as the official evaluation does (short side, centre crop)
+    eval_processor = method.image_processor_class.for_evaluation(model.config, crop_pct=args.eval_crop_pct,
+                                                                 **normalization)
+    logger.info("evaluation: short side to %d px, centre crop %d px", eval_processor.size.shortest_edge,
+                eval_processor.crop_size.height)
     eval_loader = None
     if evaluation is not None:
-        eval_set = SeededImageDataset(evaluation, processor, None, seed=args.seed, with_labels=True)
+        eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True)
         eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.per_device_eval_batch_size,
                                                   collate_fn=collate, num_workers=args.dataloader_num_workers)
 
@@ -200,7 +212,7 @@ def main(argv=None) -> dict:
         accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=loop.global_step)
         if metrics["accuracy"] > best["accuracy"]:
             best.update(metrics, epoch=epoch)
-            save_model(args, accelerator, model, processor)
+            save_model(args, accelerator, model, eval_processor)
 
     loop = TrainingLoop(
         accelerator, model, optimizer, scheduler, train_loader, train_set, output_dir=args.output_dir,
@@ -213,7 +225,7 @@ def main(argv=None) -> dict:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
     history = loop.run()
     if eval_loader is None:
-        save_model(args, accelerator, model, processor)
+        save_model(args, accelerator, model, eval_processor)
     summary = {"steps": loop.global_step, "best_epoch": best["epoch"], "best_accuracy": best.get("accuracy"),
                "best_top5_accuracy": best.get("top5_accuracy"), "eval_history": results,
                "final_loss": history[-1]["loss"] if history else None, "learning_rate": lr}

@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=256, help="probe training batch")
     p.add_argument("--weight_decay", type=float, default=0.0)
     p.add_argument("--warmup_epochs", type=float, default=None, help="default: a ninth of --epochs (MAE: 10 of 90)")
+    p.add_argument("--eval_crop_pct", type=float, default=None,
+                   help="both splits: resize the short side to image_size / eval_crop_pct, centre-crop image_size. "
+                        "Default: the official rule, 0.875 up to 224 px, else 1 (the whole short side)")
     p.add_argument("--feature_batch_size", type=int, default=256, help="images per encoder forward pass")
     p.add_argument("--dataloader_num_workers", type=int, default=0)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -69,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("the attentive probe attends over all patch tokens; drop --pooling")
     if args.k <= 0 or args.temperature <= 0 or args.epochs <= 0 or args.batch_size <= 0:
         p.error("--k, --temperature, --epochs and --batch_size must be positive")
+    if args.eval_crop_pct is not None and not 0 < args.eval_crop_pct <= 1:
+        p.error(f"--eval_crop_pct {args.eval_crop_pct}: need a share of the short side in (0, 1], e.g. 0.875 or 1")
     return args
 
 
@@ -93,6 +98,7 @@ def features_of(args, model, processor, data, split: str, pooling: str, device):
     key = feature_cache_key(
         args.model_name_or_path, split, pooling, random_init=args.random_init, seed=args.seed,
         data_source=f"{data.source}:{getattr(data.dataset, '_fingerprint', '')}", num_examples=len(data.dataset),
+        preprocessing=processor.to_json_string(),
     )
     return extract_features(model, data, pooling, args.feature_batch_size, device, processor=processor,
                             cache_dir=args.feature_cache_dir, cache_key=key, num_workers=args.dataloader_num_workers)
@@ -129,7 +135,8 @@ def main(argv=None) -> dict:
     pooling = PROTOCOL_POOLING[args.protocol] if args.protocol == "attentive" else (args.pooling or "cls")
 
     train, evaluation = load_splits(args)
-    model, processor = load_encoder(args.model_name_or_path, random_init=args.random_init, seed=args.seed)
+    model, processor = load_encoder(args.model_name_or_path, random_init=args.random_init, seed=args.seed,
+                                    crop_pct=args.eval_crop_pct)
     start = time.perf_counter()
     train_features, train_labels = features_of(args, model, processor, train, args.train_split, pooling, device)
     eval_features, eval_labels = features_of(args, model, processor, evaluation, args.eval_split, pooling, device)

@@ -424,6 +424,8 @@ def test_transformers_beit_classifier_converts_and_classifies_through_the_pipeli
     reference.save_pretrained(tmp_path / "hf")
     summary = convert.main(["--from", "hf-beit", "--checkpoint", str(tmp_path / "hf"), "--output_dir", str(tmp_path / "o")])
     assert summary["classifier"] and summary["max_abs_difference"] < 1e-5
+    saved = json.loads((tmp_path / "o" / "preprocessor_config.json").read_text())  # the official evaluation crop
+    assert saved["size"] == {"shortest_edge": int(config.image_size / 0.875)} and saved["do_center_crop"]
     classify = pipeline("image-classification", model=str(tmp_path / "o"))
     predictions = classify(Image.new("RGB", (40, 30), (200, 80, 20)), top_k=3)
     assert {p["label"] for p in predictions} == set(labels.values())

@@ -37,6 +37,10 @@ def test_finetune_on_the_sample_then_classify_with_a_pipeline(tmp_path, pretrain
     assert config["train_position_embeddings"] is True  # MAE's fine-tuning switch
     card = (out / "README.md").read_text()
     assert "model-index" in card and "accuracy" in card
+    saved = json.loads((out / "preprocessor_config.json").read_text())  # the pipeline's: the official eval crop
+    side = config["image_size"]
+    assert saved["size"] == {"shortest_edge": int(side / 0.875)} and saved["do_center_crop"] is True
+    assert saved["crop_size"] == {"height": side, "width": side}
     from PIL import Image
 
     classifier = pipeline("image-classification", model=str(out))
@@ -44,12 +48,22 @@ def test_finetune_on_the_sample_then_classify_with_a_pipeline(tmp_path, pretrain
     assert len(predictions) == 3 and {p["label"] for p in predictions} <= set(config["id2label"].values())
 
 
-def test_encoder_weights_come_from_the_pretrained_model(tmp_path, pretrained):
+def test_encoder_weights_and_normalisation_come_from_the_pretrained_model(tmp_path, pretrained):
+    """Weights, and the image normalisation saved beside them (a converted BEiT keeps its 0.5/0.5)."""
+    import shutil
+
+    source_dir = tmp_path / "converted"
+    shutil.copytree(pretrained, source_dir)
+    processor_file = source_dir / "preprocessor_config.json"
+    processor_file.write_text(json.dumps({**json.loads(processor_file.read_text()),
+                                          "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
     out = tmp_path / "ft0"
-    finetune.main(["--model_name_or_path", str(pretrained), "--output_dir", str(out), "--max_train_steps", "1",
+    finetune.main(["--model_name_or_path", str(source_dir), "--output_dir", str(out), "--max_train_steps", "1",
                    "--base_learning_rate", "0", "--mixup", "0", "--cutmix", "0"])
     source, tuned = load_file(pretrained / "model.safetensors"), load_file(out / "model.safetensors")
     assert torch.equal(source["vit.blocks.1.attn.qkv.weight"], tuned["vit.blocks.1.attn.qkv.weight"])
+    saved = json.loads((out / "preprocessor_config.json").read_text())
+    assert saved["image_mean"] == [0.5] * 3 and saved["image_std"] == [0.5] * 3
 
 
 def test_every_flag_on_image_folders_from_scratch(tmp_path, pretrained, monkeypatch):
@@ -66,7 +80,7 @@ def test_every_flag_on_image_folders_from_scratch(tmp_path, pretrained, monkeypa
         "--output_dir", str(out), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
         "--gradient_accumulation_steps", "2", "--learning_rate", "2e-3", "--min_learning_rate", "1e-6",
         "--crop_scale", "0.5", "1", "--gradient_checkpointing", "--rand_augment", "rand-m7-mstd0.5-inc1-n3",
-        "--random_erasing", "0.5",
+        "--random_erasing", "0.5", "--eval_crop_pct", "1",
         "--layer_decay", "0.75", "--weight_decay", "0.01", "--drop_path_rate", "0.05", "--mixup", "0.2",
         "--cutmix", "0.5", "--label_smoothing", "0.1", "--max_grad_norm", "1.0", "--num_train_epochs", "2",
         "--warmup_epochs", "1", "--seed", "1", "--mixed_precision", "no", "--dataloader_num_workers", "0",
@@ -77,6 +91,8 @@ def test_every_flag_on_image_folders_from_scratch(tmp_path, pretrained, monkeypa
     assert summary["learning_rate"] == 2e-3  # absolute: not scaled by the batch of 8
     config = json.loads((out / "config.json").read_text())
     assert config["pooling"] == "cls" and config["drop_path_rate"] == 0.05 and config["id2label"] == {"0": "coat", "1": "shoe"}
+    saved = json.loads((out / "preprocessor_config.json").read_text())
+    assert saved["size"] == {"shortest_edge": config["image_size"]}  # --eval_crop_pct 1: the whole short side
     assert (cache / "models--org--mae-vit-tiny-ft" / "refs" / "main").exists()
     assert "random initialisation" in (out / "README.md").read_text()
 
@@ -108,6 +124,7 @@ def test_resume_and_explicit_splits(tmp_path, pretrained):
     (["--rand_augment", "auto-m9"], "must start with 'rand-'"),
     (["--rand_augment", "rand-m9-q3"], "cannot read 'q3'"),
     (["--random_erasing", "1.5"], "need a probability in [0, 1]"),
+    (["--eval_crop_pct", "0"], "need a share of the short side in (0, 1]"),
     (["--learning_rate", "1e-3", "--base_learning_rate", "1e-3"], "not allowed with argument"),
 ])
 def test_bad_recipe_flags_stop_before_any_work(flags, message, capsys):

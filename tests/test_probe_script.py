@@ -84,16 +84,21 @@ def test_saved_dataset_with_named_splits_and_mean_pooling(tmp_path, tiny_mae):
     sample = load_image_dataset(split="test").dataset
     saved = tmp_path / "dd"
     datasets.DatasetDict({"train": sample.select(range(60)), "holdout": sample.select(range(60, 90))}).save_to_disk(str(saved))
-    result = probe.main(["--model_name_or_path", str(tiny_mae), "--protocol", "knn", "--dataset_name", str(saved),
-                         "--train_split", "train", "--eval_split", "holdout", "--pooling", "mean",
-                         "--output_dir", str(tmp_path / "out")])
+    common = ["--model_name_or_path", str(tiny_mae), "--protocol", "knn", "--dataset_name", str(saved),
+              "--train_split", "train", "--eval_split", "holdout", "--pooling", "mean",
+              "--output_dir", str(tmp_path / "out")]
+    result = probe.main(common)
     assert result["feature"] == "mean" and result["train_examples"] == 60 and result["eval_examples"] == 30
+    cached = set((tmp_path / "out" / "features").iterdir())
+    whole = probe.main(common + ["--eval_crop_pct", "1"])  # other pixels: new features, not the cached ones
+    assert len(set((tmp_path / "out" / "features").iterdir()) - cached) == 2 and whole["top1"] >= 0
 
 
 @pytest.mark.parametrize("bad", [
     ["--protocol", "attentive", "--pooling", "mean"],
     ["--protocol", "knn", "--train_dir", "x"],
     ["--protocol", "knn", "--k", "0"],
+    ["--protocol", "knn", "--eval_crop_pct", "1.2"],
 ])
 def test_contradictory_flags_are_refused(bad, tiny_mae):
     with pytest.raises(SystemExit):
