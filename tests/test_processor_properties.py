@@ -141,3 +141,24 @@ def test_sixteen_bit_pil_images_get_the_pixels_training_saw():
     ours = processor(ramp, return_tensors="np")["pixel_values"]
     assert np.array_equal(ours, processor(to_rgb(ramp), return_tensors="np")["pixel_values"])
     assert len(np.unique(ours[0, 0])) > 200
+
+
+def test_evaluation_crop_against_pil_and_the_plain_resize_of_square_images():
+    """The evaluation processor is PIL's short-side resize then the centre square (a reference built from PIL
+    directly); with crop_pct 1 a square image gets exactly the plain resize (the Fashion-MNIST table's pixels)."""
+    from hf_mim.data import decode_image, load_image_dataset
+    from hf_mim.modeling.configuration_mae import MimMaeConfig
+
+    config = MimMaeConfig(image_size=32, patch_size=4)
+    evaluation = MimMaeImageProcessor.for_evaluation(config)
+    assert evaluation.size.shortest_edge == 36 and evaluation.crop_size.height == 32  # int(32 / 0.875)
+    wide = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    reference = np.asarray(wide.resize((54, 36), Image.Resampling.BICUBIC).crop((11, 2, 43, 34)))
+    expected = ((reference / 255).astype(np.float32) - np.float32(evaluation.image_mean)) / np.float32(evaluation.image_std)
+    ours = evaluation(wide, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+    data = load_image_dataset(split="test")
+    garment = decode_image(data.dataset[0][data.image_column])
+    whole = MimMaeImageProcessor.for_evaluation(config, crop_pct=1)(garment, return_tensors="np")["pixel_values"]
+    plain = MimMaeImageProcessor.for_model_config(config)(garment, return_tensors="np")["pixel_values"]
+    assert np.array_equal(whole, plain)
