@@ -137,11 +137,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def plain_pil_backend(processor_class):
-    """The same image processor without hf-mim's shortcuts (transformers' own PIL-backend image preparation,
-    resize and normalize): the input pipeline's peer, and the reference its pixels must equal bit for bit."""
+    """The same image processor without hf-mim's shortcuts (transformers' own PIL-backend input handling, image
+    preparation, resize and normalize; extra views from the prepared arrays): the input pipeline's peer, and the
+    reference its pixels must equal bit for bit."""
     from transformers.image_processing_backends import PilBackend
 
     return type(f"Plain{processor_class.__name__}", (processor_class,), {
+        "_preprocess_image_like_inputs": PilBackend._preprocess_image_like_inputs,
         "process_image": PilBackend.process_image, "resize": PilBackend.resize, "normalize": PilBackend.normalize})
 
 

@@ -86,18 +86,16 @@ class MimBeitImageProcessor(MimImageProcessor):
             self.min_aspect, self.max_aspect, exact=False, rng=rng,
         )
 
-    def extra_views_need_source(self, return_codebook_pixels=False, **kwargs) -> bool:
-        return bool(return_codebook_pixels)
-
     def extra_views(self, images, rng: random.Random | None = None, return_codebook_pixels=False,
-                    codebook_image_size=None, do_rescale=True, rescale_factor=1 / 255, **kwargs) -> dict:
-        """The tokenizer view of each input image (channels-first arrays, before any resize)."""
+                    codebook_image_size=None, do_rescale=True, rescale_factor=1 / 255, source_images=None,
+                    **kwargs) -> dict:
+        """The tokenizer view of each input image (from the input itself, not the resized encoder view)."""
         if not return_codebook_pixels:
             return {}
         side = codebook_image_size or self.codebook_image_size
         views = []
-        for image in images:
-            view = self.resize(image, SizeDict(height=side, width=side), resample=self.codebook_resample)
+        for image, source in zip(images, source_images or [None] * len(images)):
+            view = self.resized_view(image, source, side, self.codebook_resample)
             if do_rescale:
                 view = self.rescale(view, rescale_factor)
             views.append(map_pixels(view.astype(np.float32)))

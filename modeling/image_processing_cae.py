@@ -10,7 +10,7 @@ whenever a call passes `return_codebook_pixels=True`, whatever `decoder_target` 
 import random
 
 import numpy as np
-from transformers.image_utils import PILImageResampling, SizeDict
+from transformers.image_utils import PILImageResampling
 
 from .image_processing_mim import MimImageProcessor, MimImageProcessorKwargs
 from .masking import block_mask, random_mask
@@ -85,20 +85,16 @@ class MimCaeImageProcessor(MimImageProcessor):
             height, width, self.num_masking_patches, self.min_num_patches, self.max_num_patches, exact=True, rng=rng
         )
 
-    def extra_views_need_source(self, return_codebook_pixels=False, **kwargs) -> bool:
-        return bool(return_codebook_pixels)
-
     def extra_views(self, images, rng: random.Random | None = None, return_codebook_pixels=False, do_rescale=True,
-                    rescale_factor=1 / 255, **kwargs) -> dict:
+                    rescale_factor=1 / 255, source_images=None, **kwargs) -> dict:
         """The tokenizer's view: each (C, H, W) image resized with LANCZOS, rescaled to [0, 1] as the main view is,
         then map_pixels'd into [0.1, 0.9]."""
         if not return_codebook_pixels:
             return {}
         side = self.codebook_image_size
-        size = SizeDict(height=side, width=side)
         views = []
-        for image in images:
-            view = self.resize(image, size=size, resample=self.codebook_resample)
+        for image, source in zip(images, source_images or [None] * len(images)):
+            view = self.resized_view(image, source, side, self.codebook_resample)
             if do_rescale:
                 view = self.rescale(view, rescale_factor)
             views.append(map_pixels(np.asarray(view, dtype=np.float32)).astype(np.float32))

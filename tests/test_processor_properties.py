@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -64,7 +64,11 @@ pixel_arrays = st.tuples(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
+@example(case=((16, 24), "PIL RGB", 0), method="beit", pretraining=True)  # tokenizer views from the PIL source
+@example(case=((40, 33), "PIL RGB", 1), method="cae", pretraining=True)
+@example(case=((7, 5), "PIL RGB keyed", 2), method="beit", pretraining=True)
+@example(case=((16, 16), "PIL RGB", 3), method="mae", pretraining=False)
 @given(case=pixel_arrays, method=st.sampled_from(["mae", "beit", "simmim", "maskfeat", "cae"]), pretraining=st.booleans())
 def test_fast_paths_give_the_pil_backends_exact_pixels(case, method, pretraining):
     """Resizing RGB PIL images before they become arrays, skipping the same-size PIL round trip and normalising a
