@@ -234,8 +234,10 @@ def main(argv=None) -> dict:
         (out_dir / "finetune_results.json").write_text(json.dumps(summary, indent=2))
         card_results = []
         if best["epoch"] is not None:
-            card_results = [{"metric": "accuracy", "value": best["accuracy"], "protocol": "fine-tune top-1"},
-                            {"metric": "top5_accuracy", "value": best["top5_accuracy"], "protocol": "fine-tune top-5"}]
+            crop = f"short side {eval_processor.size.shortest_edge}, centre crop {eval_processor.crop_size.height}"
+            card_results = [{"metric": "accuracy", "value": best["accuracy"], "protocol": f"fine-tune top-1 ({crop})"},
+                            {"metric": "top5_accuracy", "value": best["top5_accuracy"],
+                             "protocol": f"fine-tune top-5 ({crop})"}]
         write_model_card(
             out_dir, model_name=args.hub_model_id or out_dir.name, method=method,
             config=accelerator.unwrap_model(model).config, data_source=train.source, steps=loop.global_step,

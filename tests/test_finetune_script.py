@@ -41,6 +41,7 @@ def test_finetune_on_the_sample_then_classify_with_a_pipeline(tmp_path, pretrain
     side = config["image_size"]
     assert saved["size"] == {"shortest_edge": int(side / 0.875)} and saved["do_center_crop"] is True
     assert saved["crop_size"] == {"height": side, "width": side}
+    assert f"fine-tune top-1 (short side {int(side / 0.875)}, centre crop {side})" in card  # how it was scored
     from PIL import Image
 
     classifier = pipeline("image-classification", model=str(out))
