@@ -131,7 +131,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB without losing the picture.
 
     16- and 32-bit images are scaled by their range (`to_8_bit`, which the image processors apply too: PIL's own
-    convert clips them to white); transparency is composited on white; palette, CMYK, grayscale and 1-bit go through PIL's converters.
+    convert clips them to white); transparency is composited on white; palette, CMYK, grayscale and 1-bit go
+    through PIL's converters.
     """
     image = to_8_bit(image)
     if image.mode == "P":

@@ -208,10 +208,10 @@ def attention_with_learned_bias(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     """softmax(q k^T / sqrt(d) + bias) v for a bias that needs a gradient: (B, H, N, d) x3 and (H, N, N).
 
     Used where SDPA's fused kernels cannot return a gradient for `attn_mask` (see `sdpa_returns_bias_gradient`),
-    so with a trainable relative position bias SDPA would fall back to its math path. Two plain bmm calls with the scale on q and the bias added by broadcasting
-    compute the same attention 11-17% faster on CPU, forward plus backward (ViT-Tiny/Small/Base shapes, torch
-    2.13, one thread; folding the bias into a baddbmm is slower: it must first copy the bias out to B*H
-    matrices). Same result to fp32 rounding.
+    so with a trainable relative position bias SDPA would fall back to its math path. Two plain bmm calls with
+    the scale on q and the bias added by broadcasting compute the same attention 11-17% faster on CPU, forward
+    plus backward (ViT-Tiny/Small/Base shapes, torch 2.13, one thread; folding the bias into a baddbmm is
+    slower: it must first copy the bias out to B*H matrices). Same result to fp32 rounding.
     """
     batch, heads, length, head_dim = q.shape
     logits = torch.bmm(
