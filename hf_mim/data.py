@@ -117,8 +117,12 @@ def decode_image(value) -> Image.Image | None:
 
 
 def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag, 1 (as stored) when absent."""
-    return image.getexif().get(ExifTags.Base.Orientation, 1)
+    """The EXIF orientation tag; 1 (as stored) when absent or when the EXIF block is unreadable (the pixels may
+    still be fine: a broken tag must not cost the image)."""
+    try:
+        return image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (SyntaxError, ValueError, OSError):  # what PIL raises for a malformed EXIF/TIFF block
+        return 1
 
 
 def upright_size(image: Image.Image) -> tuple[int, int]:

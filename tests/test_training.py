@@ -158,3 +158,6 @@ def test_decoding_turns_photos_upright_by_their_exif_orientation_like_the_pipeli
     plain = tmp_path / "plain.png"
     Image.fromarray(pixels).save(plain)
     assert np.array_equal(np.asarray(decode_image(str(plain))), pixels)
+    broken = tmp_path / "broken-exif.png"  # an unreadable EXIF block: the pixels are still used, as stored
+    Image.fromarray(pixels).save(broken, exif=b"not a TIFF header")
+    assert np.array_equal(np.asarray(decode_image(str(broken))), pixels)
