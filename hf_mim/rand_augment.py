@@ -31,6 +31,10 @@ def _solarize_add(image, addition, fill, threshold=128):
 
 
 def _posterize(image, bits, fill):
+    """Keep the top `bits` bits. timm's rules reach 0 bits (level 10 of PosterizeIncreasing, levels under 2.5 of
+    Posterize): every value masked to 0, a black image, which current Pillow refuses to compute."""
+    if bits <= 0:
+        return image.point([0] * 256 * len(image.getbands()))
     return image if bits >= 8 else ImageOps.posterize(image, bits)
 
 

@@ -53,6 +53,8 @@ def test_pixel_ops_match_their_numpy_definitions():
     np.testing.assert_array_equal(run("SolarizeAdd", 60), np.where(x < 128, np.minimum(x + 60, 255), x))
     np.testing.assert_array_equal(run("PosterizeIncreasing", 2), x & 0b11000000)
     np.testing.assert_array_equal(run("Posterize", 8), x)
+    np.testing.assert_array_equal(run("PosterizeIncreasing", 0), x & 0)  # level 10: no bits kept (Pillow refuses 0)
+    np.testing.assert_array_equal(run("Posterize", 0), x & 0)  # levels under 2.5
     np.testing.assert_array_equal(run("Brightness", 0.0), np.zeros_like(x))
 
 
@@ -135,3 +137,16 @@ def test_dataset_applies_both_at_the_model_size_and_repeats_per_sample():
     assert not torch.equal(first, plain[3]["pixel_values"])
     augmented.set_epoch(1)
     assert not torch.equal(first, augmented[3]["pixel_values"])
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_every_op_runs_at_every_level(name):
+    """The extremes of timm's level rules (0 posterize bits, 256 solarize threshold, ±30° rotation, ...) must be
+    computable: a fine-tuning run draws them sooner or later."""
+    op, rule = OPS[name]
+    image = gradient_image()
+    for level in (0.0, 1.0, 2.4, 2.5, 5.0, 9.0, 10.0):
+        for seed in (0, 1):  # both signs of the signed rules
+            argument = level_to_argument(rule, level, np.random.default_rng(seed)) if rule else None
+            out = op(image, argument, FILL)
+            assert out.size == image.size and out.mode == image.mode, (name, level)
