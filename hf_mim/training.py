@@ -62,6 +62,15 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, layer_decay: f
     return list(groups.values())
 
 
+def end_training_together(accelerator) -> None:
+    """End a run on every rank at once. The main rank still writes the model, card and picture when the others
+    finish; a rank that destroyed its process group and left meanwhile leaves gloo threads on the main rank
+    waiting for it, and that rank's exit then hangs in the process group's destructor (seen in the 2-process
+    tests). So all ranks meet first, then destroy the group together."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
 def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.999), layer_decay=None):
     groups = parameter_groups(model, weight_decay, layer_decay)
     for group in groups:

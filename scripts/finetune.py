@@ -32,7 +32,7 @@ from hf_mim.hub import push_folder, write_model_card
 from hf_mim.metrics import load_metric
 from hf_mim.recipes import FINETUNE_RECIPES
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
-                             enable_activation_checkpointing, resolve_checkpoint)
+                             enable_activation_checkpointing, end_training_together, resolve_checkpoint)
 
 logger = logging.getLogger("hf_mim.finetune")
 
@@ -248,7 +248,7 @@ def main(argv=None) -> dict:
         )
         if args.push_to_hub:
             push_folder(out_dir, args.hub_model_id)
-    accelerator.end_training()
+    end_training_together(accelerator)
     return summary
 
 

@@ -29,7 +29,7 @@ from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageD
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.recipes import PRETRAIN_RECIPES, demo_config_kwargs
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
-                             enable_activation_checkpointing, resolve_checkpoint)
+                             enable_activation_checkpointing, end_training_together, resolve_checkpoint)
 
 logger = logging.getLogger("hf_mim.pretrain")
 
@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
                "skipped_images": loop.skipped_images, "learning_rate": lr, "effective_batch": effective_batch}
     if accelerator.is_main_process:
         save_outputs(args, method, unwrapped, processor, dataset, data, summary)
-    accelerator.end_training()
+    end_training_together(accelerator)
     return summary
 
 

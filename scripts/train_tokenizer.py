@@ -30,7 +30,7 @@ from hf_mim.hub import push_folder, write_model_card
 from hf_mim.modeling.configuration_dvae import MimDvaeConfig
 from hf_mim.modeling.image_processing_mim import MimImageProcessor
 from hf_mim.modeling.modeling_dvae import MimDvaeModel, gumbel_temperature, kl_weight_schedule, map_pixels
-from hf_mim.training import TrainingLoop, build_optimizer, build_scheduler, resolve_checkpoint
+from hf_mim.training import TrainingLoop, build_optimizer, build_scheduler, end_training_together, resolve_checkpoint
 
 logger = logging.getLogger("hf_mim.train_tokenizer")
 
@@ -150,7 +150,7 @@ def main(argv=None) -> dict:
         )
         if args.push_to_hub:
             push_folder(out_dir, args.hub_model_id)
-    accelerator.end_training()
+    end_training_together(accelerator)
     return summary
 
 
