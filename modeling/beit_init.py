@@ -9,6 +9,7 @@ import math
 from torch import nn
 from transformers import initialization as init
 
+from .relative_bias_loading import init_per_layer_tables_from_checkpoint
 from .vit import Attention, Block, RelativePositionBias, ViTEncoder, relative_position_index
 
 
@@ -42,3 +43,12 @@ def init_relative_bias_and_layer_scale(module: nn.Module, grid_size: int, layer_
     else:
         return False
     return True
+
+
+class SharedToPerLayerBiasMixin:
+    """Fine-tuning's start (method_spec §2, §3): a model with per-layer relative position bias loaded from a
+    checkpoint with pretraining's shared table starts every block's table as a copy of the shared one."""
+
+    def after_loading(self, pretrained_model_name_or_path, kwargs: dict) -> None:
+        if self.config.relative_position_bias == "per_layer" and pretrained_model_name_or_path is not None:
+            init_per_layer_tables_from_checkpoint(self, pretrained_model_name_or_path, kwargs)

@@ -2,7 +2,7 @@
 method_spec §2)."""
 
 from .configuration_dvae import MimDvaeConfig
-from .configuration_vit import MimViTConfig, check_block_mask_fields
+from .configuration_vit import BlockMaskConfigMixin, MimViTConfig
 
 # The tokenizer fields that fix the encoder's architecture (and so its state dict); training fields stay out.
 TOKENIZER_ARCHITECTURE_FIELDS = (
@@ -10,7 +10,7 @@ TOKENIZER_ARCHITECTURE_FIELDS = (
 )
 
 
-class MimBeitConfig(MimViTConfig):
+class MimBeitConfig(BlockMaskConfigMixin, MimViTConfig):
     """All patches through the encoder, masked ones replaced by a learned mask token; a linear head predicts the
     visual token of each masked patch, the target being a frozen dVAE tokenizer's argmax on a second view.
 
@@ -32,43 +32,16 @@ class MimBeitConfig(MimViTConfig):
     # a copy of the shared table (done when the classifier loads a pretraining checkpoint), drop path 0.1, mean pooling.
     finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
 
-    def __init__(
-        self,
-        qkv_bias: str = "qv",
-        layer_scale_init_value: float = 0.1,
-        drop_path_rate: float = 0.1,
-        position_embedding_type: str = "none",
-        relative_position_bias: str = "shared",
-        use_mask_token: bool = True,
-        pooling: str = "mean",
-        layer_norm_eps: float = 1e-6,
-        vocab_size: int = 8192,
-        num_masking_patches: int = 75,
-        min_num_patches: int = 16,
-        max_num_patches: int | None = None,
-        min_aspect: float = 0.3,
-        max_aspect: float | None = None,
-        tokenizer_config: dict | None = None,
-        codebook_image_size: int | None = None,
-        **kwargs,
-    ):
-        super().__init__(
-            qkv_bias=qkv_bias,
-            layer_scale_init_value=layer_scale_init_value,
-            drop_path_rate=drop_path_rate,
-            position_embedding_type=position_embedding_type,
-            relative_position_bias=relative_position_bias,
-            use_mask_token=use_mask_token,
-            pooling=pooling,
-            layer_norm_eps=layer_norm_eps,
-            **kwargs,
-        )
+    backbone_defaults = dict(qkv_bias="qv", layer_scale_init_value=0.1, drop_path_rate=0.1,
+                             position_embedding_type="none", relative_position_bias="shared", use_mask_token=True,
+                             pooling="mean", layer_norm_eps=1e-6)
+    block_mask_defaults = {"num_masking_patches": 75, "min_num_patches": 16}
+
+    def __init__(self, vocab_size: int = 8192, tokenizer_config: dict | None = None,
+                 codebook_image_size: int | None = None, **kwargs):
+        self.set_block_mask_fields(kwargs)
+        super().__init__(**self.backbone_kwargs(kwargs))
         self.vocab_size = vocab_size
-        self.num_masking_patches = num_masking_patches
-        self.min_num_patches = min_num_patches
-        self.max_num_patches = max_num_patches
-        self.min_aspect = min_aspect
-        self.max_aspect = max_aspect
         # None stays None in config.json, so `--config_overrides vocab_size=N` needs no matching dict edit
         self.tokenizer_config = dict(tokenizer_config) if tokenizer_config is not None else None
         tokenizer = self.tokenizer_config_object()
@@ -76,6 +49,10 @@ class MimBeitConfig(MimViTConfig):
             codebook_image_size = self.grid_size * tokenizer.downsample_factor
         self.codebook_image_size = codebook_image_size
         self.validate_beit(tokenizer)
+
+    @property
+    def needs_tokenizer(self) -> bool:
+        return True
 
     def tokenizer_config_object(self) -> MimDvaeConfig:
         """The `MimDvaeConfig` the frozen tokenizer is built from (DALL-E's encoder when `tokenizer_config` is None)."""
@@ -96,7 +73,7 @@ class MimBeitConfig(MimViTConfig):
             )
         if not self.use_mask_token:
             raise ValueError("use_mask_token must be True: BEiT replaces the masked patches by a learned mask token")
-        check_block_mask_fields(self, "BEiT")
+        self.validate_block_mask("BEiT")
         if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
             raise ValueError(f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
         if tokenizer.vocab_size != self.vocab_size:

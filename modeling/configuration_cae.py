@@ -1,13 +1,13 @@
 """CAE configuration: defaults are the canonical ViT-B/16 checkpoint of lxtGH/CAE (800 epochs, method_spec §5)."""
 
 from .configuration_dvae import MimDvaeConfig
-from .configuration_vit import MimViTConfig, check_block_mask_fields, check_choice, check_divisible
+from .configuration_vit import BlockMaskConfigMixin, MimViTConfig, check_choice, check_divisible
 
 MASK_MODES = ("block", "random")
 DECODER_TARGETS = ("tokens", "pixels")
 
 
-class MimCaeConfig(MimViTConfig):
+class MimCaeConfig(BlockMaskConfigMixin, MimViTConfig):
     """ViT encoder on the visible patches only; a latent regressor (cross-attention from mask queries to the visible
     latents) predicts the masked patches' representations, aligned with the encoder's own (stop-gradient) encoding
     of the masked patches, and a decoder maps the predictions to the tokenizer's visual tokens.
@@ -40,19 +40,15 @@ class MimCaeConfig(MimViTConfig):
     # drop path 0.1, mean pooling; `norm` -> `fc_norm` is done when the classifier loads a pretraining checkpoint.
     finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
 
+    backbone_defaults = dict(qkv_bias="qv", layer_scale_init_value=0.1, drop_path_rate=0.1,
+                             position_embedding_type="sincos_cae", train_position_embeddings=False,
+                             relative_position_bias="none", pooling="mean", layer_norm_eps=1e-6)
+    backbone_fixed = {"use_mask_token": False}  # CAE's mask token lives in the regressor, never in the encoder
+    block_mask_defaults = {"num_masking_patches": 98, "min_num_patches": 16}
+    block_mask_aspect = False
+
     def __init__(
         self,
-        qkv_bias: str = "qv",
-        layer_scale_init_value: float = 0.1,
-        drop_path_rate: float = 0.1,
-        position_embedding_type: str = "sincos_cae",
-        train_position_embeddings: bool = False,
-        relative_position_bias: str = "none",
-        pooling: str = "mean",
-        layer_norm_eps: float = 1e-6,
-        num_masking_patches: int = 98,
-        min_num_patches: int = 16,
-        max_num_patches: int | None = None,
         mask_mode: str = "block",
         regressor_num_hidden_layers: int = 4,
         decoder_num_hidden_layers: int = 4,
@@ -69,22 +65,8 @@ class MimCaeConfig(MimViTConfig):
         codebook_image_size: int | None = None,
         **kwargs,
     ):
-        kwargs.pop("use_mask_token", None)  # CAE's mask token lives in the regressor, never in the encoder
-        super().__init__(
-            qkv_bias=qkv_bias,
-            layer_scale_init_value=layer_scale_init_value,
-            drop_path_rate=drop_path_rate,
-            position_embedding_type=position_embedding_type,
-            train_position_embeddings=train_position_embeddings,
-            relative_position_bias=relative_position_bias,
-            pooling=pooling,
-            layer_norm_eps=layer_norm_eps,
-            use_mask_token=False,
-            **kwargs,
-        )
-        self.num_masking_patches = num_masking_patches
-        self.min_num_patches = min_num_patches
-        self.max_num_patches = max_num_patches
+        self.set_block_mask_fields(kwargs)
+        super().__init__(**self.backbone_kwargs(kwargs))
         self.mask_mode = mask_mode
         self.regressor_num_hidden_layers = regressor_num_hidden_layers
         self.decoder_num_hidden_layers = decoder_num_hidden_layers
@@ -108,6 +90,10 @@ class MimCaeConfig(MimViTConfig):
         self.codebook_image_size = codebook_image_size
         self.validate_cae(tokenizer)
 
+    @property
+    def needs_tokenizer(self) -> bool:
+        return self.decoder_target == "tokens"
+
     def tokenizer_config_object(self) -> MimDvaeConfig:
         """The dVAE config of the frozen tokenizer; its `image_size` is the codebook view's."""
         try:
@@ -124,7 +110,7 @@ class MimCaeConfig(MimViTConfig):
             raise ValueError("train_position_embeddings must be False: CAE keeps its sin-cos table fixed")
         check_choice("mask_mode", self.mask_mode, MASK_MODES)
         check_choice("decoder_target", self.decoder_target, DECODER_TARGETS)
-        check_block_mask_fields(self, "CAE")
+        self.validate_block_mask("CAE")
         for name in ("regressor_num_hidden_layers", "decoder_num_hidden_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

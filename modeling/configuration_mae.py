@@ -16,42 +16,23 @@ class MimMaeConfig(MimViTConfig):
     # What the fine-tuning recipe changes (method_spec §1): positions become trainable, drop path 0.1.
     finetune_overrides = {"train_position_embeddings": True, "drop_path_rate": 0.1, "pooling": "mean"}
 
-    def __init__(
-        self,
-        qkv_bias: str = "full",
-        layer_scale_init_value: float = 0.0,
-        position_embedding_type: str = "sincos_mae",
-        train_position_embeddings: bool = False,
-        relative_position_bias: str = "none",
-        pooling: str = "mean",
-        mask_ratio: float = 0.75,
-        norm_pix_loss: bool = True,
-        decoder_hidden_size: int = 512,
-        decoder_num_hidden_layers: int = 8,
-        decoder_num_attention_heads: int = 16,
-        decoder_intermediate_size: int = 2048,
-        **kwargs,
-    ):
+    backbone_defaults = dict(qkv_bias="full", layer_scale_init_value=0.0, position_embedding_type="sincos_mae",
+                             train_position_embeddings=False, relative_position_bias="none", pooling="mean")
+    backbone_fixed = {"use_mask_token": False}  # MAE never puts mask tokens in the encoder
+
+    def __init__(self, mask_ratio: float = 0.75, norm_pix_loss: bool = True, decoder_hidden_size: int = 512,
+                 decoder_num_hidden_layers: int = 8, decoder_num_attention_heads: int = 16,
+                 decoder_intermediate_size: int = 2048, **kwargs):
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.decoder_hidden_size = decoder_hidden_size
         self.decoder_num_hidden_layers = decoder_num_hidden_layers
         self.decoder_num_attention_heads = decoder_num_attention_heads
         self.decoder_intermediate_size = decoder_intermediate_size
-        kwargs.pop("use_mask_token", None)  # MAE never puts mask tokens in the encoder
-        super().__init__(
-            qkv_bias=qkv_bias,
-            layer_scale_init_value=layer_scale_init_value,
-            position_embedding_type=position_embedding_type,
-            train_position_embeddings=train_position_embeddings,
-            relative_position_bias=relative_position_bias,
-            use_mask_token=False,
-            pooling=pooling,
-            **kwargs,
-        )
+        super().__init__(**self.backbone_kwargs(kwargs))
         check_ratio("mask_ratio", mask_ratio)
-        check_choice("position_embedding_type", position_embedding_type, ("sincos_mae", "learned"))
-        if relative_position_bias != "none":
+        check_choice("position_embedding_type", self.position_embedding_type, ("sincos_mae", "learned"))
+        if self.relative_position_bias != "none":
             raise ValueError("MAE drops masked tokens, so relative_position_bias must be 'none' for pretraining")
         check_divisible("decoder_hidden_size", decoder_hidden_size, "decoder_num_attention_heads", decoder_num_attention_heads)
         check_divisible("decoder_hidden_size", decoder_hidden_size, "4 (sin-cos quarters); decoder_hidden_size", 4)

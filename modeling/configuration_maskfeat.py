@@ -1,10 +1,10 @@
 """MaskFeat configuration: defaults are the official ViT-B/16 image pretraining config (facebookresearch/SlowFast
 `in1k_VIT_B_MaskFeat_PT.yaml`, method_spec §4)."""
 
-from .configuration_vit import MimViTConfig, check_block_mask_fields, check_divisible
+from .configuration_vit import BlockMaskConfigMixin, MimViTConfig, check_divisible
 
 
-class MimMaskFeatConfig(MimViTConfig):
+class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
     """All patches through the encoder, masked ones replaced by a learned mask token; a linear head on the final
     LayerNorm predicts, at each masked patch, its histograms of oriented gradients (HOG), scored by MSE.
 
@@ -27,42 +27,14 @@ class MimMaskFeatConfig(MimViTConfig):
     # new LayerNorm; learned absolute positions and everything else stay.
     finetune_overrides = {"drop_path_rate": 0.1, "pooling": "mean"}
 
-    def __init__(
-        self,
-        qkv_bias: str = "full",
-        layer_scale_init_value: float = 0.0,
-        drop_path_rate: float = 0.0,
-        position_embedding_type: str = "learned",
-        relative_position_bias: str = "none",
-        use_mask_token: bool = True,
-        pooling: str = "mean",
-        layer_norm_eps: float = 1e-6,
-        num_masking_patches: int = 78,
-        min_num_patches: int = 15,
-        max_num_patches: int | None = None,
-        min_aspect: float = 0.3,
-        max_aspect: float | None = None,
-        hog_nbins: int = 9,
-        hog_cell_size: int = 8,
-        hog_gaussian_window: int = 0,
-        **kwargs,
-    ):
-        super().__init__(
-            qkv_bias=qkv_bias,
-            layer_scale_init_value=layer_scale_init_value,
-            drop_path_rate=drop_path_rate,
-            position_embedding_type=position_embedding_type,
-            relative_position_bias=relative_position_bias,
-            use_mask_token=use_mask_token,
-            pooling=pooling,
-            layer_norm_eps=layer_norm_eps,
-            **kwargs,
-        )
-        self.num_masking_patches = num_masking_patches
-        self.min_num_patches = min_num_patches
-        self.max_num_patches = max_num_patches
-        self.min_aspect = min_aspect
-        self.max_aspect = max_aspect
+    backbone_defaults = dict(qkv_bias="full", layer_scale_init_value=0.0, drop_path_rate=0.0,
+                             position_embedding_type="learned", relative_position_bias="none", use_mask_token=True,
+                             pooling="mean", layer_norm_eps=1e-6)
+    block_mask_defaults = {"num_masking_patches": 78, "min_num_patches": 15}
+
+    def __init__(self, hog_nbins: int = 9, hog_cell_size: int = 8, hog_gaussian_window: int = 0, **kwargs):
+        self.set_block_mask_fields(kwargs)
+        super().__init__(**self.backbone_kwargs(kwargs))
         self.hog_nbins = hog_nbins
         self.hog_cell_size = hog_cell_size
         self.hog_gaussian_window = hog_gaussian_window
@@ -78,7 +50,7 @@ class MimMaskFeatConfig(MimViTConfig):
             raise ValueError(
                 "use_mask_token must be True: MaskFeat replaces the masked patches by a learned mask token"
             )
-        check_block_mask_fields(self, "MaskFeat")
+        self.validate_block_mask("MaskFeat")
         if isinstance(self.hog_nbins, bool) or not isinstance(self.hog_nbins, int) or self.hog_nbins < 1:
             raise ValueError(
                 f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {self.hog_nbins!r}"

@@ -27,32 +27,13 @@ class MimSimMIMConfig(MimViTConfig):
     # drop path 0.1, mean pooling + fc_norm; no absolute positions.
     finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
 
-    def __init__(
-        self,
-        qkv_bias: str = "qv",
-        layer_scale_init_value: float = 0.1,
-        drop_path_rate: float = 0.1,
-        position_embedding_type: str = "none",
-        relative_position_bias: str = "shared",
-        use_mask_token: bool = True,
-        pooling: str = "mean",
-        layer_norm_eps: float = 1e-6,
-        mask_patch_size: int = 32,
-        mask_ratio: float = 0.6,
-        encoder_stride: int | None = None,
-        **kwargs,
-    ):
-        super().__init__(
-            qkv_bias=qkv_bias,
-            layer_scale_init_value=layer_scale_init_value,
-            drop_path_rate=drop_path_rate,
-            position_embedding_type=position_embedding_type,
-            relative_position_bias=relative_position_bias,
-            use_mask_token=use_mask_token,
-            pooling=pooling,
-            layer_norm_eps=layer_norm_eps,
-            **kwargs,
-        )
+    backbone_defaults = dict(qkv_bias="qv", layer_scale_init_value=0.1, drop_path_rate=0.1,
+                             position_embedding_type="none", relative_position_bias="shared", use_mask_token=True,
+                             pooling="mean", layer_norm_eps=1e-6)
+
+    def __init__(self, mask_patch_size: int = 32, mask_ratio: float = 0.6, encoder_stride: int | None = None,
+                 **kwargs):
+        super().__init__(**self.backbone_kwargs(kwargs))
         self.mask_patch_size = mask_patch_size
         self.mask_ratio = mask_ratio
         self.encoder_stride = self.patch_size if encoder_stride is None else encoder_stride

@@ -25,6 +25,11 @@ class MimViTConfig(PretrainedConfig):
     """
 
     model_type = "mim_vit"
+    # A method config states only how it differs: the defaults of its canonical checkpoint for the backbone
+    # fields, and the fields its pretraining fixes whatever the caller passes. (No annotations: configs are
+    # dataclasses in transformers 5, and an annotated class attribute would become a field.)
+    backbone_defaults = {}
+    backbone_fixed = {}
 
     def __init__(
         self,
@@ -73,6 +78,16 @@ class MimViTConfig(PretrainedConfig):
         super().__init__(**kwargs)
         self.validate_backbone()
 
+    @classmethod
+    def backbone_kwargs(cls, kwargs: dict) -> dict:
+        """The caller's keywords over the method's backbone defaults, with the method's fixed fields on top."""
+        return {**cls.backbone_defaults, **kwargs, **cls.backbone_fixed}
+
+    @property
+    def needs_tokenizer(self) -> bool:
+        """Whether pretraining predicts the visual tokens of a frozen dVAE tokenizer (`load_tokenizer`)."""
+        return False
+
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
@@ -112,26 +127,47 @@ def check_ratio(name: str, value: float) -> None:
         raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")
 
 
-def check_block_mask_fields(config, method: str) -> None:
-    """The block-wise mask generator's fields (method_spec §0.5), shared by BEiT, MaskFeat and CAE: a masked count
-    that leaves a patch visible, block areas >= 1, and (where the config has them) aspect bounds."""
-    num_patches, count = config.num_patches, config.num_masking_patches
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < num_patches:
-        raise ValueError(
-            f"num_masking_patches must be an integer in [1, {num_patches - 1}] (the {config.grid_size}x"
-            f"{config.grid_size} grid has {num_patches} patches and one must stay visible), got {count!r}"
-        )
-    smallest = config.min_num_patches
-    if isinstance(smallest, bool) or not isinstance(smallest, int) or smallest < 1:
-        raise ValueError(f"min_num_patches must be an integer >= 1 (smallest block area to aim for), got {smallest!r}")
-    if config.max_num_patches is not None and not config.max_num_patches >= 1:
-        raise ValueError(
-            f"max_num_patches must be >= 1, or None for num_masking_patches, got {config.max_num_patches!r}"
-        )
-    min_aspect, max_aspect = getattr(config, "min_aspect", 0.3), getattr(config, "max_aspect", None)
-    if not min_aspect > 0:
-        raise ValueError(f"min_aspect must be > 0 (block height/width ratio; {method} uses 0.3), got {min_aspect!r}")
-    if max_aspect is not None and not max_aspect >= min_aspect:
-        raise ValueError(
-            f"max_aspect must be >= min_aspect={min_aspect}, or None for 1/min_aspect, got {max_aspect!r}"
-        )
+class BlockMaskConfigMixin:
+    """The block-wise mask generator's fields, shared by BEiT, MaskFeat and CAE: `num_masking_patches` masked
+    patches in blocks of `min_num_patches` to `max_num_patches` (None: num_masking_patches) patches, aspect
+    (height / width) in [`min_aspect`, `max_aspect`] (None: 1 / min_aspect).
+
+    A config sets its defaults in `block_mask_defaults`; `block_mask_aspect = False` leaves the aspect fields
+    out (CAE's generator keeps BEiT's fixed aspect range).
+    """
+
+    block_mask_defaults = {"num_masking_patches": 75, "min_num_patches": 16}
+    block_mask_aspect = True
+
+    def set_block_mask_fields(self, kwargs: dict) -> None:
+        """Take the block-mask fields out of `kwargs` (the config's other keywords), defaults filled in."""
+        defaults = {"max_num_patches": None, **self.block_mask_defaults}
+        if self.block_mask_aspect:
+            defaults = {"min_aspect": 0.3, "max_aspect": None, **defaults}
+        for name, default in defaults.items():
+            setattr(self, name, kwargs.pop(name, default))
+
+    def validate_block_mask(self, method: str) -> None:
+        """A masked count that leaves a patch visible, block areas >= 1, and aspect bounds."""
+        num_patches, count = self.num_patches, self.num_masking_patches
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < num_patches:
+            raise ValueError(
+                f"num_masking_patches must be an integer in [1, {num_patches - 1}] (the {self.grid_size}x"
+                f"{self.grid_size} grid has {num_patches} patches and one must stay visible), got {count!r}"
+            )
+        smallest = self.min_num_patches
+        if isinstance(smallest, bool) or not isinstance(smallest, int) or smallest < 1:
+            raise ValueError(f"min_num_patches must be an integer >= 1 (smallest block area to aim for), got {smallest!r}")
+        if self.max_num_patches is not None and not self.max_num_patches >= 1:
+            raise ValueError(
+                f"max_num_patches must be >= 1, or None for num_masking_patches, got {self.max_num_patches!r}"
+            )
+        if not self.block_mask_aspect:
+            return
+        min_aspect, max_aspect = self.min_aspect, self.max_aspect
+        if not min_aspect > 0:
+            raise ValueError(f"min_aspect must be > 0 (block height/width ratio; {method} uses 0.3), got {min_aspect!r}")
+        if max_aspect is not None and not max_aspect >= min_aspect:
+            raise ValueError(
+                f"max_aspect must be >= min_aspect={min_aspect}, or None for 1/min_aspect, got {max_aspect!r}"
+            )

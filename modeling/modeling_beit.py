@@ -9,20 +9,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 
-from .beit_init import init_relative_bias_and_layer_scale, residual_depth_scale
+from .beit_init import SharedToPerLayerBiasMixin, init_relative_bias_and_layer_scale, residual_depth_scale
 from .configuration_beit import TOKENIZER_ARCHITECTURE_FIELDS, MimBeitConfig
 from .losses import masked_token_cross_entropy
-from .modeling_dvae import DvaeConv2d, DvaeEncoder, check_map_pixels_range
-from .relative_bias_loading import init_per_layer_tables_from_checkpoint
-from .remote_code import RemoteCodeMixin
+from .mim_base import MimPreTrainedModel, PictureView
+from .modeling_dvae import DvaeConv2d, DvaeEncoder
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
+from .visual_tokens import VisualTokenizerMixin
 from .vit import ViTEncoder
-
-logger = logging.get_logger(__name__)
 
 # BEiT fine-tuning starts the classifier near zero: trunc-normal(0.02) (timm's +-2 absolute bounds), then x 0.001.
 HEAD_INIT_SCALE = 1e-3
@@ -67,21 +64,8 @@ class MimBeitPreTrainingOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
-class MimBeitPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+class MimBeitPreTrainedModel(SharedToPerLayerBiasMixin, MimPreTrainedModel):
     config_class = MimBeitConfig
-    base_model_prefix = "vit"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
-    _no_split_modules = ["Block"]
-    _supports_sdpa = True
-    supports_gradient_checkpointing = True
-    auto_classes = {
-        "AutoModel": "MimBeitModel",
-        "AutoModelForPreTraining": "MimBeitForPreTraining",
-        "AutoModelForMaskedImageModeling": "MimBeitForPreTraining",
-        "AutoModelForImageClassification": "MimBeitForImageClassification",
-        "AutoImageProcessor": "image_processing_beit.MimBeitImageProcessor",
-    }
 
     def _init_weights(self, module: nn.Module) -> None:
         """BEiT init (method_spec §0.3): trunc-normal(0.02) cut at +-1 std for Linear and conv weights and the
@@ -116,20 +100,6 @@ class MimBeitPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
             init.normal_(module.w, std=1.0 / math.sqrt(module.in_channels * module.kernel_size**2))
             init.zeros_(module.b)
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """As `PreTrainedModel.from_pretrained`, plus two BEiT rules: the loaded tokenizer stays frozen, and when this
-        model has per-layer relative position bias and the checkpoint has BEiT pretraining's shared table
-        (fine-tuning a pretrained encoder), every block's table starts as a copy of the shared one (method_spec §2)
-        instead of zeros."""
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        if isinstance(getattr(model, "tokenizer", None), DvaeEncoder):
-            model.tokenizer.requires_grad_(False)  # loading materialises every parameter as trainable
-        if model.config.relative_position_bias == "per_layer" and pretrained_model_name_or_path is not None:
-            init_per_layer_tables_from_checkpoint(model, pretrained_model_name_or_path, kwargs)
-        return loaded
-
 
 class MimBeitModel(EncoderModelMixin, MimBeitPreTrainedModel):
     """BEiT encoder over all patches, for features: `AutoModel.from_pretrained(...)`. `bool_masked_pos` (B, L)
@@ -141,7 +111,7 @@ class MimBeitModel(EncoderModelMixin, MimBeitPreTrainedModel):
         self.post_init()
 
 
-class MimBeitForPreTraining(MimBeitPreTrainedModel):
+class MimBeitForPreTraining(VisualTokenizerMixin, MimBeitPreTrainedModel):
     """`encode` (all patches, masked ones -> mask token, shared relative position bias) -> `lm_head` at the masked
     positions only -> cross-entropy against the frozen `tokenizer`'s ids.
 
@@ -159,30 +129,13 @@ class MimBeitForPreTraining(MimBeitPreTrainedModel):
         self.tokenizer.requires_grad_(False)
         self.post_init()
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.tokenizer.train(False)
-        return self
-
     @torch.no_grad()
     def load_tokenizer(self, dvae_model) -> None:
         """Copy a trained or converted `MimDvaeModel`'s encoder in as the frozen tokenizer. A tokenizer of another
         size (e.g. one trained by scripts/train_tokenizer.py) replaces the current module and `config.tokenizer_config`;
         its vocabulary must match the token head and its downsampling must give one token per patch."""
         tokenizer_config = dvae_model.config
-        if tokenizer_config.vocab_size != self.config.vocab_size:
-            raise ValueError(
-                f"the tokenizer has vocab_size={tokenizer_config.vocab_size} but this model's token head predicts "
-                f"vocab_size={self.config.vocab_size}; build the model with vocab_size={tokenizer_config.vocab_size} "
-                "(e.g. --config_overrides vocab_size=...) or use a tokenizer of this vocabulary"
-            )
-        factor = tokenizer_config.downsample_factor
-        if self.config.codebook_image_size != self.config.grid_size * factor:
-            raise ValueError(
-                f"the tokenizer downsamples by {factor}, so codebook_image_size={self.config.codebook_image_size} "
-                f"would not give one token per patch of the {self.config.grid_size}x{self.config.grid_size} grid; set "
-                f"codebook_image_size={self.config.grid_size * factor}"
-            )
+        self.check_tokenizer_fits(tokenizer_config)
         architecture = {name: getattr(tokenizer_config, name) for name in TOKENIZER_ARCHITECTURE_FIELDS}
         current = self.config.tokenizer_config_object()
         if any(getattr(current, name) != value for name, value in architecture.items() if name != "image_size"):
@@ -190,19 +143,7 @@ class MimBeitForPreTraining(MimBeitPreTrainedModel):
         self.tokenizer.load_state_dict(dvae_model.encoder.state_dict(), strict=True)
         self.tokenizer.float().requires_grad_(False).train(False)
         self.config.tokenizer_config = architecture
-
-    @torch.no_grad()
-    def tokenize(self, codebook_pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) map_pixels'd tokenizer view -> (B, L) token ids, row-major (argmax of the fp32 logits)."""
-        if codebook_pixel_values.ndim != 4 or codebook_pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"codebook_pixel_values must be (batch, {self.config.num_channels}, {self.config.codebook_image_size}, "
-                f"{self.config.codebook_image_size}), got {tuple(codebook_pixel_values.shape)}"
-            )
-        check_map_pixels_range(codebook_pixel_values, "codebook_pixel_values", owner=self)
-        with torch.autocast(device_type=codebook_pixel_values.device.type, enabled=False):
-            logits = self.tokenizer(codebook_pixel_values.float())
-        return logits.argmax(dim=1).flatten(1)
+        self.keep_tokenizer_decoder(dvae_model)
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
                 codebook_pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -257,6 +198,10 @@ class MimBeitForPreTraining(MimBeitPreTrainedModel):
         out = MimBeitPreTrainingOutput(loss=loss, logits=logits, accuracy=accuracy, labels=targets,
                                        bool_masked_pos=bool_masked_pos, hidden_states=all_hidden)
         return out if return_dict is not False else out.to_tuple()
+
+    def picture_view(self, batch: dict, outputs: MimBeitPreTrainingOutput) -> PictureView | None:
+        """"tokens": the tokenizer's decoder on the true tokens with the argmax predictions at the masked patches."""
+        return self.tokens_picture_view(batch, outputs.bool_masked_pos, outputs.logits.argmax(dim=-1))
 
 
 class MimBeitForImageClassification(ImageClassificationMixin, MimBeitPreTrainedModel):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
@@ -20,9 +20,10 @@ from transformers.utils import ModelOutput
 from .configuration_cae import MimCaeConfig
 from .losses import masked_token_cross_entropy, normalize_patch_targets
 from .masking import split_by_mask
-from .modeling_dvae import DvaeConv2d, DvaeEncoder, check_map_pixels_range
-from .remote_code import RemoteCodeMixin
+from .mim_base import MimPreTrainedModel, PictureView, unstandardize_patches
+from .modeling_dvae import DvaeConv2d, DvaeEncoder
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
+from .visual_tokens import VisualTokenizerMixin
 from .vit import (
     Attention,
     Block,
@@ -32,6 +33,7 @@ from .vit import (
     patchify,
     relative_position_index,
     sincos_position_table,
+    unpatchify,
 )
 
 
@@ -234,22 +236,10 @@ class AttentiveProbe(nn.Module):
 # ------------------------------------------------------------------------------------------------- models
 
 
-class MimCaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+class MimCaePreTrainedModel(MimPreTrainedModel):
     config_class = MimCaeConfig
-    base_model_prefix = "vit"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
     _no_split_modules = ["Block", "RegressorBlock"]
     _keep_in_fp32_modules = ["tokenizer"]
-    _supports_sdpa = True
-    supports_gradient_checkpointing = True
-    auto_classes = {
-        "AutoModel": "MimCaeModel",
-        "AutoModelForPreTraining": "MimCaeForPreTraining",
-        "AutoModelForMaskedImageModeling": "MimCaeForPreTraining",
-        "AutoModelForImageClassification": "MimCaeForImageClassification",
-        "AutoImageProcessor": "image_processing_cae.MimCaeImageProcessor",
-    }
 
     def _init_weights(self, module: nn.Module) -> None:
         """CAE's init with its xavier override (method_spec §5): every Linear xavier-uniform with zero bias (encoder,
@@ -301,24 +291,6 @@ class MimCaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         elif isinstance(module, MimCaeForPreTraining):
             init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
 
-    def freeze_fixed_parameters(self) -> None:
-        """requires_grad False for what never trains: the fixed sin-cos table, the EMA teacher, the tokenizer."""
-        for module in self.modules():
-            if isinstance(module, ViTEncoder) and module.pos_embed is not None:
-                module.pos_embed.requires_grad_(bool(self.config.train_position_embeddings))
-        for name in ("teacher", "tokenizer"):
-            if getattr(self, name, None) is not None:
-                getattr(self, name).requires_grad_(False)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers 5 loads every tensor into a fresh Parameter with requires_grad=True; frozen parts are
-        frozen again here."""
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        model.freeze_fixed_parameters()
-        return loaded
-
 
 class MimCaeModel(EncoderModelMixin, MimCaePreTrainedModel):
     """CAE encoder over all patches (no masking), for features: `AutoModel.from_pretrained("org/cae-vit-base")`."""
@@ -329,7 +301,7 @@ class MimCaeModel(EncoderModelMixin, MimCaePreTrainedModel):
         self.post_init()
 
 
-class MimCaeForPreTraining(MimCaePreTrainedModel):
+class MimCaeForPreTraining(VisualTokenizerMixin, MimCaePreTrainedModel):
     """`encode` (visible patches) -> `latent_targets` (stop-gradient encoding of the masked patches) -> `regressor`
     (latent_pred) -> `decoder` (masked patches only) -> loss = CE(tokens) + alignment_weight * MSE(latents).
 
@@ -368,12 +340,6 @@ class MimCaeForPreTraining(MimCaePreTrainedModel):
             self.tokenizer.requires_grad_(False)
         self.post_init()
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.tokenizer is not None:
-            self.tokenizer.train(False)
-        return self
-
     # ---- pieces ------------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -381,21 +347,8 @@ class MimCaeForPreTraining(MimCaePreTrainedModel):
         """Copy a trained or converted `MimDvaeModel`'s encoder in as the frozen tokenizer; a tokenizer of another
         size replaces the module and `config.tokenizer_config`. Raises ValueError when its vocabulary differs from
         vocab_size or its downsampling gives no token per patch at codebook_image_size."""
-        if self.tokenizer is None:
-            raise ValueError("decoder_target='pixels' predicts pixels and has no tokenizer to load")
         dvae_config = dvae_model.config
-        if dvae_config.vocab_size != self.config.vocab_size:
-            raise ValueError(
-                f"the tokenizer has vocab_size={dvae_config.vocab_size} but this model predicts vocab_size="
-                f"{self.config.vocab_size} classes; build the model with vocab_size={dvae_config.vocab_size}"
-            )
-        factor = dvae_config.downsample_factor
-        if self.config.codebook_image_size != self.config.grid_size * factor:
-            raise ValueError(
-                f"the tokenizer downsamples by {factor}, so codebook_image_size={self.config.codebook_image_size} "
-                f"gives no token per patch of the {self.config.grid_size}x{self.config.grid_size} grid; set "
-                f"codebook_image_size={self.config.grid_size * factor}"
-            )
+        self.check_tokenizer_fits(dvae_config)
         fields = ("vocab_size", "hidden_size", "num_groups", "num_blocks_per_group", "num_channels")
         self.config.tokenizer_config = {
             **{name: getattr(dvae_config, name) for name in fields}, "image_size": self.config.codebook_image_size
@@ -403,20 +356,7 @@ class MimCaeForPreTraining(MimCaePreTrainedModel):
         tokenizer = DvaeEncoder(self.config.tokenizer_config_object())
         tokenizer.load_state_dict(dvae_model.encoder.state_dict(), strict=True)
         self.tokenizer = tokenizer.to(self.vit.cls_token.device, torch.float32).requires_grad_(False).train(False)
-
-    @torch.no_grad()
-    def tokenize(self, codebook_pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) map_pixels'd tokenizer view -> (B, L) token ids, row-major: the argmax of fp32 logits with
-        autocast off, since half precision flips near-ties and the tokens are the targets."""
-        if codebook_pixel_values.ndim != 4 or codebook_pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"codebook_pixel_values must be (batch, {self.config.num_channels}, {self.config.codebook_image_size}, "
-                f"{self.config.codebook_image_size}), got {tuple(codebook_pixel_values.shape)}"
-            )
-        check_map_pixels_range(codebook_pixel_values, "codebook_pixel_values", owner=self)
-        with torch.autocast(device_type=codebook_pixel_values.device.type, enabled=False):
-            logits = self.tokenizer(codebook_pixel_values.float())
-        return logits.argmax(dim=1).flatten(1)
+        self.keep_tokenizer_decoder(dvae_model)
 
     def positions(self, grid: tuple[int, int], device, dtype) -> torch.Tensor:
         """(1, L, D_dec) fixed sin-cos table (CAE order) of the regressor and decoder, without the cls row."""
@@ -458,6 +398,10 @@ class MimCaeForPreTraining(MimCaePreTrainedModel):
         momentum = self.config.teacher_momentum
         for target, source in zip(self.teacher.parameters(), self.vit.parameters()):
             target.lerp_(source.detach().to(target.dtype), 1.0 - momentum)
+
+    def after_optimizer_step(self) -> None:
+        """The EMA teacher follows the encoder (`update_teacher`)."""
+        self.update_teacher()
 
     def token_targets(self, bool_masked_pos, ids_masked, codebook_pixel_values=None, labels=None) -> torch.Tensor:
         """Visual-token ids of the masked patches, (B, Lm): from `labels`, the ids of the whole grid (B, L) or
@@ -525,6 +469,21 @@ class MimCaeForPreTraining(MimCaePreTrainedModel):
             hidden_states=hidden_states,
         )
         return out if return_dict is not False else out.to_tuple()
+
+    def picture_view(self, batch: dict, outputs: MimCaePreTrainingOutput) -> PictureView | None:
+        """"tokens" (the tokenizer's decoder on the true tokens with the argmax predictions at the masked
+        patches), or with decoder_target="pixels" the "pixels" view: the visible patches as given, the masked ones
+        predicted (de-standardised with each patch's own mean and std when norm_pix_loss)."""
+        if self.config.decoder_target == "tokens":
+            return self.tokens_picture_view(batch, outputs.bool_masked_pos, outputs.logits.argmax(dim=-1))
+        pixel_values, mask = batch["pixel_values"], outputs.bool_masked_pos
+        patches = patchify(pixel_values.float(), self.config.patch_size)
+        predicted = outputs.logits.float().reshape(-1, patches.shape[-1])
+        if self.config.norm_pix_loss:
+            predicted = unstandardize_patches(predicted, patches[mask])
+        patches[mask] = predicted
+        grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
+        return PictureView("pixels", mask, unpatchify(patches, self.config.patch_size, self.config.num_channels, grid))
 
 
 FINAL_NORM_TO_FC_NORM = {r"^vit\.norm\.": "fc_norm."}

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_mae import MimMaeConfig
 from .losses import masked_mse_loss, normalize_patch_targets
 from .masking import random_masking
-from .remote_code import RemoteCodeMixin
+from .mim_base import MimPreTrainedModel, PictureView, unstandardize_patches
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
 from .vit import ViTEncoder, build_blocks, patchify, resize_position_table, sincos_position_table, unpatchify
 
@@ -25,8 +24,9 @@ class MimMaePreTrainingOutput(ModelOutput):
     """
     loss: mean squared error over the removed patches (of norm-pix targets when `norm_pix_loss`).
     logits: (B, L, patch_size**2 * C) predicted patches, in original patch order.
-    mask: (B, L) 1 = removed, 0 = visible.
+    mask: (B, L) 1 = removed, 0 = visible (float, as transformers' ViTMAE).
     ids_restore: (B, L) indices that undo the shuffle.
+    bool_masked_pos: (B, L) True = removed, the same mask as a bool tensor.
     """
 
     loss: torch.FloatTensor | None = None
@@ -34,6 +34,7 @@ class MimMaePreTrainingOutput(ModelOutput):
     mask: torch.FloatTensor | None = None
     ids_restore: torch.LongTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    bool_masked_pos: torch.BoolTensor | None = None
 
 
 class MaeDecoder(nn.Module):
@@ -71,20 +72,8 @@ class MaeDecoder(nn.Module):
         return self.pred(self.norm(x))[:, 1:]
 
 
-class MimMaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+class MimMaePreTrainedModel(MimPreTrainedModel):
     config_class = MimMaeConfig
-    base_model_prefix = "vit"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
-    _no_split_modules = ["Block"]
-    _supports_sdpa = True
-    supports_gradient_checkpointing = True
-    auto_classes = {
-        "AutoModel": "MimMaeModel",
-        "AutoModelForPreTraining": "MimMaeForPreTraining",
-        "AutoModelForImageClassification": "MimMaeForImageClassification",
-        "AutoImageProcessor": "image_processing_mae.MimMaeImageProcessor",
-    }
 
     def _init_weights(self, module: nn.Module) -> None:
         """Official MAE init: xavier-uniform Linear (the patch conv too, as a [D, C*p*p] matrix), normal(0.02)
@@ -115,19 +104,6 @@ class MimMaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         elif isinstance(module, MaeDecoder):
             init.normal_(module.mask_token, std=self.config.initializer_range)
             init.copy_(module.pos_embed, module.position_table())
-
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """transformers 5 loads every tensor as a trainable Parameter: the fixed sin-cos tables are frozen again."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        if model.vit.pos_embed is not None:
-            fixed = model.config.position_embedding_type.startswith("sincos")
-            model.vit.pos_embed.requires_grad_(not fixed or bool(model.config.train_position_embeddings))
-        if isinstance(getattr(model, "decoder", None), MaeDecoder):
-            model.decoder.pos_embed.requires_grad_(False)
-        return loaded
 
 
 class MimMaeModel(EncoderModelMixin, MimMaePreTrainedModel):
@@ -170,7 +146,8 @@ class MimMaeForPreTraining(MimMaePreTrainedModel):
         pred = self.decoder(latent, ids_restore, grid)
         # mean loss on removed patches
         loss = masked_mse_loss(pred, self.targets(pixel_values), mask)
-        out = MimMaePreTrainingOutput(loss=loss, logits=pred, mask=mask, ids_restore=ids_restore, hidden_states=hidden_states)
+        out = MimMaePreTrainingOutput(loss=loss, logits=pred, mask=mask, ids_restore=ids_restore,
+                                      hidden_states=hidden_states, bool_masked_pos=mask.bool())
         return out if return_dict is not False else out.to_tuple()
 
     def reconstruct(self, pixel_values: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -178,10 +155,14 @@ class MimMaeForPreTraining(MimMaePreTrainedModel):
         prediction is de-standardised with each patch's own mean and std, as the official visualisation does."""
         pred = logits.float()
         if self.config.norm_pix_loss:
-            target = patchify(pixel_values.float(), self.config.patch_size)
-            pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6).sqrt() + target.mean(dim=-1, keepdim=True)
+            pred = unstandardize_patches(pred, patchify(pixel_values.float(), self.config.patch_size))
         grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
         return unpatchify(pred, self.config.patch_size, self.config.num_channels, grid)
+
+    def picture_view(self, batch: dict, outputs: MimMaePreTrainingOutput) -> PictureView:
+        """"pixels": the predicted patches in the input's normalised pixel space (`reconstruct`)."""
+        predicted = self.reconstruct(batch["pixel_values"], outputs.logits)
+        return PictureView("pixels", outputs.bool_masked_pos, predicted)
 
 
 class MimMaeForImageClassification(ImageClassificationMixin, MimMaePreTrainedModel):

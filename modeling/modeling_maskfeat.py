@@ -15,14 +15,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_maskfeat import MimMaskFeatConfig
 from .hog import HOGTarget, gaussian_window_kernel, sobel_kernels
 from .losses import masked_mse_loss
-from .remote_code import RemoteCodeMixin
+from .mim_base import MimPreTrainedModel, PictureView
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
 from .vit import PatchEmbed, ViTEncoder
 
@@ -65,21 +64,8 @@ def patch_targets_to_cell_histograms(targets: torch.Tensor, grid: tuple[int, int
     return cells.reshape(batch, num_channels, nbins, height * k, width * k)
 
 
-class MimMaskFeatPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+class MimMaskFeatPreTrainedModel(MimPreTrainedModel):
     config_class = MimMaskFeatConfig
-    base_model_prefix = "vit"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
-    _no_split_modules = ["Block"]
-    _supports_sdpa = True
-    supports_gradient_checkpointing = True
-    auto_classes = {
-        "AutoModel": "MimMaskFeatModel",
-        "AutoModelForPreTraining": "MimMaskFeatForPreTraining",
-        "AutoModelForMaskedImageModeling": "MimMaskFeatForPreTraining",
-        "AutoModelForImageClassification": "MimMaskFeatForImageClassification",
-        "AutoImageProcessor": "image_processing_maskfeat.MimMaskFeatImageProcessor",
-    }
 
     def _init_weights(self, module: nn.Module) -> None:
         """Official MaskFeat ViT init (SlowFast MViT in ViT mode, method_spec §4): Linear weights (the HOG head
@@ -167,6 +153,10 @@ class MimMaskFeatForPreTraining(MimMaskFeatPreTrainedModel):
         out = MimMaskFeatPreTrainingOutput(loss=loss, logits=logits, hog_targets=targets,
                                            bool_masked_pos=bool_masked_pos, hidden_states=all_hidden)
         return out if return_dict is not False else out.to_tuple()
+
+    def picture_view(self, batch: dict, outputs: MimMaskFeatPreTrainingOutput) -> PictureView:
+        """"hog": predicted and target per-patch HOG vectors (B, L, target_dim); `cell_histograms` lays them out."""
+        return PictureView("hog", outputs.bool_masked_pos, outputs.logits, outputs.hog_targets)
 
     def cell_histograms(self, patch_vectors: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """Predicted (`logits`) or target per-patch vectors (B, L, target_dim) of images of `image_size` (H, W)

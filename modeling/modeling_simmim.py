@@ -9,19 +9,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 
-from .beit_init import init_relative_bias_and_layer_scale, residual_depth_scale
+from .beit_init import SharedToPerLayerBiasMixin, init_relative_bias_and_layer_scale, residual_depth_scale
 from .configuration_simmim import MimSimMIMConfig
 from .losses import masked_l1_loss
-from .relative_bias_loading import init_per_layer_tables_from_checkpoint
-from .remote_code import RemoteCodeMixin
+from .mim_base import MimPreTrainedModel, PictureView
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
 from .vit import ViTEncoder
-
-logger = logging.get_logger(__name__)
 
 # SimMIM's fine-tuning ViT starts the classifier near zero: trunc-normal(0.02), then x 0.001 (init_scale).
 HEAD_INIT_SCALE = 1e-3
@@ -47,21 +43,8 @@ def patch_mask_to_pixels(bool_masked_pos: torch.Tensor, grid: tuple[int, int], p
     return mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
 
 
-class MimSimMIMPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+class MimSimMIMPreTrainedModel(SharedToPerLayerBiasMixin, MimPreTrainedModel):
     config_class = MimSimMIMConfig
-    base_model_prefix = "vit"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
-    _no_split_modules = ["Block"]
-    _supports_sdpa = True
-    supports_gradient_checkpointing = True
-    auto_classes = {
-        "AutoModel": "MimSimMIMModel",
-        "AutoModelForPreTraining": "MimSimMIMForPreTraining",
-        "AutoModelForMaskedImageModeling": "MimSimMIMForPreTraining",
-        "AutoModelForImageClassification": "MimSimMIMForImageClassification",
-        "AutoImageProcessor": "image_processing_simmim.MimSimMIMImageProcessor",
-    }
 
     def _init_weights(self, module: nn.Module) -> None:
         """Official SimMIM ViT init (BEiT-style, method_spec §0.3/§3): Linear and patch-conv weights, cls token
@@ -101,17 +84,6 @@ class MimSimMIMPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
                 init.trunc_normal_(module.pos_embed, std=std)
             if module.mask_token is not None:
                 init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """As `PreTrainedModel.from_pretrained`, plus SimMIM's fine-tuning rule: when this model has per-layer
-        relative position bias and the checkpoint only has pretraining's shared table, every block's table starts
-        as a copy of the shared one (official `remap_pretrained_keys_vit`) instead of zeros."""
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        if model.config.relative_position_bias == "per_layer" and pretrained_model_name_or_path is not None:
-            init_per_layer_tables_from_checkpoint(model, pretrained_model_name_or_path, kwargs)
-        return loaded
 
 
 class MimSimMIMModel(EncoderModelMixin, MimSimMIMPreTrainedModel):
@@ -180,9 +152,14 @@ class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
                                          hidden_states=all_hidden)
         return out if return_dict is not False else out.to_tuple()
 
+    def picture_view(self, batch: dict, outputs: MimSimMIMPreTrainingOutput) -> PictureView:
+        """"pixels": the reconstruction is already in the input's normalised pixel space."""
+        return PictureView("pixels", outputs.bool_masked_pos, outputs.reconstruction)
+
     def reconstruct_pixels(self, batch: dict, out: MimSimMIMPreTrainingOutput):
-        """(prediction in the input's normalised pixel space (B, C, H, W), patch mask (B, L)) for the pictures."""
-        return out.reconstruction, out.bool_masked_pos
+        """(reconstruction (B, C, H, W), patch mask (B, L)): the older picture entry point, `picture_view`'s data."""
+        view = self.picture_view(batch, out)
+        return view.predicted, view.bool_masked_pos
 
 
 class MimSimMIMForImageClassification(ImageClassificationMixin, MimSimMIMPreTrainedModel):
