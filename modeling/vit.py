@@ -398,9 +398,6 @@ class ViTEncoder(nn.Module):
             x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return self.transform(self.prepend_cls(x), output_hidden_states)
 
-    def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token"}
-
 
 def pool_features(hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:
     """(B, 1 + L, D) -> (B, D): the cls token, or the mean of the patch tokens (cls excluded)."""
