@@ -49,6 +49,8 @@ class SharedToPerLayerBiasMixin:
     """Fine-tuning's start (method_spec §2, §3): a model with per-layer relative position bias loaded from a
     checkpoint with pretraining's shared table starts every block's table as a copy of the shared one."""
 
+    _keys_to_ignore_on_load_missing = [r"^vit\.blocks\.\d+\.attn\.relative_position_bias_table$"]
+
     def after_loading(self, pretrained_model_name_or_path, kwargs: dict) -> None:
         if self.config.relative_position_bias == "per_layer" and pretrained_model_name_or_path is not None:
             init_per_layer_tables_from_checkpoint(self, pretrained_model_name_or_path, kwargs)

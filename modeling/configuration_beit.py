@@ -10,7 +10,56 @@ TOKENIZER_ARCHITECTURE_FIELDS = (
 )
 
 
-class MimBeitConfig(BlockMaskConfigMixin, MimViTConfig):
+class VisualTokenConfigMixin:
+    """The fields of a method predicting a frozen dVAE's visual tokens (BEiT, CAE): `vocab_size` classes,
+    `tokenizer_config` (the tokenizer's `MimDvaeConfig` fields; None: DALL-E's encoder with `vocab_size` classes)
+    and `codebook_image_size`, the tokenizer view's side (None: grid_size x the tokenizer's downsampling)."""
+
+    def set_tokenizer_fields(self, vocab_size: int, tokenizer_config: dict | None,
+                             codebook_image_size: int | None) -> MimDvaeConfig:
+        """Set the three fields and return the tokenizer's config."""
+        self.vocab_size = vocab_size
+        self.tokenizer_config = dict(tokenizer_config) if tokenizer_config is not None else None
+        tokenizer = self.tokenizer_config_object()
+        if codebook_image_size is None:
+            codebook_image_size = self.grid_size * tokenizer.downsample_factor
+        self.codebook_image_size = codebook_image_size
+        return tokenizer
+
+    def tokenizer_config_object(self) -> MimDvaeConfig:
+        """The `MimDvaeConfig` the frozen tokenizer is built from (DALL-E's encoder when `tokenizer_config` is None)."""
+        fields = self.tokenizer_config if self.tokenizer_config is not None else {"vocab_size": self.vocab_size}
+        unknown = sorted(set(fields) - set(MimDvaeConfig().to_dict()))
+        if unknown:
+            raise ValueError(f"tokenizer_config has fields MimDvaeConfig does not know: {unknown}")
+        try:
+            return MimDvaeConfig(**fields)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"tokenizer_config is not a valid MimDvaeConfig: {error}") from error
+
+    def validate_tokenizer_fields(self, tokenizer: MimDvaeConfig) -> None:
+        """The head's classes are the tokenizer's codes, its images the model's, and one token per patch."""
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
+        if tokenizer.vocab_size != self.vocab_size:
+            raise ValueError(
+                f"tokenizer_config has vocab_size={tokenizer.vocab_size} but the token head predicts vocab_size="
+                f"{self.vocab_size} classes; make them equal"
+            )
+        if self.needs_tokenizer and tokenizer.num_channels != self.num_channels:
+            raise ValueError(
+                f"tokenizer_config has num_channels={tokenizer.num_channels} but the images have num_channels="
+                f"{self.num_channels}; make them equal"
+            )
+        factor = tokenizer.downsample_factor
+        if self.codebook_image_size != self.grid_size * factor:
+            raise ValueError(
+                f"codebook_image_size={self.codebook_image_size} must be grid_size x the tokenizer's downsampling = "
+                f"{self.grid_size} x {factor} = {self.grid_size * factor}, so there is one token per patch"
+            )
+
+
+class MimBeitConfig(VisualTokenConfigMixin, BlockMaskConfigMixin, MimViTConfig):
     """All patches through the encoder, masked ones replaced by a learned mask token; a linear head predicts the
     visual token of each masked patch, the target being a frozen dVAE tokenizer's argmax on a second view.
 
@@ -41,29 +90,13 @@ class MimBeitConfig(BlockMaskConfigMixin, MimViTConfig):
                  codebook_image_size: int | None = None, **kwargs):
         self.set_block_mask_fields(kwargs)
         super().__init__(**self.backbone_kwargs(kwargs))
-        self.vocab_size = vocab_size
         # None stays None in config.json, so `--config_overrides vocab_size=N` needs no matching dict edit
-        self.tokenizer_config = dict(tokenizer_config) if tokenizer_config is not None else None
-        tokenizer = self.tokenizer_config_object()
-        if codebook_image_size is None:
-            codebook_image_size = self.grid_size * tokenizer.downsample_factor
-        self.codebook_image_size = codebook_image_size
+        tokenizer = self.set_tokenizer_fields(vocab_size, tokenizer_config, codebook_image_size)
         self.validate_beit(tokenizer)
 
     @property
     def needs_tokenizer(self) -> bool:
         return True
-
-    def tokenizer_config_object(self) -> MimDvaeConfig:
-        """The `MimDvaeConfig` the frozen tokenizer is built from (DALL-E's encoder when `tokenizer_config` is None)."""
-        fields = self.tokenizer_config if self.tokenizer_config is not None else {"vocab_size": self.vocab_size}
-        unknown = sorted(set(fields) - set(MimDvaeConfig().to_dict()))
-        if unknown:
-            raise ValueError(f"tokenizer_config has fields MimDvaeConfig does not know: {unknown}")
-        try:
-            return MimDvaeConfig(**fields)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"tokenizer_config is not a valid MimDvaeConfig: {error}") from error
 
     def validate_beit(self, tokenizer: MimDvaeConfig) -> None:
         if self.position_embedding_type.startswith("sincos"):
@@ -74,21 +107,4 @@ class MimBeitConfig(BlockMaskConfigMixin, MimViTConfig):
         if not self.use_mask_token:
             raise ValueError("use_mask_token must be True: BEiT replaces the masked patches by a learned mask token")
         self.validate_block_mask("BEiT")
-        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
-        if tokenizer.vocab_size != self.vocab_size:
-            raise ValueError(
-                f"tokenizer_config has vocab_size={tokenizer.vocab_size} but the token head predicts vocab_size="
-                f"{self.vocab_size} classes; make them equal"
-            )
-        if tokenizer.num_channels != self.num_channels:
-            raise ValueError(
-                f"tokenizer_config has num_channels={tokenizer.num_channels} but the images have num_channels="
-                f"{self.num_channels}; make them equal"
-            )
-        factor = tokenizer.downsample_factor
-        if self.codebook_image_size != self.grid_size * factor:
-            raise ValueError(
-                f"codebook_image_size={self.codebook_image_size} must be grid_size x the tokenizer's downsampling = "
-                f"{self.grid_size} x {factor} = {self.grid_size * factor}, so there is one token per patch"
-            )
+        self.validate_tokenizer_fields(tokenizer)

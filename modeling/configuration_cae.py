@@ -1,5 +1,6 @@
 """CAE configuration: defaults are the canonical ViT-B/16 checkpoint of lxtGH/CAE (800 epochs, method_spec §5)."""
 
+from .configuration_beit import VisualTokenConfigMixin
 from .configuration_dvae import MimDvaeConfig
 from .configuration_vit import BlockMaskConfigMixin, MimViTConfig, check_choice, check_divisible
 
@@ -7,7 +8,7 @@ MASK_MODES = ("block", "random")
 DECODER_TARGETS = ("tokens", "pixels")
 
 
-class MimCaeConfig(BlockMaskConfigMixin, MimViTConfig):
+class MimCaeConfig(VisualTokenConfigMixin, BlockMaskConfigMixin, MimViTConfig):
     """ViT encoder on the visible patches only; a latent regressor (cross-attention from mask queries to the visible
     latents) predicts the masked patches' representations, aligned with the encoder's own (stop-gradient) encoding
     of the masked patches, and a decoder maps the predictions to the tokenizer's visual tokens.
@@ -82,24 +83,13 @@ class MimCaeConfig(BlockMaskConfigMixin, MimViTConfig):
         self.teacher_momentum = teacher_momentum
         self.decoder_target = decoder_target
         self.norm_pix_loss = norm_pix_loss
-        self.vocab_size = vocab_size
-        self.tokenizer_config = dict(tokenizer_config) if tokenizer_config is not None else {"vocab_size": vocab_size}
-        tokenizer = self.tokenizer_config_object()
-        if codebook_image_size is None:
-            codebook_image_size = self.grid_size * tokenizer.downsample_factor
-        self.codebook_image_size = codebook_image_size
+        tokenizer_config = {"vocab_size": vocab_size} if tokenizer_config is None else tokenizer_config
+        tokenizer = self.set_tokenizer_fields(vocab_size, tokenizer_config, codebook_image_size)
         self.validate_cae(tokenizer)
 
     @property
     def needs_tokenizer(self) -> bool:
         return self.decoder_target == "tokens"
-
-    def tokenizer_config_object(self) -> MimDvaeConfig:
-        """The dVAE config of the frozen tokenizer; its `image_size` is the codebook view's."""
-        try:
-            return MimDvaeConfig(**self.tokenizer_config)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"tokenizer_config is not a valid MimDvaeConfig: {error}") from error
 
     def validate_cae(self, tokenizer: MimDvaeConfig) -> None:
         check_choice("position_embedding_type", self.position_embedding_type, ("sincos_cae",))
@@ -131,16 +121,4 @@ class MimCaeConfig(BlockMaskConfigMixin, MimViTConfig):
                 f"teacher_momentum must be in [0, 1): 0 reuses the encoder's weights, m > 0 keeps an EMA teacher; "
                 f"got {self.teacher_momentum!r}"
             )
-        if self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
-        if tokenizer.vocab_size != self.vocab_size:
-            raise ValueError(
-                f"tokenizer_config has vocab_size={tokenizer.vocab_size} but the model predicts vocab_size="
-                f"{self.vocab_size} classes; make them equal"
-            )
-        factor = tokenizer.downsample_factor
-        if self.codebook_image_size != self.grid_size * factor:
-            raise ValueError(
-                f"codebook_image_size={self.codebook_image_size} must be grid_size x the tokenizer's downsampling = "
-                f"{self.grid_size} x {factor} = {self.grid_size * factor}, so there is one token per patch"
-            )
+        self.validate_tokenizer_fields(tokenizer)

@@ -295,11 +295,6 @@ class MimCaePreTrainedModel(MimPreTrainedModel):
 class MimCaeModel(EncoderModelMixin, MimCaePreTrainedModel):
     """CAE encoder over all patches (no masking), for features: `AutoModel.from_pretrained("org/cae-vit-base")`."""
 
-    def __init__(self, config: MimCaeConfig):
-        super().__init__(config)
-        self.build_encoder(config)
-        self.post_init()
-
 
 class MimCaeForPreTraining(VisualTokenizerMixin, MimCaePreTrainedModel):
     """`encode` (visible patches) -> `latent_targets` (stop-gradient encoding of the masked patches) -> `regressor`
@@ -497,12 +492,6 @@ class MimCaeForImageClassification(ImageClassificationMixin, MimCaePreTrainedMod
     config (`MimCaeConfig.finetune_overrides`, applied by scripts/finetune.py) the per-layer relative position bias
     tables start at zero.
     """
-
-    def __init__(self, config: MimCaeConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.build_classifier(config)
-        self.post_init()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):

@@ -109,11 +109,6 @@ class MimMaePreTrainedModel(MimPreTrainedModel):
 class MimMaeModel(EncoderModelMixin, MimMaePreTrainedModel):
     """MAE encoder over all patches (no masking), for features: `AutoModel.from_pretrained(...)`."""
 
-    def __init__(self, config: MimMaeConfig):
-        super().__init__(config)
-        self.build_encoder(config)
-        self.post_init()
-
 
 class MimMaeForPreTraining(MimMaePreTrainedModel):
     """`encode` (mask, visible patches only) -> `decoder` (all patches) -> `loss` on the removed ones."""
@@ -167,9 +162,3 @@ class MimMaeForPreTraining(MimMaePreTrainedModel):
 
 class MimMaeForImageClassification(ImageClassificationMixin, MimMaePreTrainedModel):
     """MAE encoder + mean pooling + fc_norm + linear head (MAE fine-tuning), or cls pooling."""
-
-    def __init__(self, config: MimMaeConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.build_classifier(config)
-        self.post_init()

@@ -104,11 +104,6 @@ class MimMaskFeatModel(EncoderModelMixin, MimMaskFeatPreTrainedModel):
     """MaskFeat encoder over all patches, for features: `AutoModel.from_pretrained(...)`. `bool_masked_pos` (B, L)
     optionally replaces patches by the mask token, as in pretraining."""
 
-    def __init__(self, config: MimMaskFeatConfig):
-        super().__init__(config)
-        self.build_encoder(config)
-        self.post_init()
-
 
 class MimMaskFeatForPreTraining(MimMaskFeatPreTrainedModel):
     """`encode` (all patches, masked ones -> mask token, learned positions, final LayerNorm) -> `pred_head`
@@ -173,13 +168,3 @@ class MimMaskFeatForImageClassification(ImageClassificationMixin, MimMaskFeatPre
     break DDP); the pretraining head and, with mean pooling, the final norm are not loaded.
     """
 
-    _keys_to_ignore_on_load_unexpected = ImageClassificationMixin._keys_to_ignore_on_load_unexpected + [
-        r"^vit\.mask_token$", r"^vit\.norm\.",
-    ]
-
-    def __init__(self, config: MimMaskFeatConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.build_classifier(config)
-        self.vit.mask_token = None
-        self.post_init()

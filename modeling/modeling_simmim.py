@@ -90,11 +90,6 @@ class MimSimMIMModel(EncoderModelMixin, MimSimMIMPreTrainedModel):
     """SimMIM encoder over all patches, for features: `AutoModel.from_pretrained(...)`. `bool_masked_pos` (B, L)
     optionally replaces patches by the mask token, as in pretraining."""
 
-    def __init__(self, config: MimSimMIMConfig):
-        super().__init__(config)
-        self.build_encoder(config)
-        self.post_init()
-
 
 class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
     """`encode` (all patches, masked ones -> mask token) -> drop cls, (B, D, h, w) -> `decoder` (1x1 conv to
@@ -168,17 +163,6 @@ class MimSimMIMForImageClassification(ImageClassificationMixin, MimSimMIMPreTrai
     The classifier has no mask token (nothing is masked in fine-tuning; an unused trainable parameter would also
     break DDP). With mean pooling the pretrained final norm is not loaded and fc_norm starts fresh, as the
     official fine-tuning ViT does. Built with `relative_position_bias="per_layer"` from a pretraining checkpoint,
-    each block's table starts as a copy of the shared one (see `from_pretrained`).
+    each block's table starts as a copy of the shared one (see `after_loading`).
     """
 
-    _keys_to_ignore_on_load_unexpected = ImageClassificationMixin._keys_to_ignore_on_load_unexpected + [
-        r"^vit\.mask_token$", r"^vit\.rel_pos_bias\.", r"^vit\.norm\.",
-    ]
-    _keys_to_ignore_on_load_missing = [r"^vit\.blocks\.\d+\.attn\.relative_position_bias_table$"]
-
-    def __init__(self, config: MimSimMIMConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.build_classifier(config)
-        self.vit.mask_token = None
-        self.post_init()

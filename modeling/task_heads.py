@@ -16,12 +16,15 @@ from .vit import ViTEncoder, pool_features
 
 
 class EncoderModelMixin:
-    """`<M>Model`: all patches through the encoder; `pooler_output` pooled as `config.pooling` says."""
+    """`<M>Model`: all patches through the encoder; `pooler_output` pooled as `config.pooling` says.
+    `bool_masked_pos` (B, L) optionally replaces patches by the mask token, where the encoder has one."""
 
     _keys_to_ignore_on_load_unexpected = [r"^(?!vit\.)"]
 
-    def build_encoder(self, config) -> None:
+    def __init__(self, config):
+        super().__init__(config)
         self.vit = ViTEncoder(config)
+        self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
                 interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
@@ -44,13 +47,22 @@ class ImageClassificationMixin:
     applies to ids.
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"^(?!vit\.|fc_norm\.|head\.)"]
+    # pretraining-only encoder parts: the mask token, the shared relative position table (copied into per-layer
+    # tables where the method says so), the final norm under mean pooling
+    _keys_to_ignore_on_load_unexpected = [
+        r"^(?!vit\.|fc_norm\.|head\.)", r"^vit\.mask_token$", r"^vit\.rel_pos_bias\.", r"^vit\.norm\.",
+    ]
 
-    def build_classifier(self, config) -> None:
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
         mean_pooling = config.pooling == "mean"
         self.vit = ViTEncoder(config, add_final_norm=not mean_pooling)
+        # no mask token: nothing is masked in fine-tuning, and an unused trainable parameter would break DDP
+        self.vit.mask_token = None
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if mean_pooling else None
         self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
                 interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
