@@ -100,7 +100,7 @@ def build_model(args, method, config):
         model = method.pretraining_class.from_pretrained(args.model_name_or_path, config=config)
     else:
         model = method.pretraining_class(config)
-    if hasattr(model, "load_tokenizer") and getattr(config, "decoder_target", "tokens") == "tokens":
+    if config.needs_tokenizer:
         if not args.tokenizer_name_or_path and not args.model_name_or_path:
             raise SystemExit(
                 f"--method {method.name} predicts visual tokens and needs --tokenizer_name_or_path. Get one by training "
