@@ -46,7 +46,7 @@ def init_relative_bias_and_layer_scale(module: nn.Module, grid_size: int, layer_
 
 
 class SharedToPerLayerBiasMixin:
-    """Fine-tuning's start (method_spec §2, §3): a model with per-layer relative position bias loaded from a
+    """Fine-tuning's start in BEiT and SimMIM: a model with per-layer relative position bias loaded from a
     checkpoint with pretraining's shared table starts every block's table as a copy of the shared one."""
 
     _keys_to_ignore_on_load_missing = [r"^vit\.blocks\.\d+\.attn\.relative_position_bias_table$"]
