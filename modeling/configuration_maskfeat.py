@@ -17,6 +17,8 @@ class MimMaskFeatConfig(MimViTConfig):
     hog_cell_size: pixels per HOG cell side (8); each patch has (patch_size / hog_cell_size)^2 cells.
     hog_gaussian_window: 0 = no Gaussian weighting of the gradient magnitudes (the official SlowFast image model);
         a positive w tiles a w x w Gaussian over the image (mmpretrain's reproduction uses 16).
+    encoder_stride: pixels per predicted patch side, the patch size (None -> patch_size); transformers' run_mim.py
+        reads it.
     The head predicts `target_dim` = num_channels * hog_nbins * (patch_size / hog_cell_size)^2 values per patch
     (3 * 9 * 4 = 108 at the defaults).
     """
@@ -45,6 +47,7 @@ class MimMaskFeatConfig(MimViTConfig):
         hog_nbins: int = 9,
         hog_cell_size: int = 8,
         hog_gaussian_window: int = 0,
+        encoder_stride: int | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -66,6 +69,7 @@ class MimMaskFeatConfig(MimViTConfig):
         self.hog_nbins = hog_nbins
         self.hog_cell_size = hog_cell_size
         self.hog_gaussian_window = hog_gaussian_window
+        self.encoder_stride = self.patch_size if encoder_stride is None else encoder_stride
         self.validate_maskfeat()
 
     @property
@@ -89,5 +93,8 @@ class MimMaskFeatConfig(MimViTConfig):
                 f"hog_gaussian_window must be 0 (off, the official image model) or a positive window size, got "
                 f"{self.hog_gaussian_window!r}"
             )
+        if self.encoder_stride != self.patch_size:
+            raise ValueError(f"encoder_stride={self.encoder_stride} must equal patch_size={self.patch_size}: the head "
+                             "predicts one HOG target per patch")
         if self.hog_gaussian_window:
             check_divisible("image_size", self.image_size, "hog_gaussian_window", self.hog_gaussian_window)
