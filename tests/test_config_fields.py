@@ -191,14 +191,14 @@ MODEL_CASES = [
 
 
 @pytest.mark.parametrize("model_class,config", MODEL_CASES, ids=lambda x: getattr(x, "__name__", ""))
-def test_models_revalidate_a_config_changed_after_construction(model_class, config):
+def test_models_revalidate_a_config_changed_after_construction(model_class, config, tmp_path):
     config = copy.deepcopy(config)
     model_class(config)  # the tiny config itself is fine
     config.num_attention_heads = 3  # in range alone, but 32 is not a multiple of 3
     with pytest.raises(ValueError, match="hidden_size=32 must be a positive multiple of num_attention_heads=3"):
         model_class(config)
     with pytest.raises(ValueError, match="num_attention_heads=3"):
-        config.save_pretrained("unused-folder")
+        config.save_pretrained(tmp_path)
 
 
 def test_tokenizer_model_revalidates_its_config():
