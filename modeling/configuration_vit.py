@@ -307,6 +307,16 @@ class MimViTConfig(CheckedConfig):
         super().__init__(**kwargs)
         self.validate_backbone()
 
+    def __getattr__(self, name: str):
+        # only reached for attributes the config lacks; run_mim.py reads encoder_stride of every config it is given
+        if name == "encoder_stride":
+            raise AttributeError(
+                f"{type(self).__name__} has no encoder_stride: this method does not predict the masked pixels from "
+                "(pixel_values, bool_masked_pos) alone, so transformers' run_mim.py cannot train it (SimMIM and "
+                "MaskFeat can); pretrain it with scripts/pretrain.py"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size

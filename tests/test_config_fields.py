@@ -239,3 +239,12 @@ def test_run_mim_reads_and_builds_simmim_and_maskfeat(config_class, extra):
     config.update({"encoder_stride": 8})  # run_mim's --encoder_stride disagreeing with the patch size
     with pytest.raises(ValueError, match="encoder_stride=8 must equal patch_size=4"):
         AutoModelForMaskedImageModeling.from_config(config)
+
+
+@pytest.mark.parametrize("config_class", [MimMaeConfig, MimBeitConfig, MimCaeConfig])
+def test_run_mim_is_told_why_other_methods_have_no_encoder_stride(config_class):
+    config = config_class()
+    assert not hasattr(config, "encoder_stride")
+    with pytest.raises(AttributeError, match=f"{config_class.__name__} has no encoder_stride: .* run_mim.py cannot"):
+        config.encoder_stride
+    assert copy.deepcopy(config).to_dict() == config.to_dict()
