@@ -1,10 +1,10 @@
 """dVAE tokenizer configuration: defaults are OpenAI's DALL-E dVAE (method_spec §6), the visual tokenizer of BEiT
 and CAE, at the 112 px tokenizer view those methods feed it."""
 
-from transformers import PretrainedConfig
+from .configuration_vit import CheckedConfig
 
 
-class MimDvaeConfig(PretrainedConfig):
+class MimDvaeConfig(CheckedConfig):
     """Fully convolutional discrete VAE: `num_groups` groups of `num_blocks_per_group` residual blocks.
 
     Architecture (names as DALL-E's `Encoder`/`Decoder` arguments):

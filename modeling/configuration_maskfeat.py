@@ -32,12 +32,14 @@ class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
                              pooling="mean", layer_norm_eps=1e-6)
     block_mask_defaults = {"num_masking_patches": 78, "min_num_patches": 15}
 
-    def __init__(self, hog_nbins: int = 9, hog_cell_size: int = 8, hog_gaussian_window: int = 0, **kwargs):
+    def __init__(self, hog_nbins: int = 9, hog_cell_size: int = 8, hog_gaussian_window: int = 0,
+                 encoder_stride: int | None = None, **kwargs):
         self.set_block_mask_fields(kwargs)
         super().__init__(**self.backbone_kwargs(kwargs))
         self.hog_nbins = hog_nbins
         self.hog_cell_size = hog_cell_size
         self.hog_gaussian_window = hog_gaussian_window
+        self.encoder_stride = self.patch_size if encoder_stride is None else encoder_stride
         self.validate_maskfeat()
 
     @property
@@ -61,5 +63,8 @@ class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
                 f"hog_gaussian_window must be 0 (off, the official image model) or a positive window size, got "
                 f"{self.hog_gaussian_window!r}"
             )
+        if self.encoder_stride != self.patch_size:
+            raise ValueError(f"encoder_stride={self.encoder_stride} must equal patch_size={self.patch_size}: the head "
+                             "predicts one HOG target per patch")
         if self.hog_gaussian_window:
             check_divisible("image_size", self.image_size, "hog_gaussian_window", self.hog_gaussian_window)

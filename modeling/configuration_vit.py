@@ -1,10 +1,24 @@
-"""The backbone fields every method config shares, with the checks that catch impossible shapes at config time.
+"""The backbone fields every method config shares, the one table of field ranges every hf-mim config obeys, and the
+checks that catch impossible shapes at config time.
 
 Field names follow transformers' ViT (`hidden_size`, `num_hidden_layers`, ...) so `--config_overrides` reads the
 same for every method. Each method's config subclasses this and sets the defaults of its canonical checkpoint.
+
+Every field of every hf-mim config has a rule in `FIELD_RULES` (its type and range, keyed by name, the same meaning
+in every method). `CheckedConfig` applies a field's rule whenever the field is set (construction, `setattr`,
+`from_pretrained(..., field=value)`, `update`), and re-runs the whole class's construction checks (the rules that
+tie fields together) in `validate()`, which `update_from_string`, `save_pretrained` and every model's `__init__`
+call. So a config cannot reach a model with a field out of range, however it was changed.
 """
 
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+
 from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
 
 QKV_BIAS_STYLES = ("full", "qv", "none")
 POSITION_EMBEDDING_TYPES = ("learned", "sincos_mae", "sincos_cae", "none")
@@ -12,7 +26,227 @@ RELATIVE_POSITION_BIAS_MODES = ("none", "shared", "per_layer")
 POOLING_MODES = ("cls", "mean")
 
 
-class MimViTConfig(PretrainedConfig):
+@dataclass(frozen=True)
+class FieldRule:
+    """What one config field may hold: a type (int, float, bool, str or dict), an optional range with open or closed
+    ends, a set of choices, and whether None is allowed (`none_means` says what None stands for)."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple | None = None
+    none_means: str | None = None
+    about: str = ""
+
+    def allowed(self) -> str:
+        if self.choices is not None:
+            shown = ", ".join(map(repr, self.choices[:8])) + (", ..." if len(self.choices) > 8 else "")
+            text = f"one of {shown}"
+        else:
+            text = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a dict"}[
+                self.kind]
+            if self.low is not None and self.high is not None:
+                text += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            elif self.low is not None:
+                text += f" {'>' if self.low_open else '>='} {self.low:g}"
+        if self.none_means is not None:
+            text += f", or None ({self.none_means})"
+        return text + (f" ({self.about})" if self.about else "")
+
+    def problem(self, value) -> str | None:
+        """None when `value` obeys the rule, else "wrong type" or "out of range"."""
+        if value is None:
+            return None if self.none_means is not None else "of the wrong type"
+        numeric = (int, float) if self.kind is float else (self.kind,)
+        if isinstance(value, bool) and self.kind is not bool or not isinstance(value, numeric):
+            return "of the wrong type"
+        if self.choices is not None and value not in self.choices:
+            return "out of range"
+        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+            return "out of range"
+        if self.high is not None and not (value < self.high if self.high_open else value <= self.high):
+            return "out of range"
+        return None
+
+    def check(self, name: str, value) -> None:
+        problem = self.problem(value)
+        if problem is not None:
+            raise ValueError(f"{name}={value!r} is {problem}: {name} must be {self.allowed()}")
+
+    def parse(self, name: str, text: str):
+        """A `--config_overrides` string as this field's type, or an error naming the field."""
+        text = text.strip()
+        if self.none_means is not None and text.lower() in ("none", "null"):
+            return None
+        try:
+            if self.kind is bool:
+                return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text.lower()]
+            return self.kind(text) if self.kind in (int, float, str) else None
+        except (KeyError, ValueError):
+            pass
+        raise ValueError(f"{name}={text!r} is of the wrong type: {name} must be {self.allowed()}")
+
+
+def count(low: int = 1, about: str = "", none_means: str | None = None) -> FieldRule:
+    return FieldRule(int, low=low, about=about, none_means=none_means)
+
+
+def number(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False,
+           about: str = "", none_means: str | None = None) -> FieldRule:
+    return FieldRule(float, low=low, high=high, low_open=low_open, high_open=high_open, about=about,
+                     none_means=none_means)
+
+
+def choice(*choices: str, about: str = "") -> FieldRule:
+    return FieldRule(str, choices=tuple(choices), about=about)
+
+
+SWITCH = FieldRule(bool)
+RATE = number(0, 1, high_open=True, about="a probability below 1")
+POSITIVE = number(0, low_open=True)
+
+# Every field of every hf-mim config: one meaning per name across the methods. A new config field needs a row here
+# (tests/test_config_fields.py fails otherwise). Rules tying fields together stay in each config's constructor.
+FIELD_RULES: dict[str, FieldRule] = {
+    # the ViT backbone (every method)
+    "image_size": count(1, "pixels per side"),
+    "patch_size": count(1, "pixels per patch side"),
+    "num_channels": count(1),
+    "hidden_size": count(1, "width"),
+    "num_hidden_layers": count(1, "encoder blocks"),
+    "num_attention_heads": count(1),
+    "intermediate_size": count(1, "MLP width"),
+    "hidden_act": choice(*ACT2FN.keys(), about="a transformers activation name"),
+    "layer_norm_eps": POSITIVE,
+    "hidden_dropout_prob": RATE,
+    "attention_probs_dropout_prob": RATE,
+    "drop_path_rate": RATE,
+    "qkv_bias": choice(*QKV_BIAS_STYLES),
+    "layer_scale_init_value": number(0, about="0 turns layer scale off"),
+    "position_embedding_type": choice(*POSITION_EMBEDDING_TYPES),
+    "train_position_embeddings": SWITCH,
+    "relative_position_bias": choice(*RELATIVE_POSITION_BIAS_MODES),
+    "use_mask_token": SWITCH,
+    "pooling": choice(*POOLING_MODES),
+    "initializer_range": POSITIVE,
+    "label_smoothing": RATE,
+    # masking
+    "mask_ratio": number(0, 1, low_open=True, high_open=True, about="a patch must stay visible and one be masked"),
+    "mask_patch_size": count(1, "pixels per mask cell side"),
+    "num_masking_patches": count(1),
+    "min_num_patches": count(1, "smallest block area"),
+    "max_num_patches": count(1, none_means="num_masking_patches"),
+    "min_aspect": POSITIVE,
+    "max_aspect": number(0, low_open=True, none_means="1 / min_aspect"),
+    "mask_mode": choice("block", "random"),
+    # heads, decoders, targets and losses
+    "norm_pix_loss": SWITCH,
+    "encoder_stride": count(1, "the prediction's upsampling factor"),
+    "decoder_hidden_size": count(1),
+    "decoder_num_hidden_layers": count(0, "0 predicts straight from the encoder's output"),
+    "decoder_num_attention_heads": count(1),
+    "decoder_intermediate_size": count(1),
+    "decoder_layer_scale_init_value": number(0, about="0 turns layer scale off"),
+    "regressor_num_hidden_layers": count(0),
+    "alignment_weight": number(0),
+    "teacher_momentum": number(0, 1, high_open=True, about="0 reuses the encoder's weights"),
+    "decoder_target": choice("tokens", "pixels"),
+    "hog_nbins": count(1, "orientation bins"),
+    "hog_cell_size": count(1, "pixels per HOG cell side"),
+    "hog_gaussian_window": count(0, "0 turns the Gaussian weighting off"),
+    # the visual tokenizer (dVAE) and the methods that predict its tokens
+    "vocab_size": count(2, "codebook size"),
+    "tokenizer_config": FieldRule(dict, none_means="DALL-E's encoder"),
+    "codebook_image_size": count(1, "side of the tokenizer's view"),
+    "num_groups": count(1),
+    "num_blocks_per_group": count(1),
+    "decoder_init_size": count(1),
+    "kl_weight": number(0),
+    "kl_warmup_steps": count(0),
+    "temperature_start": POSITIVE,
+    "temperature_end": POSITIVE,
+    "temperature_anneal_steps": count(0),
+    "decoder_trained": SWITCH,
+}
+
+
+class CheckedConfig(PretrainedConfig):
+    """Base of every hf-mim config: each field in `FIELD_RULES` is checked whenever it is set, and `validate()`
+    re-runs the construction checks of the whole class (how fields fit together) on the current values."""
+
+    def __setattr__(self, key, value):
+        rule = FIELD_RULES.get(key)
+        if rule is not None:
+            rule.check(key, value)
+        super().__setattr__(key, value)
+
+    def validate(self) -> None:
+        """Every check, on the config as it is now: transformers' own, then this class's constructor (the rules
+        that tie fields together) run on a copy of its fields. Models call it in `__init__`."""
+        super().validate()
+        type(self)(**self.to_dict())
+
+    def update_from_string(self, update_str: str) -> None:
+        """transformers' "k=v,k=v" overrides, parsed as each field's type (an error names the field and what it
+        takes), applied together and re-validated; nothing changes when they fail. A field left at the value its
+        constructor derived (e.g. SimMIM's encoder_stride = patch_size) is derived again from the new values."""
+        updates = {}
+        for item in filter(None, (part.strip() for part in update_str.split(","))):
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ValueError(f"config override {item!r} is not key=value (e.g. 'mask_ratio=0.6')")
+            updates[key] = self.parse_override(key, text)
+        current = self.to_dict()
+        followers = [name for name in self.derived_fields(current) if name not in updates]
+        fresh = type(self)(**{**current, **updates, **dict.fromkeys(followers)})
+        for key in (*updates, *followers):
+            setattr(self, key, getattr(fresh, key))
+
+    def parse_override(self, key: str, text: str):
+        if not hasattr(self, key):
+            close = difflib.get_close_matches(key, self.to_dict(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"{key} is not a field of {type(self).__name__}{hint}")
+        rule = FIELD_RULES.get(key)
+        if rule is None:  # transformers' own fields: typed by the current value, as transformers does
+            old = getattr(self, key)
+            rule = FieldRule(type(old)) if isinstance(old, (bool, int, float, str)) else None
+        if rule is None or rule.kind is dict:
+            raise ValueError(f"{key} cannot be set from a string; set it in Python or in config.json")
+        return rule.parse(key, text)
+
+    def derived_fields(self, current: dict) -> list[str]:
+        """Constructor arguments defaulting to None whose value is what the constructor derives from the others."""
+        names = []
+        for name in constructor_defaults_none(type(self)):
+            if current.get(name) is None:
+                continue
+            try:
+                derived = getattr(type(self)(**{**current, name: None}), name)
+            except (TypeError, ValueError):
+                continue
+            if derived == current[name]:
+                names.append(name)
+        return names
+
+
+def constructor_defaults_none(cls) -> list[str]:
+    """The keyword arguments of `cls.__init__` (and its bases') whose default is None."""
+    names = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is PretrainedConfig:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.default is None and param.name not in names:
+                names.append(param.name)
+    return names
+
+
+class MimViTConfig(CheckedConfig):
     """Switches of the one ViT backbone (`vit.py`).
 
     qkv_bias: "full" (timm: q, k and v biases), "qv" (BEiT: learnable q and v biases, k bias fixed at zero), "none".
@@ -88,6 +322,16 @@ class MimViTConfig(PretrainedConfig):
         """Whether pretraining predicts the visual tokens of a frozen dVAE tokenizer (`load_tokenizer`)."""
         return False
 
+    def __getattr__(self, name: str):
+        # only reached for attributes the config lacks; run_mim.py reads encoder_stride of every config it is given
+        if name == "encoder_stride":
+            raise AttributeError(
+                f"{type(self).__name__} has no encoder_stride: this method does not predict the masked pixels from "
+                "(pixel_values, bool_masked_pos) alone, so transformers' run_mim.py cannot train it (SimMIM and "
+                "MaskFeat can); pretrain it with scripts/pretrain.py"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
@@ -97,19 +341,12 @@ class MimViTConfig(PretrainedConfig):
         return self.grid_size**2
 
     def validate_backbone(self) -> None:
-        """Fail at config time, naming the field, rather than deep inside a forward pass."""
-        check_choice("qkv_bias", self.qkv_bias, QKV_BIAS_STYLES)
-        check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
-        check_choice("relative_position_bias", self.relative_position_bias, RELATIVE_POSITION_BIAS_MODES)
-        check_choice("pooling", self.pooling, POOLING_MODES)
+        """Fail at config time, naming the field, rather than deep inside a forward pass (each field's own range is
+        checked when it is set, see `FIELD_RULES`)."""
         check_divisible("image_size", self.image_size, "patch_size", self.patch_size)
         check_divisible("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
         if self.position_embedding_type.startswith("sincos"):
             check_divisible("hidden_size", self.hidden_size, "4 (the four sin-cos quarters)", 4)
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        if self.layer_scale_init_value < 0:
-            raise ValueError(f"layer_scale_init_value must be >= 0 (0 turns layer scale off), got {self.layer_scale_init_value}")
 
 
 def check_choice(name: str, value, choices) -> None:

@@ -21,6 +21,13 @@ class RemoteCodeMixin:
 
     auto_classes: dict[str, str] = {}
 
+    def __init__(self, config, *args, **kwargs):
+        # every hf-mim model starts here: a config changed after construction (setattr, update, from_pretrained
+        # kwargs) is checked as a whole before any layer is built
+        if hasattr(config, "validate"):
+            config.validate()
+        super().__init__(config, *args, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         module = type(self).__module__.rsplit(".", 1)[-1]
         config_module = type(self.config).__module__.rsplit(".", 1)[-1]

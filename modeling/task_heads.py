@@ -7,12 +7,21 @@ three classes of a method without renaming; the pretraining-only keys are simply
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PretrainedConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.utils import logging
 
 from .vit import ViTEncoder, pool_features
+
+logger = logging.get_logger(__name__)
+
+# from_pretrained's keywords that locate the files; the config is read with the same ones
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
 class EncoderModelMixin:
@@ -45,6 +54,10 @@ class ImageClassificationMixin:
 
     `labels` may be class ids (B,) or soft targets (B, num_labels) from mixup/cutmix; `config.label_smoothing`
     applies to ids.
+
+    Loaded from a pretraining folder (`AutoModelForImageClassification.from_pretrained(folder, num_labels=N)`, as
+    the Trainer and the example scripts do), the classifier is the one the method's fine-tuning recipe builds:
+    see `finetune_config`.
     """
 
     # pretraining-only encoder parts: the mask token, the shared relative position table (copied into per-layer
@@ -52,6 +65,51 @@ class ImageClassificationMixin:
     _keys_to_ignore_on_load_unexpected = [
         r"^(?!vit\.|fc_norm\.|head\.)", r"^vit\.mask_token$", r"^vit\.rel_pos_bias\.", r"^vit\.norm\.",
     ]
+
+    @classmethod
+    def finetune_config(cls, config: PretrainedConfig, saved: PretrainedConfig | None = None) -> dict:
+        """Make a config read from a pretraining (or feature) folder the classifier's, in place: the method's
+        fine-tuning switches (`type(config).finetune_overrides`, e.g. MAE's trainable positions, per-layer relative
+        position bias for BEiT/SimMIM/CAE, drop path 0.1) on every field still at its `saved` value (fields the caller
+        changed are kept), and `architectures` naming this class, so it is applied once. A classifier's config is
+        left alone. Returns the fields changed, {field: (old, new)}."""
+        if any("ForImageClassification" in name for name in (config.architectures or [])):
+            return {}
+        saved = config if saved is None else saved
+        changes = {}
+        for field, value in type(config).finetune_overrides.items():
+            old = getattr(config, field)
+            if old == getattr(saved, field, old) and old != value:
+                changes[field] = (old, value)
+                setattr(config, field, value)
+        config.architectures = [cls.__name__]
+        return changes
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`; from a pretraining folder the config first gets the method's
+        fine-tuning switches (`finetune_config`, logged in one line)."""
+        if pretrained_model_name_or_path is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
+        config = kwargs.get("config")
+        if isinstance(config, PretrainedConfig):
+            config = copy.deepcopy(config)
+        else:  # the keywords that are config fields (num_labels=3, ...) set the config, as transformers does
+            config = copy.deepcopy(saved)
+            fields = (set(saved.to_dict()) | {"num_labels"}) - {"dtype", "torch_dtype"}
+            for key in [k for k in kwargs if k in fields]:
+                setattr(config, key, kwargs.pop(key))
+        changes = cls.finetune_config(config, saved)
+        if changes:
+            logger.warning(
+                "%s holds a %s checkpoint: building the classifier with the fine-tuning switches %s",
+                pretrained_model_name_or_path, (saved.architectures or ["pretraining"])[0],
+                ", ".join(f"{field}={new!r} (was {old!r})" for field, (old, new) in changes.items()),
+            )
+        kwargs["config"] = config
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def __init__(self, config):
         super().__init__(config)

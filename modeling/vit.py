@@ -75,7 +75,8 @@ def relative_position_index(grid_height: int, grid_width: int) -> torch.Tensor:
 
 
 class RelativePositionBias(nn.Module):
-    """A learned (num_pairs + 3, heads) table turned into the (heads, 1+L, 1+L) bias added to attention logits."""
+    """A learned (num_pairs + 3, heads) table turned into the (heads, 1+L, 1+L) bias added to attention logits,
+    resampled for another patch grid when one is given (`interpolate_pos_encoding=True`)."""
 
     def __init__(self, grid_size: int, num_heads: int):
         super().__init__()
@@ -84,14 +85,25 @@ class RelativePositionBias(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros(num_rows, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(grid_size, grid_size), persistent=False)
 
-    def forward(self) -> torch.Tensor:
-        return gather_relative_bias(self.relative_position_bias_table, self.relative_position_index)
+    def forward(self, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return relative_bias_for_grid(self.relative_position_bias_table, self.relative_position_index, grid)
 
 
 def gather_relative_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(rows, heads) table and (N, N) index -> (heads, N, N) additive attention bias."""
     length = index.shape[0]
     return table[index.reshape(-1)].reshape(length, length, -1).permute(2, 0, 1)
+
+
+def relative_bias_for_grid(table: torch.Tensor, index: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
+    """The (heads, 1+L, 1+L) bias of a table trained on the square grid `index` was built for, on `grid` (h, w):
+    the table itself at its own grid (or grid None), else the table resampled bicubically on the offset grid
+    (`resize_relative_position_table`) and gathered with the index of the new grid, as transformers' BEiT does."""
+    side = int(math.isqrt(index.shape[0] - 1))
+    if grid is None or tuple(grid) == (side, side):
+        return gather_relative_bias(table, index)
+    new_index = relative_position_index(*grid).to(index.device)
+    return gather_relative_bias(resize_relative_position_table(table, tuple(grid)), new_index)
 
 
 class DropPath(nn.Module):
@@ -161,23 +173,26 @@ class Attention(nn.Module):
             return self.qkv.bias
         return torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
 
-    def own_relative_bias(self) -> torch.Tensor | None:
+    def own_relative_bias(self, grid: tuple[int, int] | None = None) -> torch.Tensor | None:
         if self.relative_position_bias_table is None:
             return None
-        return gather_relative_bias(self.relative_position_bias_table, self.relative_position_index)
+        return relative_bias_for_grid(self.relative_position_bias_table, self.relative_position_index, grid)
 
-    def forward(self, x: torch.Tensor, shared_bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, shared_bias: torch.Tensor | None = None,
+                grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """x (B, 1+L, D); `grid` (h, w) is the patch grid of x when it differs from the trained one."""
         batch, length, dim = x.shape
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias_vector())
         q, k, v = qkv.reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.own_relative_bias()
+        bias = self.own_relative_bias(grid)
         if shared_bias is not None:
             bias = shared_bias if bias is None else bias + shared_bias
         if bias is not None:
             if bias.shape[-1] != length:
                 raise ValueError(
                     f"relative position bias covers {bias.shape[-1]} tokens but the sequence has {length}: "
-                    "relative position bias needs the full patch grid (no token dropping) at the trained image size"
+                    "relative position bias needs the full patch grid (no token dropping); at another image size "
+                    "pass interpolate_pos_encoding=True"
                 )
             bias = bias.to(q.dtype)
         dropout = self.attn_drop if self.training else 0.0
@@ -258,8 +273,9 @@ class Block(GradientCheckpointingLayer):
         else:
             self.gamma_1 = self.gamma_2 = None
 
-    def forward(self, x: torch.Tensor, shared_bias: torch.Tensor | None = None) -> torch.Tensor:
-        attn = self.attn(self.norm1(x), shared_bias)
+    def forward(self, x: torch.Tensor, shared_bias: torch.Tensor | None = None,
+                grid: tuple[int, int] | None = None) -> torch.Tensor:
+        attn = self.attn(self.norm1(x), shared_bias, grid)
         if self.gamma_1 is not None:
             attn = attn * self.gamma_1
         x = x + self.drop_path(attn)
@@ -343,7 +359,8 @@ class ViTEncoder(nn.Module):
         if (height, width) != (size, size) and fixed_grid and not interpolate_pos_encoding:
             raise ValueError(
                 f"input image size ({height}x{width}) doesn't match the model ({size}x{size}): resize it with the "
-                "model's image processor, or pass interpolate_pos_encoding=True to resample the position embeddings"
+                "model's image processor, or pass interpolate_pos_encoding=True to resample the position embeddings "
+                "(absolute, and relative position bias tables)"
             )
         return height // patch, width // patch
 
@@ -376,13 +393,14 @@ class ViTEncoder(nn.Module):
             cls = cls + self.pos_embed[:, :1]
         return torch.cat([cls.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
 
-    def transform(self, x: torch.Tensor, output_hidden_states: bool = False):
-        """Blocks then the final norm. Returns (last_hidden_state, hidden_states or None)."""
+    def transform(self, x: torch.Tensor, output_hidden_states: bool = False, grid: tuple[int, int] | None = None):
+        """Blocks then the final norm. Returns (last_hidden_state, hidden_states or None). `grid` (h, w): the patch
+        grid of all of x's tokens, for relative position bias at another image size."""
         x = self.pos_drop(x)
-        shared_bias = self.rel_pos_bias() if self.rel_pos_bias is not None else None
+        shared_bias = self.rel_pos_bias(grid) if self.rel_pos_bias is not None else None
         hidden_states = [x] if output_hidden_states else None
         for block in self.blocks:
-            x = block(x, shared_bias)
+            x = block(x, shared_bias, grid)
             if output_hidden_states:
                 hidden_states.append(x)
         if self.norm is not None:
@@ -394,9 +412,12 @@ class ViTEncoder(nn.Module):
                 output_hidden_states: bool = False):
         """Encode all patches, or only `ids_keep` (B, L_keep) of them. Returns (B, 1 + L', D) and hidden states."""
         x = self.patch_tokens(pixel_values, bool_masked_pos, interpolate_pos_encoding)
+        grid = None
         if ids_keep is not None:
             x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        return self.transform(self.prepend_cls(x), output_hidden_states)
+        elif interpolate_pos_encoding:
+            grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
+        return self.transform(self.prepend_cls(x), output_hidden_states, grid)
 
 
 def pool_features(hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -381,11 +381,11 @@ def test_vocab_and_image_size_overrides_revalidate_like_the_scripts_do():
     config.update_from_string("vocab_size=1024")
     config = MimBeitConfig(**config.to_dict())
     assert config.tokenizer_config_object().vocab_size == 1024
-    config.update_from_string("image_size=256")
+    config.update_from_string("image_size=256")  # the derived tokenizer view follows: 16 x 8
+    assert (config.codebook_image_size, MimBeitConfig(**config.to_dict()).grid_size) == (128, 16)
     with pytest.raises(ValueError, match="codebook_image_size=112 must be .* = 128"):
-        MimBeitConfig(**config.to_dict())
-    config.update_from_string("codebook_image_size=128")
-    assert MimBeitConfig(**config.to_dict()).grid_size == 16
+        config.update_from_string("codebook_image_size=112")
+    assert config.codebook_image_size == 128  # a failed override changes nothing
 
 
 @pytest.mark.parametrize("overrides,needle", [

@@ -269,8 +269,8 @@ def test_block_mask_defaults_are_each_methods_own():
 @pytest.mark.parametrize("method, field, value, needle", [
     ("beit", "num_masking_patches", 16, r"num_masking_patches must be an integer in \[1, 15\]"),
     ("maskfeat", "min_num_patches", 0, "min_num_patches must be an integer >= 1"),
-    ("cae", "max_num_patches", 0, "max_num_patches must be >= 1"),
-    ("beit", "min_aspect", 0.0, r"min_aspect must be > 0 \(block height/width ratio; BEiT uses 0.3\)"),
+    ("cae", "max_num_patches", 0, "max_num_patches must be an integer >= 1"),
+    ("beit", "min_aspect", 0.0, "min_aspect must be a number > 0"),
     ("maskfeat", "max_aspect", 0.1, "max_aspect must be >= min_aspect=0.3"),
 ])
 def test_block_mask_checks_name_the_field(method, field, value, needle):
