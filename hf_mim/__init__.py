@@ -13,7 +13,7 @@ from transformers import (
     AutoModelForPreTraining,
 )
 
-from .methods import METHODS, Backbone, Method, get_method, method_of_config
+from .methods import METHODS, Backbone, Method, backbone_of_config, get_method, method_of_config
 from .modeling.configuration_dvae import MimDvaeConfig
 from .modeling.modeling_dvae import MimDvaeModel
 
@@ -37,5 +37,5 @@ for _method in METHODS.values():
 AutoConfig.register(MimDvaeConfig.model_type, MimDvaeConfig, exist_ok=True)
 AutoModel.register(MimDvaeConfig, MimDvaeModel, exist_ok=True)
 
-__all__ = ["METHODS", "Backbone", "Method", "get_method", "method_of_config"]
+__all__ = ["METHODS", "Backbone", "Method", "backbone_of_config", "get_method", "method_of_config"]
 __version__ = "0.1.0"
