@@ -48,19 +48,19 @@ def load_encoder(model_name_or_path: str, random_init: bool = False, seed: int =
     """
     from transformers import AutoConfig
 
-    from .methods import method_of_config
+    from .methods import backbone_of_config
 
     config = AutoConfig.from_pretrained(model_name_or_path)
-    method = method_of_config(config)
+    backbone = backbone_of_config(config)
     is_classifier = any("ForImageClassification" in a for a in (config.architectures or []))
-    model_class = method.classification_class if is_classifier else method.model_class
+    model_class = backbone.classification_class if is_classifier else backbone.model_class
     if random_init:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = model_class(config)
     else:
         model = model_class.from_pretrained(model_name_or_path)
-    processors = method.image_processor_class
+    processors = backbone.image_processor_class
     processor = processors.for_evaluation(config, crop_pct, **processors.normalization_saved_with(model_name_or_path))
     return model.eval(), processor
 
