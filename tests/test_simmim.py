@@ -8,19 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForMaskedImageModeling, ViTConfig
+from transformers import AutoConfig, AutoModelForImageClassification, ViTConfig
 from transformers import ViTForMaskedImageModeling
 from transformers.initialization import no_init_weights
 
-import hf_mim
-from hf_mim.convert import (
-    HF_VIT_MIM,
-    convert_state_dict,
-    invert_key_map,
-    load_converted,
-    rename_keys,
-    split_fused_qkv,
-)
+import hf_mim  # noqa: F401  (registers the Auto classes)
+from hf_mim.convert import HF_VIT_MIM, convert_state_dict, load_converted
 from hf_mim.modeling.configuration_simmim import PLAIN_VIT, MimSimMIMConfig
 from hf_mim.modeling.image_processing_mim import MimImageProcessor
 from hf_mim.modeling.image_processing_simmim import MimSimMIMImageProcessor
@@ -31,6 +24,7 @@ from hf_mim.modeling.modeling_simmim import (
     MimSimMIMModel,
 )
 from hf_mim.modeling.vit import relative_position_index
+from helpers import assert_key_map_reads_saved_layout, assert_round_trip_to_transformers
 from model_tester import MimModelTests
 
 # transformers' ViTForMaskedImageModeling (in-memory names first, then the legacy names `save_pretrained` writes)
@@ -52,17 +46,10 @@ def masks(config, batch_size, seed):
 
 class TestSimMIMModels(MimModelTests):
     method = "simmim"
+    tiny = TINY
 
-    def tiny_config(self, **overrides):
-        return MimSimMIMConfig(**{**TINY, **overrides})
-
-    def pretraining_inputs(self, config, batch_size=2, seed=0):
-        generator = torch.Generator().manual_seed(seed)
-        size = config.image_size
-        return {
-            "pixel_values": torch.randn(batch_size, 3, size, size, generator=generator),
-            "bool_masked_pos": masks(config, batch_size, seed),
-        }
+    def mask_inputs(self, config, batch_size, seed, generator):
+        return {"bool_masked_pos": masks(config, batch_size, seed)}
 
     def check_pretraining_output(self, config, out):
         assert out.reconstruction.shape == (2, 3, config.image_size, config.image_size)
@@ -119,24 +106,14 @@ def test_parity_with_transformers_vit_for_masked_image_modeling(sizes, batch):
 
 def test_conversion_back_to_transformers_layout_round_trips():
     reference, ours = hf_pair(**TINY)
-    back = rename_keys(split_fused_qkv(ours.state_dict(), "full"), invert_key_map(HF_VIT_MIM))
-    source = reference.state_dict()
-    assert set(back) == set(source)
-    for key, value in source.items():
-        assert torch.equal(back[key], value), key
+    assert assert_round_trip_to_transformers(reference, ours.state_dict(), HF_VIT_MIM, "full") == {}
 
 
 def test_hf_vit_mim_key_map_reads_the_layout_save_pretrained_writes(tmp_path):
     reference, ours = hf_pair(**TINY)
-    reference.save_pretrained(tmp_path)
-    from safetensors.torch import load_file
-
-    on_disk = load_file(tmp_path / "model.safetensors")
-    assert "vit.encoder.layer.0.attention.attention.query.weight" in on_disk
-    converted = convert_state_dict(on_disk, HF_VIT_MIM, qkv_bias="full")
+    converted = assert_key_map_reads_saved_layout(reference, ours, HF_VIT_MIM, "full", tmp_path,
+                                                  "vit.encoder.layer.0.attention.attention.query.weight")
     assert set(converted) == set(ours.state_dict())
-    for key, value in converted.items():
-        assert torch.equal(value, ours.state_dict()[key]), key
 
 
 # ----------------------------------------------------------------------------------------------- head and loss
@@ -327,26 +304,10 @@ def test_plain_vit_configuration_is_transformers_vit():
     ({"mask_ratio": 1.0}, "mask_ratio"),
     ({"encoder_stride": 8}, "encoder_stride"),
     ({"position_embedding_type": "sincos_mae"}, "position_embedding_type"),
-    ({"use_mask_token": False}, "use_mask_token"),
-    ({"qkv_bias": "kv"}, "qkv_bias"),
 ])
 def test_impossible_configs_fail_naming_the_field(overrides, needle):
     with pytest.raises(ValueError, match=needle):
         MimSimMIMConfig(**{**TINY, **overrides})
-
-
-def test_method_entry_and_auto_classes(tmp_path):
-    method = hf_mim.get_method("simmim")
-    assert method.config_class is MimSimMIMConfig and method.image_processor_class is MimSimMIMImageProcessor
-    assert (method.model_class, method.pretraining_class, method.classification_class) == (
-        MimSimMIMModel, MimSimMIMForPreTraining, MimSimMIMForImageClassification)
-    from hf_mim.recipes import PRETRAIN_RECIPES
-
-    assert not method.needs_tokenizer and PRETRAIN_RECIPES['simmim'].lr_batch_divisor == 512
-    assert "SimMIM" in method.paper and "CVPR 2022" in method.paper
-    assert hf_mim.method_of_config(MimSimMIMConfig(**TINY)) is method
-    MimSimMIMForPreTraining(MimSimMIMConfig(**TINY)).save_pretrained(tmp_path)
-    assert type(AutoModelForMaskedImageModeling.from_pretrained(tmp_path)) is MimSimMIMForPreTraining
 
 
 # ----------------------------------------------------------------------------------------------- processor
