@@ -216,8 +216,8 @@ def inference_fn(model, call, inputs, device, dtype) -> Callable[[], None]:
 
 def make_optimizer(model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """The same AdamW for both sides: every trainable tensor, one group, MAE's betas, the fused kernel (what the
-    transformers Trainer uses by default, on CPU too; torch's unfused CPU AdamW is ~5x slower and would dilute the
-    comparison of the models)."""
+    transformers Trainer uses by default, on CPU too; torch's unfused CPU AdamW is much slower and would dilute
+    the comparison of the models)."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
 
@@ -379,10 +379,10 @@ def _pixels(config, batch_size: int, seed: int) -> torch.Tensor:
     return torch.randn(batch_size, config.num_channels, config.image_size, config.image_size, generator=generator)
 
 
-def encoder_pair(method, config, ours, peer, peer_encoder, pixels, peer_prefix: str, strict: bool = False) -> Pair:
+def encoder_pair(method, config, ours, peer_backbone, peer_encoder, pixels, strict: bool = False) -> Pair:
     """Both encoders over all patches: our `<M>Model` with the pretraining model's weights, and the peer's
-    encoder class with the peer pretraining model's `peer_prefix` sub-module (`strict`: every key)."""
-    peer_encoder.load_state_dict(getattr(peer, peer_prefix).state_dict(), strict=strict)
+    encoder class with the weights of the peer pretraining model's backbone module (`strict`: every key)."""
+    peer_encoder.load_state_dict(peer_backbone.state_dict(), strict=strict)
     return Pair(_encoder_copy(method.model_class, config, ours), peer_encoder, {"pixel_values": pixels},
                 lambda m, x: first_tensor(m(**x)), lambda m, x: first_tensor(m(**x)))
 
@@ -412,8 +412,8 @@ def build_mae_pairs(method, config, batch_size, seed) -> MethodPairs:
     train = Pair(ours, peer, {"pixel_values": pixels, "noise": noise}, call_with_loss, call_with_loss)
     # transformers' ViTMAEModel always shuffles; with mask_ratio 0 it keeps every patch (the encoder it offers for
     # features). Ours encodes all patches without the shuffle.
-    inference = encoder_pair(method, config, ours, peer, ViTMAEModel(ViTMAEConfig(mask_ratio=0.0, **common)), pixels,
-                             "vit", strict=True)
+    inference = encoder_pair(method, config, ours, peer.vit, ViTMAEModel(ViTMAEConfig(mask_ratio=0.0, **common)),
+                             pixels, strict=True)
     removed = config.num_patches - int(config.num_patches * (1 - config.mask_ratio))
     return MethodPairs(method.name, config, peer_config, weights, train, inference, removed, [])
 
@@ -450,7 +450,7 @@ def build_beit_pairs(method, config, batch_size, seed) -> MethodPairs:
                                        labels=x["peer_labels"]))
     train = Pair(ours, peer, inputs, call_ours, call_peer)
     # mean pooling + LayerNorm, like ours
-    inference = encoder_pair(method, config, ours, peer, BeitModel(peer_config, add_pooling_layer=True), pixels, "beit")
+    inference = encoder_pair(method, config, ours, peer.beit, BeitModel(peer_config, add_pooling_layer=True), pixels)
     return MethodPairs(method.name, config, peer_config, weights, train, inference, float(mask.sum()) / batch_size,
                        notes)
 
@@ -471,7 +471,7 @@ def build_simmim_pairs(method, config, batch_size, seed) -> MethodPairs:
     pixels = _pixels(config, batch_size, seed)
     mask = method_masks(method, config, batch_size, seed)
     train = Pair(ours, peer, {"pixel_values": pixels, "bool_masked_pos": mask}, call_with_loss, call_with_loss)
-    inference = encoder_pair(method, config, ours, peer, ViTModel(peer_config, add_pooling_layer=False), pixels, "vit")
+    inference = encoder_pair(method, config, ours, peer.vit, ViTModel(peer_config, add_pooling_layer=False), pixels)
     return MethodPairs(method.name, config, peer_config, weights, train, inference, float(mask.sum()) / batch_size, [])
 
 

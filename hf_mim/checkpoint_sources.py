@@ -86,7 +86,8 @@ def read_hf_folder(path: str) -> dict[str, torch.Tensor]:
     if folder.is_dir():
         weights = folder / "model.safetensors"
         if not weights.exists():
-            raise FileNotFoundError(f"{folder} has no model.safetensors; save the transformers model with save_pretrained")
+            raise FileNotFoundError(f"{folder} has no model.safetensors; save the transformers model with "
+                                    "save_pretrained")
         return read_state_dict(str(weights))
     raise FileNotFoundError(f"--checkpoint {path!r} must be a transformers model folder for this source")
 

@@ -44,8 +44,8 @@ def plan_schedule(*, batches_per_epoch: int, per_device_batch_size: int, num_pro
                   learning_rate: float | None = None, max_warmup_share: float | None = None) -> Schedule:
     """Updates per epoch from the loader (each process sees 1/num_processes of it; accumulation merges batches),
     `max_steps` (else `num_epochs` x updates per epoch), warm-up from `warmup_steps` or `warmup_epochs` (at most
-    `max_warmup_share` of the run, when given), and the peak lr: `learning_rate` when given, else blr x effective batch /
-    divisor (or blr itself when the divisor is None)."""
+    `max_warmup_share` of the run, when given), and the peak lr: `learning_rate` when given, else blr x effective
+    batch / divisor (or blr itself when the divisor is None)."""
     updates_per_epoch = max(1, math.ceil(batches_per_epoch / num_processes / gradient_accumulation_steps))
     total = max_steps or num_epochs * updates_per_epoch
     effective_batch = per_device_batch_size * gradient_accumulation_steps * num_processes

@@ -91,6 +91,48 @@ def assert_key_map_reads_saved_layout(reference, ours, key_map, qkv_bias: str, f
     return converted
 
 
+def per_layer_classifier(folder, classification_class, route: str):
+    """A classifier from a pretraining folder with one shared relative position table, switched to per-layer
+    tables by the `relative_position_bias` kwarg (route "kwarg") or, as scripts/finetune.py does, by the config's
+    `finetune_overrides`."""
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    if route == "kwarg":
+        return classification_class.from_pretrained(folder, relative_position_bias="per_layer", num_labels=3)
+    config = AutoConfig.from_pretrained(folder)
+    config.update(dict(type(config).finetune_overrides))
+    config = type(config)(**config.to_dict())
+    return AutoModelForImageClassification.from_pretrained(folder, config=config)
+
+
+def assert_tables_copied_then_kept(model, shared, folder) -> None:
+    """Every block holds its own copy of the shared table, and a fine-tuned checkpoint keeps its own tables."""
+    import torch
+
+    assert model.config.relative_position_bias == "per_layer" and model.vit.rel_pos_bias is None
+    tables = [block.attn.relative_position_bias_table for block in model.vit.blocks]
+    assert all(torch.equal(table, shared) for table in tables)
+    assert len({table.data_ptr() for table in tables}) == len(tables)  # copies, free to diverge
+    with torch.no_grad():
+        model.vit.blocks[1].attn.relative_position_bias_table.add_(1.0)
+    model.save_pretrained(folder)
+    reloaded = type(model).from_pretrained(folder)
+    for mine, theirs in zip(model.vit.blocks, reloaded.vit.blocks):
+        assert torch.equal(mine.attn.relative_position_bias_table, theirs.attn.relative_position_bias_table)
+
+
+def assert_mean_pooled_classifier_starts_near_zero(model) -> None:
+    """A head of std ~2e-5 and zero bias, mean pooling + fc_norm (no final norm), no mask token, and a gradient
+    for every trainable parameter (nothing idle under DDP). `model` takes 32 px images and has 10 labels."""
+    import torch
+
+    model.train()
+    assert 1e-5 < model.head.weight.std().item() < 3e-5 and model.head.bias.abs().sum() == 0
+    assert "vit.mask_token" not in model.state_dict() and model.fc_norm is not None and model.vit.norm is None
+    model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([1, 2])).loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # nothing idle under DDP
+
+
 def needs_tokenizer(method_name: str) -> bool:
     """Whether the method's default config predicts visual tokens (so a run needs --tokenizer_name_or_path)."""
     import hf_mim

@@ -1,4 +1,4 @@
-"""BEiT v1: parity with transformers' BeitForMaskedImageModeling, and the behaviour method_spec §2 pins down."""
+"""BEiT v1: parity with transformers' BeitForMaskedImageModeling, and the behaviour the BEiT paper and code pin down."""
 
 import math
 import random
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoConfig, AutoModelForImageClassification, BeitConfig, BeitForMaskedImageModeling
+from transformers import BeitConfig, BeitForMaskedImageModeling
 from transformers.initialization import no_init_weights
 
 import hf_mim  # noqa: F401  (registers the Auto classes)
@@ -21,7 +21,13 @@ from hf_mim.modeling.modeling_beit import MimBeitForImageClassification, MimBeit
 from hf_mim.modeling.modeling_dvae import MimDvaeConfig, MimDvaeModel, map_pixels
 from hf_mim.modeling.vit import relative_position_index
 from hf_mim.training import parameter_groups
-from helpers import assert_key_map_reads_saved_layout, assert_round_trip_to_transformers, block_masks
+from helpers import (
+    assert_key_map_reads_saved_layout,
+    assert_round_trip_to_transformers,
+    assert_tables_copied_then_kept,
+    block_masks,
+    per_layer_classifier,
+)
 from model_tester import MimModelTests
 
 # transformers' BEiT (in-memory names first, then the legacy names `save_pretrained` writes) -> ours.
@@ -158,25 +164,9 @@ def pretrained_folder(tmp_path, seed=0):
 @pytest.mark.parametrize("route", ["kwarg", "finetune_overrides_config"])
 def test_finetuning_copies_the_shared_table_into_every_block(tmp_path, route):
     shared = pretrained_folder(tmp_path)
-    if route == "kwarg":
-        model = MimBeitForImageClassification.from_pretrained(tmp_path, relative_position_bias="per_layer",
-                                                              num_labels=3)
-    else:  # as scripts/finetune.py does
-        config = AutoConfig.from_pretrained(tmp_path)
-        config.update(dict(type(config).finetune_overrides))
-        config = type(config)(**config.to_dict())
-        model = AutoModelForImageClassification.from_pretrained(tmp_path, config=config)
-    assert model.config.relative_position_bias == "per_layer" and model.vit.rel_pos_bias is None
-    tables = [block.attn.relative_position_bias_table for block in model.vit.blocks]
-    assert all(torch.equal(table, shared) for table in tables)
-    assert len({table.data_ptr() for table in tables}) == len(tables)  # copies, free to diverge
-    # a fine-tuned checkpoint keeps its own (now different) tables
-    with torch.no_grad():
-        model.vit.blocks[1].attn.relative_position_bias_table.add_(1.0)
-    model.save_pretrained(tmp_path / "finetuned")
-    reloaded = MimBeitForImageClassification.from_pretrained(tmp_path / "finetuned")
-    for mine, theirs in zip(model.vit.blocks, reloaded.vit.blocks):
-        assert torch.equal(mine.attn.relative_position_bias_table, theirs.attn.relative_position_bias_table)
+    model = per_layer_classifier(tmp_path, MimBeitForImageClassification, route)
+    assert type(model) is MimBeitForImageClassification
+    assert_tables_copied_then_kept(model, shared, tmp_path / "finetuned")
 
 
 def test_finetune_overrides_are_beits_recipe():

@@ -1,4 +1,4 @@
-"""MAE: parity with transformers' ViTMAEForPreTraining, and the behaviour method_spec §1 pins down."""
+"""MAE: parity with transformers' ViTMAEForPreTraining, and the behaviour the MAE paper and code pin down."""
 
 import math
 

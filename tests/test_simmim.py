@@ -1,5 +1,5 @@
-"""SimMIM: parity with transformers' ViTForMaskedImageModeling (plain-ViT configuration), and the behaviour
-method_spec §3 pins down (official ViT-B defaults, init, loss on masked pixels, fine-tuning positions, masks)."""
+"""SimMIM: parity with transformers' ViTForMaskedImageModeling (plain-ViT configuration), and the behaviour the
+SimMIM paper and code pin down (official ViT-B defaults, init, loss on masked pixels, fine-tuning positions, masks)."""
 
 import math
 import random
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoConfig, AutoModelForImageClassification, ViTConfig
+from transformers import ViTConfig
 from transformers import ViTForMaskedImageModeling
 from transformers.initialization import no_init_weights
 
@@ -24,7 +24,13 @@ from hf_mim.modeling.modeling_simmim import (
     MimSimMIMModel,
 )
 from hf_mim.modeling.vit import relative_position_index
-from helpers import assert_key_map_reads_saved_layout, assert_round_trip_to_transformers
+from helpers import (
+    assert_key_map_reads_saved_layout,
+    assert_mean_pooled_classifier_starts_near_zero,
+    assert_round_trip_to_transformers,
+    assert_tables_copied_then_kept,
+    per_layer_classifier,
+)
 from model_tester import MimModelTests
 
 # transformers' ViTForMaskedImageModeling (in-memory names first, then the legacy names `save_pretrained` writes)
@@ -213,12 +219,7 @@ def test_official_init_trunc_normal_depth_rescale_and_default_conv_head():
 
 
 def test_classifier_head_starts_near_zero_and_has_no_mask_token():
-    config = MimSimMIMConfig(**TINY, num_labels=10)
-    model = MimSimMIMForImageClassification(config).train()
-    assert 1e-5 < model.head.weight.std().item() < 3e-5 and model.head.bias.abs().sum() == 0
-    assert "vit.mask_token" not in model.state_dict() and model.fc_norm is not None and model.vit.norm is None
-    model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([1, 2])).loss.backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # nothing idle under DDP
+    assert_mean_pooled_classifier_starts_near_zero(MimSimMIMForImageClassification(MimSimMIMConfig(**TINY, num_labels=10)))
 
 
 def test_depth_rescale_and_index_survive_from_pretrained(tmp_path):
@@ -246,29 +247,13 @@ def pretrained_folder(tmp_path, seed=0):
 @pytest.mark.parametrize("route", ["kwarg", "finetune_overrides_config"])
 def test_finetuning_copies_the_shared_table_into_every_block(tmp_path, route):
     pretrained = pretrained_folder(tmp_path)
-    shared = pretrained.vit.rel_pos_bias.relative_position_bias_table.detach()
-    if route == "kwarg":
-        model = MimSimMIMForImageClassification.from_pretrained(tmp_path, relative_position_bias="per_layer",
-                                                                num_labels=3)
-    else:  # as scripts/finetune.py does
-        config = AutoConfig.from_pretrained(tmp_path)
-        config.update(dict(type(config).finetune_overrides))
-        config = type(config)(**config.to_dict())
-        model = AutoModelForImageClassification.from_pretrained(tmp_path, config=config)
-    assert model.config.relative_position_bias == "per_layer" and model.vit.rel_pos_bias is None
-    tables = [block.attn.relative_position_bias_table for block in model.vit.blocks]
-    assert all(torch.equal(table, shared) for table in tables)
-    assert len({table.data_ptr() for table in tables}) == len(tables)  # copies, free to diverge
+    shared = pretrained.vit.rel_pos_bias.relative_position_bias_table.detach().clone()
+    model = per_layer_classifier(tmp_path, MimSimMIMForImageClassification, route)
+    assert type(model) is MimSimMIMForImageClassification
     assert torch.equal(model.vit.blocks[1].mlp.fc2.weight, pretrained.vit.blocks[1].mlp.fc2.weight)
     for block in model.vit.blocks:
         assert torch.equal(block.attn.relative_position_index, relative_position_index(8, 8))
-    # a fine-tuned checkpoint keeps its own (now different) tables
-    with torch.no_grad():
-        model.vit.blocks[1].attn.relative_position_bias_table.add_(1.0)
-    model.save_pretrained(tmp_path / "finetuned")
-    reloaded = MimSimMIMForImageClassification.from_pretrained(tmp_path / "finetuned")
-    for mine, theirs in zip(model.vit.blocks, reloaded.vit.blocks):
-        assert torch.equal(mine.attn.relative_position_bias_table, theirs.attn.relative_position_bias_table)
+    assert_tables_copied_then_kept(model, shared, tmp_path / "finetuned")
 
 
 def test_finetune_overrides_are_simmims_recipe():
