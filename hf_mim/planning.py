@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 from .training import effective_learning_rate
 
@@ -39,17 +40,20 @@ class Schedule:
 
 def plan_schedule(*, batches_per_epoch: int, per_device_batch_size: int, num_processes: int,
                   gradient_accumulation_steps: int, num_epochs: int, max_steps: int | None = None,
-                  warmup_epochs: float | None = None, warmup_steps: int | None = None,
+                  warmup_epochs: float | None = None, warmup_steps: int | Callable[[int], int] | None = None,
                   base_learning_rate: float | None = None, lr_batch_divisor: int | None = None,
                   learning_rate: float | None = None, max_warmup_share: float | None = None) -> Schedule:
     """Updates per epoch from the loader (each process sees 1/num_processes of it; accumulation merges batches),
-    `max_steps` (else `num_epochs` x updates per epoch), warm-up from `warmup_steps` or `warmup_epochs` (at most
-    `max_warmup_share` of the run, when given), and the peak lr: `learning_rate` when given, else blr x effective
-    batch / divisor (or blr itself when the divisor is None)."""
+    `max_steps` (else `num_epochs` x updates per epoch), warm-up from `warmup_steps` (a count, or a function of
+    the run's updates, e.g. a tenth of them) or `warmup_epochs` (at most `max_warmup_share` of the run, when
+    given), and the peak lr: `learning_rate` when given, else blr x effective batch / divisor (or blr itself when
+    the divisor is None)."""
     updates_per_epoch = max(1, math.ceil(batches_per_epoch / num_processes / gradient_accumulation_steps))
     total = max_steps or num_epochs * updates_per_epoch
     effective_batch = per_device_batch_size * gradient_accumulation_steps * num_processes
-    if warmup_steps is None:
+    if callable(warmup_steps):
+        warmup_steps = warmup_steps(total)
+    elif warmup_steps is None:
         warmup_steps = int((warmup_epochs or 0) * updates_per_epoch)
     if max_warmup_share is not None:
         warmup_steps = min(warmup_steps, int(total * max_warmup_share))

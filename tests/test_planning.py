@@ -41,6 +41,9 @@ def test_schedule_max_steps_absolute_lr_and_warmup_cap():
     given = plan_schedule(batches_per_epoch=10, per_device_batch_size=4, num_processes=1, gradient_accumulation_steps=1,
                           num_epochs=1, warmup_steps=3, learning_rate=0.1, base_learning_rate=1.0, lr_batch_divisor=256)
     assert (given.warmup_steps, given.learning_rate) == (3, 0.1)
+    share = plan_schedule(batches_per_epoch=10, per_device_batch_size=4, num_processes=1, gradient_accumulation_steps=1,
+                          num_epochs=3, warmup_steps=lambda total: min(200, total // 10), learning_rate=1e-3)
+    assert (share.max_steps, share.warmup_steps) == (30, 3)
 
 
 def test_demo_recipe_scales_only_batch_scaled_learning_rates():
