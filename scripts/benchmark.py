@@ -272,9 +272,7 @@ def run_data(args) -> list[dict]:
     """Images/s of one loader worker (torch threads = 1, as DataLoader workers run): the whole
     `SeededImageDataset.__getitem__`, paired round by round with the same pipeline on transformers' plain PIL
     backend (the processors' shortcuts are the only difference), and the time per image of each stage."""
-    import numpy as np
-
-    from hf_mim.data import Augmentation, SeededImageDataset, decode_image, load_image_dataset
+    from hf_mim.data import Augmentation, SeededImageDataset, load_image_dataset
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     data = load_image_dataset(train_dir=args.train_dir) if args.train_dir else load_image_dataset()
@@ -308,20 +306,7 @@ def run_data(args) -> list[dict]:
                                        "plain": partial(full_pass, "plain", plain)},
                                       min(args.warmup, 1), args.repeats, torch.device("cpu"))
                 rates = [count / t for t in pass_seconds["ours"]]
-                stages = {"fetch": 0.0, "decode": 0.0, "augment": 0.0, "processor": 0.0}
-                for i in range(count):
-                    t0 = time.perf_counter()
-                    row = data.dataset[i]
-                    t1 = time.perf_counter()
-                    image = decode_image(row[data.image_column])
-                    t2 = time.perf_counter()
-                    rng = np.random.default_rng([args.seed, 0, i])
-                    image = augmentation(image, rng)
-                    t3 = time.perf_counter()
-                    processor(image, return_tensors="pt", mask_seed=int(rng.integers(2**31)), **kwargs)
-                    t4 = time.perf_counter()
-                    for stage, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                        stages[stage] += seconds
+                stages = stage_seconds(data, augmentation, processor, kwargs, count, args.seed)
                 outputs = sorted(dataset[0])
                 device_path = time_device_path(args, data, processor, augmentation, kwargs, size.image_size, count)
                 results.append({
@@ -337,6 +322,30 @@ def run_data(args) -> list[dict]:
     finally:
         torch.set_num_threads(threads)
     return results
+
+
+def stage_seconds(data, augmentation, processor, processor_kwargs, count: int, seed: int) -> dict[str, float]:
+    """Seconds spent in each stage of one sample (fetch the row, decode, augment, processor), summed over the
+    first `count` samples."""
+    import numpy as np
+
+    from hf_mim.data import decode_image
+
+    stages = {"fetch": 0.0, "decode": 0.0, "augment": 0.0, "processor": 0.0}
+    for i in range(count):
+        t0 = time.perf_counter()
+        row = data.dataset[i]
+        t1 = time.perf_counter()
+        image = decode_image(row[data.image_column])
+        t2 = time.perf_counter()
+        rng = np.random.default_rng([seed, 0, i])
+        image = augmentation(image, rng)
+        t3 = time.perf_counter()
+        processor(image, return_tensors="pt", mask_seed=int(rng.integers(2**31)), **processor_kwargs)
+        t4 = time.perf_counter()
+        for stage, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            stages[stage] += seconds
+    return stages
 
 
 # ----------------------------------------------------------------------------------------------- output
