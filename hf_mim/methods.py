@@ -57,7 +57,8 @@ class Method:
     finetune_recipe: FinetuneRecipe
     # what the head can predict, the default first: "pixels", "tokens" (a frozen tokenizer's ids) or "hog"
     targets: tuple[str, ...]
-    picture_caption: str  # what the rows of the card's picture show
+    # what the rows of the card's picture show, by the kind of the model's picture view ("pixels", "hog", "tokens")
+    picture_captions: dict[str, str] = field(hash=False)
     conversion_sources: dict[str, sources.Source] = field(default_factory=dict, hash=False)
     benchmark_peer: BenchmarkPeer | None = None
 
@@ -102,7 +103,7 @@ METHODS: dict[str, Method] = {
                                MimBeitForImageClassification, num_masking_patches=26, min_num_patches=4),
         pretrain_recipe=PretrainRecipe(1.5e-3, None, (0.9, 0.999), 0.05, 10, 1e-5, 3.0, (0.08, 1.0), color_jitter=0.4),
         finetune_recipe=FinetuneRecipe(4e-3, None, warmup_epochs=20),
-        targets=("tokens",), picture_caption=TOKENS_CAPTION,
+        targets=("tokens",), picture_captions={"tokens": TOKENS_CAPTION},
         conversion_sources={
             # the code's default; its ImageNet-1k recipe passes --imagenet_default_mean_and_std (--normalization)
             "beit-unilm": sources.Source(BEIT_UNILM, "qv", "microsoft/unilm BEiT checkpoint (pretraining or "
@@ -125,7 +126,7 @@ METHODS: dict[str, Method] = {
                                decoder_num_attention_heads=4, decoder_intermediate_size=256),
         pretrain_recipe=PretrainRecipe(1.5e-4, 256, (0.9, 0.95), 0.05, 40, 0.0, None, (0.2, 1.0)),
         finetune_recipe=FinetuneRecipe(5e-4, 256, warmup_epochs=5),
-        targets=("pixels",), picture_caption=PIXELS_CAPTION,
+        targets=("pixels",), picture_captions={"pixels": PIXELS_CAPTION},
         conversion_sources={
             "mae-official": sources.Source(MAE_OFFICIAL, "full", "facebookresearch/mae checkpoint (pretraining or "
                                            "fine-tuned)", sources.mae_official_fields),
@@ -148,7 +149,7 @@ METHODS: dict[str, Method] = {
         pretrain_recipe=PretrainRecipe(1.5e-3, None, (0.9, 0.999), 0.05, 20, 1e-5, 3.0, (0.08, 1.0)),
         # the official script's --aa default: no RandAugment
         finetune_recipe=FinetuneRecipe(8e-3, None, warmup_epochs=5, rand_augment=""),
-        targets=("tokens", "pixels"), picture_caption=TOKENS_CAPTION,
+        targets=("tokens", "pixels"), picture_captions={"tokens": TOKENS_CAPTION, "pixels": PIXELS_CAPTION},
         conversion_sources={
             "cae-official": sources.Source(CAE_OFFICIAL, "qv", "lxtGH/CAE checkpoint (pretraining or fine-tuned)",
                                            sources.from_shapes("sincos_cae")),
@@ -166,7 +167,7 @@ METHODS: dict[str, Method] = {
                                MimSimMIMForImageClassification, mask_patch_size=8),
         pretrain_recipe=PretrainRecipe(1e-4, 512, (0.9, 0.999), 0.05, 10, 5e-7, 5.0, (0.67, 1.0)),
         finetune_recipe=FinetuneRecipe(1.25e-3, 512, warmup_epochs=20),
-        targets=("pixels",), picture_caption=PIXELS_CAPTION,
+        targets=("pixels",), picture_captions={"pixels": PIXELS_CAPTION},
         conversion_sources={
             "simmim-official": sources.Source(SIMMIM_OFFICIAL, "qv", "microsoft/SimMIM ViT checkpoint (pretraining "
                                               "or fine-tuned)", sources.from_shapes()),
@@ -189,8 +190,8 @@ METHODS: dict[str, Method] = {
         pretrain_recipe=PretrainRecipe(2e-4, 256, (0.9, 0.999), 0.05, 30, 1e-6, 0.02, (0.5, 1.0)),
         finetune_recipe=FinetuneRecipe(1e-3, 256, warmup_epochs=20),  # 8e-3 at batch 2048
         targets=("hog",),
-        picture_caption="Rows: input with masked patches grey; HOG target glyphs; predicted HOG glyphs (meaningful "
-        "at the masked patches).",
+        picture_captions={"hog": "Rows: input with masked patches grey; HOG target glyphs; predicted HOG glyphs "
+                          "(meaningful at the masked patches)."},
         conversion_sources={
             "maskfeat-slowfast": sources.Source(MASKFEAT_SLOWFAST, "full", "facebookresearch/SlowFast MaskFeat ViT "
                                                 "checkpoint (pretraining or fine-tuned)", sources.from_shapes()),

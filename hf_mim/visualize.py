@@ -54,12 +54,12 @@ def readable_examples(dataset, num_images: int) -> list[dict]:
 
 
 @torch.no_grad()
-def pretraining_picture(model, dataset, processor, caption: str, num_images: int = 8):
+def pretraining_picture(model, dataset, processor, captions: dict[str, str], num_images: int = 8):
     """(picture, caption) for the model card of a pretraining run, or None when the model has nothing to show.
 
     Runs the model in eval mode on the first `num_images` readable training samples with their pretraining masks
-    and draws the model's `picture_view` by its kind; `caption` says what the rows show (the method's entry), and
-    the loss on these images is added to it."""
+    and draws the model's `picture_view` by its kind; `captions[kind]` says what the rows show (the method's
+    entry), and the loss on these images is added to it."""
     from .data import collate
 
     examples = readable_examples(dataset, num_images)
@@ -77,7 +77,7 @@ def pretraining_picture(model, dataset, processor, caption: str, num_images: int
     if view is None:
         return None
     rows, labels = RENDERERS[view.kind](model, view, batch["pixel_values"].float().cpu(), processor)
-    return image_grid(rows, labels), f"{caption} Training images, loss {float(outputs.loss):.4f}."
+    return image_grid(rows, labels), f"{captions[view.kind]} Training images, loss {float(outputs.loss):.4f}."
 
 
 def masked_input(view, pixel_values: torch.Tensor, processor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -203,7 +203,7 @@ def save_outputs(args, method, model, processor, dataset, data, summary, command
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    picture = pretraining_picture(model, dataset, processor, method.picture_caption, num_images=8)
+    picture = pretraining_picture(model, dataset, processor, method.picture_captions, num_images=8)
     picture_name = None
     if picture is not None:
         picture_name = "reconstruction.png"

@@ -37,7 +37,9 @@ def test_entry_recipes_and_capabilities(name):
     assert method.name == name and all(word in method.paper for word in expected["paper"]) and method.summary
     assert isinstance(method.pretrain_recipe, PretrainRecipe) and isinstance(method.finetune_recipe, FinetuneRecipe)
     assert method.pretrain_recipe.lr_batch_divisor == expected["divisor"]
-    assert method.targets[0] == expected["target"] and method.picture_caption.startswith("Rows: ")
+    assert method.targets[0] == expected["target"]
+    assert set(method.picture_captions) <= {"pixels", "hog", "tokens"} and method.targets[0] in method.picture_captions
+    assert all(caption.startswith("Rows: ") for caption in method.picture_captions.values())
     assert method.can_use_tokenizer == ("tokens" in method.targets)
     assert method.config_class().needs_tokenizer == (expected["target"] == "tokens")
     with pytest.raises(ValueError, match=f"{name} has no 'nope' backbone"):
