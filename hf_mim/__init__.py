@@ -13,29 +13,29 @@ from transformers import (
     AutoModelForPreTraining,
 )
 
-from .methods import METHODS, Method, get_method, method_of_config
+from .methods import METHODS, Backbone, Method, backbone_of_config, get_method, method_of_config
 from .modeling.configuration_dvae import MimDvaeConfig
 from .modeling.modeling_dvae import MimDvaeModel
 
 
-def _register(method: Method) -> None:
-    model_type = method.config_class.model_type
-    AutoConfig.register(model_type, method.config_class, exist_ok=True)
-    AutoModel.register(method.config_class, method.model_class, exist_ok=True)
-    AutoModelForPreTraining.register(method.config_class, method.pretraining_class, exist_ok=True)
-    AutoModelForMaskedImageModeling.register(method.config_class, method.pretraining_class, exist_ok=True)
-    AutoModelForImageClassification.register(method.config_class, method.classification_class, exist_ok=True)
-    AutoImageProcessor.register(
-        method.config_class, image_processor_classes={"pil": method.image_processor_class}, exist_ok=True
-    )
+def _register(backbone: Backbone) -> None:
+    config_class = backbone.config_class
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, backbone.model_class, exist_ok=True)
+    AutoModelForPreTraining.register(config_class, backbone.pretraining_class, exist_ok=True)
+    AutoModelForMaskedImageModeling.register(config_class, backbone.pretraining_class, exist_ok=True)
+    AutoModelForImageClassification.register(config_class, backbone.classification_class, exist_ok=True)
+    AutoImageProcessor.register(config_class, image_processor_classes={"pil": backbone.image_processor_class},
+                                exist_ok=True)
 
 
 for _method in METHODS.values():
-    _register(_method)
+    for _backbone in _method.backbones.values():
+        _register(_backbone)
 
 # The visual tokenizer of BEiT and CAE is a model of its own.
 AutoConfig.register(MimDvaeConfig.model_type, MimDvaeConfig, exist_ok=True)
 AutoModel.register(MimDvaeConfig, MimDvaeModel, exist_ok=True)
 
-__all__ = ["METHODS", "Method", "get_method", "method_of_config"]
+__all__ = ["METHODS", "Backbone", "Method", "backbone_of_config", "get_method", "method_of_config"]
 __version__ = "0.1.0"

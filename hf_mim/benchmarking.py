@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.util
-import inspect
-import math
 import random
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -94,38 +90,44 @@ def inference_flops(size: BackboneSize, channels: int = 3) -> float:
             + encoder_flops(size.num_patches + 1, size.hidden_size, size.num_hidden_layers, size.intermediate_size))
 
 
-def pretraining_forward_flops(method: str, config, num_masked: float) -> float:
-    """Forward FLOPs per image of one pretraining step, counting only the work the method needs:
-
-    mae: patch embed of every patch, encoder over cls + kept tokens, decoder embed, decoder blocks over all
-         1 + L tokens and the pixel head (MAE-ViT-B/16: 19.6 GFLOP, so 58.7 with the 3x rule);
-    beit: encoder over all tokens, token head at the `num_masked` masked positions only;
-    simmim: encoder over all tokens, 1x1 conv head on every patch (p*p*C outputs).
-    Targets (tokenizer, HOG) and losses are not counted.
-    """
+def _encoder_forward_flops(config) -> tuple[float, int, int]:
+    """Patch embed + encoder over every patch and the cls token; also (tokens L, per-patch pixel outputs)."""
     size = BackboneSize("cfg", config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
                         config.image_size, config.patch_size)
     channels = getattr(config, "num_channels", 3)
-    length, width, patch_out = size.num_patches, size.hidden_size, config.patch_size**2 * channels
-    embed = patch_embed_flops(length, size.patch_size, channels, width)
-    if method == "mae":
-        keep = int(length * (1 - config.mask_ratio))
-        dec = config.decoder_hidden_size
-        return (embed + encoder_flops(keep + 1, width, size.num_hidden_layers, config.intermediate_size)
-                + 2 * (keep + 1) * width * dec
-                + encoder_flops(length + 1, dec, config.decoder_num_hidden_layers, config.decoder_intermediate_size)
-                + 2 * (length + 1) * dec * patch_out)
-    encoder = embed + encoder_flops(length + 1, width, size.num_hidden_layers, config.intermediate_size)
-    if method == "beit":
-        return encoder + 2 * num_masked * width * getattr(config, "vocab_size", 8192)
-    if method == "simmim":
-        return encoder + 2 * length * width * patch_out
-    return encoder
+    embed = patch_embed_flops(size.num_patches, size.patch_size, channels, size.hidden_size)
+    encoder = encoder_flops(size.num_patches + 1, size.hidden_size, size.num_hidden_layers, config.intermediate_size)
+    return embed + encoder, size.num_patches, config.patch_size**2 * channels
 
 
-def training_flops(method: str, config, num_masked: float) -> float:
-    """The 3x rule: backward costs twice the forward (gradients of activations and of weights)."""
-    return 3 * pretraining_forward_flops(method, config, num_masked)
+def mae_forward_flops(config, num_masked: float) -> float:
+    """Patch embed of every patch, encoder over cls + kept tokens, decoder embed, decoder blocks over all 1 + L
+    tokens and the pixel head (MAE-ViT-B/16: 19.6 GFLOP, so 58.7 with the 3x rule)."""
+    _, length, patch_out = _encoder_forward_flops(config)
+    channels = getattr(config, "num_channels", 3)
+    width, keep, dec = config.hidden_size, int(length * (1 - config.mask_ratio)), config.decoder_hidden_size
+    return (patch_embed_flops(length, config.patch_size, channels, width)
+            + encoder_flops(keep + 1, width, config.num_hidden_layers, config.intermediate_size)
+            + 2 * (keep + 1) * width * dec
+            + encoder_flops(length + 1, dec, config.decoder_num_hidden_layers, config.decoder_intermediate_size)
+            + 2 * (length + 1) * dec * patch_out)
+
+
+def token_head_forward_flops(config, num_masked: float) -> float:
+    """Encoder over all tokens, token head at the `num_masked` masked positions only (BEiT)."""
+    return _encoder_forward_flops(config)[0] + 2 * num_masked * config.hidden_size * getattr(config, "vocab_size", 8192)
+
+
+def pixel_head_forward_flops(config, num_masked: float) -> float:
+    """Encoder over all tokens, 1x1 conv head on every patch (p*p*C outputs, SimMIM)."""
+    encoder, length, patch_out = _encoder_forward_flops(config)
+    return encoder + 2 * length * config.hidden_size * patch_out
+
+
+def training_flops(method, config, num_masked: float) -> float:
+    """Per image of one pretraining step, counting only the work the method needs (targets such as a tokenizer
+    or HOG, and losses, are not counted), with the 3x rule: backward costs twice the forward."""
+    return 3 * method.benchmark_peer.forward_flops(config, num_masked)
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -185,18 +187,6 @@ def paired_ratio(ours: list[float], peer: list[float]) -> dict:
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "per_round": ratios}
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
-    """Peak bytes allocated by the caching allocator while `fn` runs (weights and optimizer state included)."""
-    if device.type != "cuda":
-        return None
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    torch.cuda.synchronize(device)
-    return int(torch.cuda.max_memory_allocated(device))
-
-
 def autocast_context(device: torch.device, dtype: str):
     if dtype == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -226,8 +216,8 @@ def inference_fn(model, call, inputs, device, dtype) -> Callable[[], None]:
 
 def make_optimizer(model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """The same AdamW for both sides: every trainable tensor, one group, MAE's betas, the fused kernel (what the
-    transformers Trainer uses by default, on CPU too; torch's unfused CPU AdamW is ~5x slower and would dilute the
-    comparison of the models)."""
+    transformers Trainer uses by default, on CPU too; torch's unfused CPU AdamW is much slower and would dilute
+    the comparison of the models)."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
 
@@ -279,93 +269,48 @@ def method_masks(method, config, batch_size: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(masks.astype(bool))
 
 
-def candidate_key_maps(method: str, repo_root: Path | None) -> list[tuple[str, object]]:
-    """KeyMaps that may copy the peer's weights into ours: `hf_mim.convert` names mentioning the method, then
-    module-level KeyMaps of tests/test_<method>.py (where the method's engineer keeps a map not yet moved)."""
-    from hf_mim import convert
+def share_weights(method, ours: torch.nn.Module, peer: torch.nn.Module, qkv_bias: str) -> str:
+    """Copy the peer's weights into ours with the method's key map (strict load); say which map, or why not."""
+    from . import convert
 
-    token = {"mae": ("MAE",), "beit": ("BEIT",), "simmim": ("SIMMIM", "VIT_MIM", "MASKED_IMAGE")}.get(method, ())
-    found = [(f"hf_mim.convert.{name}", value) for name, value in vars(convert).items()
-             if isinstance(value, convert.KeyMap) and name.startswith("HF_") and any(t in name for t in token)]
-    test_file = repo_root / "tests" / f"test_{method}.py" if repo_root else None
-    if test_file is not None and test_file.exists():
-        import sys
-
-        sys.path.insert(0, str(test_file.parent))
-        try:
-            spec = importlib.util.spec_from_file_location(f"hf_mim_bench_test_{method}", test_file)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            found += [(f"tests/test_{method}.py:{name}", value) for name, value in vars(module).items()
-                      if isinstance(value, convert.KeyMap)]
-        except Exception:  # a test module that cannot be imported here offers no map
-            pass
-        finally:
-            sys.path.remove(str(test_file.parent))
-    return found
-
-
-def share_weights(method: str, ours: torch.nn.Module, peer: torch.nn.Module, qkv_bias: str,
-                  repo_root: Path | None) -> str:
-    """Copy the peer's weights into ours with the first key map that loads strictly; say which, or why not."""
-    from hf_mim.convert import convert_state_dict, load_converted
-
+    key_map = method.benchmark_peer.key_map
+    names = [name for name, value in vars(convert).items() if value is key_map]
+    label = f"hf_mim.convert.{names[0]}" if names else "the method's key map"
     # Frozen parts the peer lacks (BEiT's tokenizer) keep our own weights; everything trainable must come across.
     own = ours.state_dict()
     trainable = {name for name, p in ours.named_parameters() if p.requires_grad}
-    errors = []
-    for name, key_map in candidate_key_maps(method, repo_root):
-        try:
-            converted = convert_state_dict(peer.state_dict(), key_map, qkv_bias=qkv_bias)
-            converted.update({k: v for k, v in own.items() if k not in converted and k not in trainable})
-            load_converted(ours, converted)
-            return f"shared ({name})"
-        except Exception as error:  # noqa: BLE001 - try the next map
-            errors.append(f"{name}: {type(error).__name__}")
-    return "independent random init (no key map loads: " + ("; ".join(errors) or "none found") + ")"
+    try:
+        converted = convert.convert_state_dict(peer.state_dict(), key_map, qkv_bias=qkv_bias)
+        converted.update({k: v for k, v in own.items() if k not in converted and k not in trainable})
+        convert.load_converted(ours, converted)
+    except (KeyError, ValueError, RuntimeError) as error:
+        return f"independent random init ({label} does not load: {type(error).__name__}: {str(error)[:200]})"
+    return f"shared ({label})"
 
 
-def pretraining_call_candidates(model, inputs: dict, labels_full: torch.Tensor | None):
-    """BEiT's pretraining API in our package is fixed by its engineer; accept the reasonable spellings:
-    token ids for every patch (B, L), or only at the masked positions (N_masked,), as transformers takes them."""
-    params = inspect.signature(model.forward).parameters
-    base = {k: v for k, v in inputs.items() if k in params or any(p.kind == p.VAR_KEYWORD for p in params.values())}
-    if labels_full is None:
-        return [base]
-    candidates = []
-    for name in ("labels", "token_ids", "target_ids"):
-        if name in params:
-            candidates += [{**base, name: labels_full}, {**base, name: labels_full[inputs["bool_masked_pos"]]}]
-    return candidates or [base]
+@dataclass(frozen=True)
+class BenchmarkPeer:
+    """The `transformers` implementation of a method that `scripts/benchmark.py` times ours against."""
 
-
-def pick_call(model, candidates: list[dict]) -> dict:
-    """The first candidate input dict for which the model returns a finite scalar loss."""
-    errors = []
-    for kwargs in candidates:
-        try:
-            with torch.no_grad():
-                loss = loss_of(model(**kwargs))
-            if loss is not None and loss.ndim == 0 and torch.isfinite(loss):
-                return kwargs
-            errors.append(f"{sorted(kwargs)}: loss {loss}")
-        except Exception as error:  # noqa: BLE001
-            errors.append(f"{sorted(kwargs)}: {type(error).__name__}: {str(error)[:200]}")
-    raise RuntimeError(f"{type(model).__name__} takes none of the benchmark's input spellings: {errors}")
+    description: str  # the peer's class, as the report names it
+    build: Callable  # (method, our config, batch_size, seed) -> MethodPairs
+    key_map: object  # an hf_mim.convert.KeyMap from the peer's weights to ours
+    forward_flops: Callable  # (our config, mean masked tokens per image) -> forward FLOPs per image
+    size_overrides: Callable = lambda size: {}  # (BackboneSize) -> our config fields at that size
 
 
 def build_pairs(method_name: str, size: BackboneSize, batch_size: int, device: torch.device, seed: int = 0,
-                repo_root: Path | None = None, overrides: str = "") -> MethodPairs:
+                overrides: str = "") -> MethodPairs:
     """Our pretraining + encoder models and transformers' peers for one method and size. The models stay on the
     CPU (the caller moves one side at a time, to measure each side's memory); the inputs go to `device`."""
     import hf_mim
 
     method = hf_mim.get_method(method_name)
-    builder = {"mae": _build_mae, "beit": _build_beit, "simmim": _build_simmim}.get(method_name)
-    if builder is None:
-        raise ValueError(f"no transformers peer is known for method {method_name!r}; benchmark mae, beit or simmim")
+    if method.benchmark_peer is None:
+        raise ValueError(f"no transformers peer is known for method {method_name!r}; benchmark one of "
+                         f"{', '.join(methods_with_peers())}")
     torch.manual_seed(seed)
-    pairs = builder(method, size, batch_size, seed, repo_root, overrides)
+    pairs = method.benchmark_peer.build(method, our_config(method, size, overrides), batch_size, seed)
     for pair in (pairs.train, pairs.inference):
         pair.inputs = {k: v.to(device) for k, v in pair.inputs.items()}
     pairs.train.ours.train()
@@ -375,25 +320,20 @@ def build_pairs(method_name: str, size: BackboneSize, batch_size: int, device: t
     return pairs
 
 
-# SimMIM's plain-ViT configuration: what transformers' ViTForMaskedImageModeling implements.
-SIMMIM_PLAIN_VIT = dict(qkv_bias="full", layer_scale_init_value=0.0, relative_position_bias="none",
-                        position_embedding_type="learned", drop_path_rate=0.0)
+def methods_with_peers() -> list[str]:
+    import hf_mim
+
+    return [name for name, method in hf_mim.METHODS.items() if method.benchmark_peer is not None]
 
 
 def our_config(method, size: BackboneSize, overrides: str = ""):
-    """The method's canonical config at this backbone size. Off the 14x14 grid, the mask sizes scale with it (the
-    BEiT count ~40% of the patches, SimMIM's mask cells 2x2 patches), as the demo recipe does. `overrides`
-    ("k=v,k=v", as pretrain.py's --config_overrides) sets the fields this method's config has and skips the others,
-    so one string can shrink, say, MAE's decoder without touching BEiT."""
+    """The method's canonical config at this backbone size, with the fields its peer needs at that size (e.g.
+    mask sizes that scale with the grid off 14x14). `overrides` ("k=v,k=v", as pretrain.py's --config_overrides)
+    sets the fields this method's config has and skips the others, so one string can shrink, say, MAE's decoder
+    without touching BEiT."""
     kwargs = size.config_kwargs()
-    grid = size.image_size // size.patch_size
-    if method.name == "simmim":
-        kwargs.update(SIMMIM_PLAIN_VIT)
-        if grid != 14 and size.image_size % (2 * size.patch_size) == 0:
-            kwargs["mask_patch_size"] = 2 * size.patch_size
-    if method.name == "beit" and grid != 14:
-        kwargs.update(num_masking_patches=max(1, round(grid * grid * 75 / 196)),
-                      min_num_patches=max(1, round(grid * grid * 16 / 196)))
+    if method.benchmark_peer is not None:
+        kwargs.update(method.benchmark_peer.size_overrides(size))
     config = method.config_class(**kwargs)
     if overrides:
         fields = dict(item.split("=", 1) for item in overrides.split(",") if item)
@@ -402,6 +342,28 @@ def our_config(method, size: BackboneSize, overrides: str = ""):
             config.update_from_string(known)
             config = method.config_class(**config.to_dict())  # re-validate the combination
     return config
+
+
+def beit_size_overrides(size: BackboneSize) -> dict:
+    """Off the 14x14 grid, BEiT's block mask keeps ~40% of the patches (75 of 196) and its 16-patch minimum."""
+    grid = size.image_size // size.patch_size
+    if grid == 14:
+        return {}
+    return dict(num_masking_patches=max(1, round(grid * grid * 75 / 196)),
+                min_num_patches=max(1, round(grid * grid * 16 / 196)))
+
+
+# SimMIM's plain-ViT configuration: what transformers' ViTForMaskedImageModeling implements.
+SIMMIM_PLAIN_VIT = dict(qkv_bias="full", layer_scale_init_value=0.0, relative_position_bias="none",
+                        position_embedding_type="learned", drop_path_rate=0.0)
+
+
+def simmim_size_overrides(size: BackboneSize) -> dict:
+    """The plain ViT, and off the 14x14 grid mask cells of 2x2 patches."""
+    grid = size.image_size // size.patch_size
+    if grid != 14 and size.image_size % (2 * size.patch_size) == 0:
+        return {**SIMMIM_PLAIN_VIT, "mask_patch_size": 2 * size.patch_size}
+    return dict(SIMMIM_PLAIN_VIT)
 
 
 def _encoder_copy(model_class, config, pretraining_model) -> torch.nn.Module:
@@ -417,10 +379,21 @@ def _pixels(config, batch_size: int, seed: int) -> torch.Tensor:
     return torch.randn(batch_size, config.num_channels, config.image_size, config.image_size, generator=generator)
 
 
-def _build_mae(method, size, batch_size, seed, repo_root, overrides) -> MethodPairs:
+def encoder_pair(method, config, ours, peer_backbone, peer_encoder, pixels, strict: bool = False) -> Pair:
+    """Both encoders over all patches: our `<M>Model` with the pretraining model's weights, and the peer's
+    encoder class with the weights of the peer pretraining model's backbone module (`strict`: every key)."""
+    peer_encoder.load_state_dict(peer_backbone.state_dict(), strict=strict)
+    return Pair(_encoder_copy(method.model_class, config, ours), peer_encoder, {"pixel_values": pixels},
+                lambda m, x: first_tensor(m(**x)), lambda m, x: first_tensor(m(**x)))
+
+
+def call_with_loss(model, inputs) -> torch.Tensor:
+    return loss_of(model(**inputs))
+
+
+def build_mae_pairs(method, config, batch_size, seed) -> MethodPairs:
     from transformers import ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
-    config = our_config(method, size, overrides)
     common = dict(
         hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
         num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
@@ -433,25 +406,21 @@ def _build_mae(method, size, batch_size, seed, repo_root, overrides) -> MethodPa
     peer_config = ViTMAEConfig(mask_ratio=config.mask_ratio, **common)
     peer = ViTMAEForPreTraining(peer_config)
     ours = method.pretraining_class(config)
-    weights = share_weights("mae", ours, peer, config.qkv_bias, repo_root)
+    weights = share_weights(method, ours, peer, config.qkv_bias)
     pixels = _pixels(config, batch_size, seed)
     noise = torch.rand(batch_size, config.num_patches, generator=torch.Generator().manual_seed(seed + 1))
-    train = Pair(ours, peer, {"pixel_values": pixels, "noise": noise},
-                 lambda m, x: loss_of(m(**x)), lambda m, x: loss_of(m(**x)))
+    train = Pair(ours, peer, {"pixel_values": pixels, "noise": noise}, call_with_loss, call_with_loss)
     # transformers' ViTMAEModel always shuffles; with mask_ratio 0 it keeps every patch (the encoder it offers for
     # features). Ours encodes all patches without the shuffle.
-    peer_encoder = ViTMAEModel(ViTMAEConfig(mask_ratio=0.0, **common))
-    peer_encoder.load_state_dict(peer.vit.state_dict())
-    inference = Pair(_encoder_copy(method.model_class, config, ours), peer_encoder, {"pixel_values": pixels},
-                     lambda m, x: first_tensor(m(**x)), lambda m, x: first_tensor(m(**x)))
+    inference = encoder_pair(method, config, ours, peer.vit, ViTMAEModel(ViTMAEConfig(mask_ratio=0.0, **common)),
+                             pixels, strict=True)
     removed = config.num_patches - int(config.num_patches * (1 - config.mask_ratio))
-    return MethodPairs("mae", config, peer_config, weights, train, inference, removed, [])
+    return MethodPairs(method.name, config, peer_config, weights, train, inference, removed, [])
 
 
-def _build_beit(method, size, batch_size, seed, repo_root, overrides) -> MethodPairs:
+def build_beit_pairs(method, config, batch_size, seed) -> MethodPairs:
     from transformers import BeitConfig, BeitForMaskedImageModeling, BeitModel
 
-    config = our_config(method, size, overrides)
     notes = []
     if config.qkv_bias != "qv":
         notes.append(f"our qkv_bias is {config.qkv_bias!r}; transformers' BEiT always has q/v biases")
@@ -469,33 +438,26 @@ def _build_beit(method, size, batch_size, seed, repo_root, overrides) -> MethodP
     )
     peer = BeitForMaskedImageModeling(peer_config)
     ours = method.pretraining_class(config)
-    weights = share_weights("beit", ours, peer, config.qkv_bias, repo_root)
+    weights = share_weights(method, ours, peer, config.qkv_bias)
     pixels = _pixels(config, batch_size, seed)
     mask = method_masks(method, config, batch_size, seed)
     token_ids = torch.randint(0, vocab, (batch_size, config.num_patches), generator=torch.Generator().manual_seed(seed))
-    inputs = {"pixel_values": pixels, "bool_masked_pos": mask}
-    ours_kwargs = pick_call(ours, pretraining_call_candidates(ours, inputs, token_ids))
-    extra = {k: v for k, v in ours_kwargs.items() if k not in inputs}
-    if not extra:
-        notes.append("our BEiT takes no token ids: its step includes computing its own targets")
-    names = sorted(extra)
-    train_inputs = {**inputs, **{f"ours_{k}": v for k, v in extra.items()}, "peer_labels": token_ids[mask]}
+    # ours takes the token ids of the whole grid, transformers' those of the masked patches
+    inputs = {"pixel_values": pixels, "bool_masked_pos": mask, "labels": token_ids, "peer_labels": token_ids[mask]}
     call_ours = lambda m, x: loss_of(m(pixel_values=x["pixel_values"], bool_masked_pos=x["bool_masked_pos"],  # noqa: E731
-                                       **{k: x[f"ours_{k}"] for k in names}))
+                                       labels=x["labels"]))
     call_peer = lambda m, x: loss_of(m(pixel_values=x["pixel_values"], bool_masked_pos=x["bool_masked_pos"],  # noqa: E731
                                        labels=x["peer_labels"]))
-    train = Pair(ours, peer, train_inputs, call_ours, call_peer)
-    peer_encoder = BeitModel(peer_config, add_pooling_layer=True)  # mean pooling + LayerNorm, like ours
-    peer_encoder.load_state_dict(peer.beit.state_dict(), strict=False)
-    inference = Pair(_encoder_copy(method.model_class, config, ours), peer_encoder, {"pixel_values": pixels},
-                     lambda m, x: first_tensor(m(**x)), lambda m, x: first_tensor(m(**x)))
-    return MethodPairs("beit", config, peer_config, weights, train, inference, float(mask.sum()) / batch_size, notes)
+    train = Pair(ours, peer, inputs, call_ours, call_peer)
+    # mean pooling + LayerNorm, like ours
+    inference = encoder_pair(method, config, ours, peer.beit, BeitModel(peer_config, add_pooling_layer=True), pixels)
+    return MethodPairs(method.name, config, peer_config, weights, train, inference, float(mask.sum()) / batch_size,
+                       notes)
 
 
-def _build_simmim(method, size, batch_size, seed, repo_root, overrides) -> MethodPairs:
+def build_simmim_pairs(method, config, batch_size, seed) -> MethodPairs:
     from transformers import ViTConfig, ViTForMaskedImageModeling, ViTModel
 
-    config = our_config(method, size, overrides)
     peer_config = ViTConfig(
         hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
         num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
@@ -505,16 +467,12 @@ def _build_simmim(method, size, batch_size, seed, repo_root, overrides) -> Metho
     )
     peer = ViTForMaskedImageModeling(peer_config)
     ours = method.pretraining_class(config)
-    weights = share_weights("simmim", ours, peer, config.qkv_bias, repo_root)
+    weights = share_weights(method, ours, peer, config.qkv_bias)
     pixels = _pixels(config, batch_size, seed)
     mask = method_masks(method, config, batch_size, seed)
-    inputs = {"pixel_values": pixels, "bool_masked_pos": mask}
-    train = Pair(ours, peer, inputs, lambda m, x: loss_of(m(**x)), lambda m, x: loss_of(m(**x)))
-    peer_encoder = ViTModel(peer_config, add_pooling_layer=False)
-    peer_encoder.load_state_dict(peer.vit.state_dict(), strict=False)
-    inference = Pair(_encoder_copy(method.model_class, config, ours), peer_encoder, {"pixel_values": pixels},
-                     lambda m, x: first_tensor(m(**x)), lambda m, x: first_tensor(m(**x)))
-    return MethodPairs("simmim", config, peer_config, weights, train, inference, float(mask.sum()) / batch_size, [])
+    train = Pair(ours, peer, {"pixel_values": pixels, "bool_masked_pos": mask}, call_with_loss, call_with_loss)
+    inference = encoder_pair(method, config, ours, peer.vit, ViTModel(peer_config, add_pooling_layer=False), pixels)
+    return MethodPairs(method.name, config, peer_config, weights, train, inference, float(mask.sum()) / batch_size, [])
 
 
 def eval_loss_gap(pair: Pair) -> dict:
@@ -538,6 +496,3 @@ def mfu(flops_per_image: float, batch_size: int, seconds: float, peak_tflops: fl
         return None
     return flops_per_image * batch_size / seconds / (peak_tflops * 1e12)
 
-
-def is_finite_positive(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0

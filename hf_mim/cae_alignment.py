@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from .modeling.vit import patchify, unpatchify
-from .visualize import denormalize, image_grid
+from .visualize import denormalize, image_grid, readable_examples
 
 
 def _check_pixel_decoder(model) -> None:
@@ -148,14 +148,7 @@ def held_out_pixel_values(processor, num_images: int = 64, dataset_name=None, sp
 
     data = load_image_dataset(dataset_name, None, split)
     dataset = SeededImageDataset(data, processor)
-    examples = []
-    for index in range(len(dataset)):
-        example = dataset[index]
-        if "skipped" not in example:
-            examples.append(example)
-        if len(examples) == num_images:
-            break
-    return collate(examples)["pixel_values"]
+    return collate(readable_examples(dataset, num_images))["pixel_values"]
 
 
 def main(argv=None) -> dict:

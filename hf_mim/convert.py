@@ -393,8 +393,8 @@ MASKFEAT_SLOWFAST = KeyMap(rules=[
 ])
 
 # lxtGH/CAE: the encoder is kept; the teacher, the regressor/decoder neck and the regressor's mask token are
-# dropped (method_spec §5 "Checkpoint -> ViT"). A pretraining `encoder.norm` stays `vit.norm`; our classifier
-# loads it into fc_norm.
+# dropped (the official fine-tuning code drops them too). A pretraining `encoder.norm` stays `vit.norm`; our
+# classifier loads it into fc_norm.
 CAE_OFFICIAL = KeyMap(
     rules=timm_vit_rules("encoder."),
     drop=[*RECOMPUTED_BUFFERS, r"^teacher\.", r"^pretext_neck\.", r"^mask_token$", r"^encoder_to_decoder"],

@@ -5,7 +5,7 @@ Every protocol reads features that `extract_features` computed once (and cached 
 or seed costs seconds, not another pass over the images. Every result is a dict of plain floats computed with the
 local `evaluate` metrics (`hf_mim.metrics`), the same modules fine-tuning reports with.
 
-Protocols (method_spec §1, §2, §5):
+Protocols (as the MAE, BEiT and CAE papers evaluate):
 - kNN: cosine similarity, k nearest training features, votes weighted exp(sim / T) (InstDisc / DINO).
 - linear probe: BatchNorm1d(affine=False) + Linear on the cls token (MAE's `main_linprobe.py`).
 - attentive probe: a learned query cross-attending the patch tokens, LN, Linear (CAE's `run_attentive.py`).
@@ -48,19 +48,19 @@ def load_encoder(model_name_or_path: str, random_init: bool = False, seed: int =
     """
     from transformers import AutoConfig
 
-    from .methods import method_of_config
+    from .methods import backbone_of_config
 
     config = AutoConfig.from_pretrained(model_name_or_path)
-    method = method_of_config(config)
+    backbone = backbone_of_config(config)
     is_classifier = any("ForImageClassification" in a for a in (config.architectures or []))
-    model_class = method.classification_class if is_classifier else method.model_class
+    model_class = backbone.classification_class if is_classifier else backbone.model_class
     if random_init:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = model_class(config)
     else:
         model = model_class.from_pretrained(model_name_or_path)
-    processors = method.image_processor_class
+    processors = backbone.image_processor_class
     processor = processors.for_evaluation(config, crop_pct, **processors.normalization_saved_with(model_name_or_path))
     return model.eval(), processor
 
@@ -326,7 +326,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
                  test_labels: torch.Tensor, *, epochs: int = 90, lr: float | None = None, batch_size: int = 256,
                  seed: int = 0, weight_decay: float = 0.0, warmup_epochs: float | None = None,
                  num_classes: int | None = None, device="cpu") -> dict[str, float]:
-    """MAE's linear probe (method_spec §1) on cached (N, D) features, scaled to our sizes.
+    """MAE's linear probe on cached (N, D) features, scaled to our sizes.
 
     lr defaults to 0.1 * batch / 256; warmup defaults to a ninth of the epochs (MAE: 10 of 90). Returns
     {"top1", "top5", "final_loss", "learning_rate"} as plain floats.
@@ -354,7 +354,7 @@ def attentive_probe(train_tokens: torch.Tensor, train_labels: torch.Tensor, test
                     batch_size: int = 256, seed: int = 0, weight_decay: float = 0.0,
                     warmup_epochs: float | None = None, num_classes: int | None = None,
                     device="cpu") -> dict[str, float]:
-    """CAE's attentive probe (method_spec §5) on cached (N, L, D) patch tokens of a frozen encoder.
+    """CAE's attentive probe on cached (N, L, D) patch tokens of a frozen encoder.
 
     A linear probe of one pooled vector under-rates MIM encoders, whose information is spread over the patch
     tokens; a learned query that attends over them measures it better. CAE's `run_attentive.py`: SGD momentum

@@ -1,10 +1,14 @@
-"""Per-method training recipes (method_spec §7) and the CPU-sized demo model the README runs.
+"""Training recipes: the values a method's published recipe trains with, and the CPU-sized demo variant.
 
-The scripts read these as defaults; every value can be overridden by a flag.
+Each method's entry in `hf_mim.methods` holds its recipes. A script turns a recipe into the settings of one run
+with `planning.with_overrides` (every flag named like a recipe field replaces that field when given), and both
+the recipe's own values and the flags are checked by `check_values`, so a bad value is refused the same way
+wherever it comes from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -15,10 +19,22 @@ class PretrainRecipe:
     betas: tuple[float, float]
     weight_decay: float
     warmup_epochs: float
-    min_lr: float
-    max_grad_norm: float | None
+    min_learning_rate: float
+    max_grad_norm: float | None  # 0 or None: no clipping
     crop_scale: tuple[float, float]
     color_jitter: float = 0.0
+    num_train_epochs: int = 800
+    per_device_train_batch_size: int = 32
+
+    def __post_init__(self):
+        check_values(dataclasses.asdict(self))
+
+    def for_demo(self) -> "PretrainRecipe":
+        """The demo run (tiny ViT, a few thousand images): a short warm-up, 60 epochs at batch 64, and 10x the
+        base lr where the lr scales with the batch (small batches, few updates)."""
+        scale = 10 if self.lr_batch_divisor else 1
+        return dataclasses.replace(self, base_learning_rate=self.base_learning_rate * scale, warmup_epochs=2,
+                                   num_train_epochs=60, per_device_train_batch_size=64)
 
 
 @dataclass(frozen=True)
@@ -28,46 +44,61 @@ class FinetuneRecipe:
     layer_decay: float = 0.65
     weight_decay: float = 0.05
     warmup_epochs: float = 5
-    min_lr: float = 1e-6
+    min_learning_rate: float = 1e-6
     drop_path_rate: float = 0.1
     mixup: float = 0.8
     cutmix: float = 1.0
     label_smoothing: float = 0.1
     rand_augment: str = "rand-m9-mstd0.5-inc1"  # timm's spec; colour jitter is then off, as in timm
     random_erasing: float = 0.25
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    learning_rate: float | None = None  # absolute peak lr; replaces base_learning_rate x batch / divisor
+
+    def __post_init__(self):
+        check_values(dataclasses.asdict(self))
 
 
-PRETRAIN_RECIPES = {
-    "mae": PretrainRecipe(1.5e-4, 256, (0.9, 0.95), 0.05, 40, 0.0, None, (0.2, 1.0)),
-    "beit": PretrainRecipe(1.5e-3, None, (0.9, 0.999), 0.05, 10, 1e-5, 3.0, (0.08, 1.0), color_jitter=0.4),
-    "simmim": PretrainRecipe(1e-4, 512, (0.9, 0.999), 0.05, 10, 5e-7, 5.0, (0.67, 1.0)),
-    "maskfeat": PretrainRecipe(2e-4, 256, (0.9, 0.999), 0.05, 30, 1e-6, 0.02, (0.5, 1.0)),
-    "cae": PretrainRecipe(1.5e-3, None, (0.9, 0.999), 0.05, 20, 1e-5, 3.0, (0.08, 1.0)),
-}
+def check_crop_scale(value) -> str | None:
+    low, high = value
+    if not 0 < low <= high <= 1:
+        return f"{low} {high}: need 0 < MIN <= MAX <= 1 (fractions of the image area), e.g. 0.08 1"
+    return None
 
-FINETUNE_RECIPES = {
-    "mae": FinetuneRecipe(5e-4, 256, warmup_epochs=5),
-    "beit": FinetuneRecipe(4e-3, None, warmup_epochs=20),
-    "simmim": FinetuneRecipe(1.25e-3, 512, warmup_epochs=20),
-    "maskfeat": FinetuneRecipe(1e-3, 256, warmup_epochs=20),  # 8e-3 at batch 2048
-    "cae": FinetuneRecipe(8e-3, None, warmup_epochs=5, rand_augment=""),  # the official script's --aa default
-}
+
+def check_probability(value) -> str | None:
+    return None if 0 <= value <= 1 else f"{value}: need a probability in [0, 1]"
+
+
+def check_rand_augment(value) -> str | None:
+    from .rand_augment import parse_rand_augment
+
+    try:
+        parse_rand_augment(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def check_crop_pct(value) -> str | None:
+    return None if 0 < value <= 1 else f"{value}: need a share of the short side in (0, 1], e.g. 0.875 or 1"
+
+
+VALUE_CHECKS = {"crop_scale": check_crop_scale, "random_erasing": check_probability, "rand_augment": check_rand_augment,
+                "eval_crop_pct": check_crop_pct}
+
+
+def check_values(values: dict) -> None:
+    """Raise a ValueError naming the flag (`--name value: what is wrong`) for the first bad value; None means
+    "not given" and passes."""
+    for name, value in values.items():
+        check = VALUE_CHECKS.get(name)
+        problem = check(value) if check is not None and value is not None else None
+        if problem:
+            raise ValueError(f"--{name} {problem}")
+
 
 # A ViT small enough to pretrain on 2 CPU cores in minutes: 32 px images, 4 px patches (64 tokens).
 DEMO_BACKBONE = dict(
     image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
     intermediate_size=512, drop_path_rate=0.0,
 )
-DEMO_OVERRIDES = {
-    "mae": dict(decoder_hidden_size=64, decoder_num_hidden_layers=2, decoder_num_attention_heads=4,
-                decoder_intermediate_size=256),
-    "beit": dict(num_masking_patches=26, min_num_patches=4),
-    "simmim": dict(mask_patch_size=8),
-    "maskfeat": dict(image_size=64, patch_size=8, hog_cell_size=4, num_masking_patches=26, min_num_patches=4),
-    "cae": dict(num_masking_patches=32, min_num_patches=4, regressor_num_hidden_layers=2,
-                decoder_num_hidden_layers=2),
-}
-
-
-def demo_config_kwargs(method: str) -> dict:
-    return {**DEMO_BACKBONE, **DEMO_OVERRIDES.get(method, {})}

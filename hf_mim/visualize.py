@@ -1,6 +1,9 @@
-"""Pictures for the model cards: rows of masked input / prediction / original, correctly de-normalised."""
+"""Pictures for the model cards: a model's `picture_view` drawn by its kind (pixels, HOG glyphs, tokenizer
+decodings) in rows under the masked input, correctly de-normalised."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -14,10 +17,11 @@ def denormalize(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
     return (pixel_values.float().cpu() * std + mean).clamp(0, 1)
 
 
-def mask_to_pixels(mask: torch.Tensor, patch_size: int, height: int, width: int) -> torch.Tensor:
-    """(B, L) patch mask, 1 = masked -> (B, 1, H, W) pixel mask."""
-    grid = mask.float().reshape(mask.shape[0], 1, height // patch_size, width // patch_size)
-    return grid.repeat_interleave(patch_size, dim=2).repeat_interleave(patch_size, dim=3).cpu()
+def mask_to_pixels(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, L) patch mask, True = masked, on a grid of the image's aspect -> (B, 1, H, W) pixel mask."""
+    rows = round(math.sqrt(mask.shape[1] * height / width))
+    grid = mask.float().reshape(mask.shape[0], 1, rows, mask.shape[1] // rows)
+    return grid.repeat_interleave(height // rows, dim=2).repeat_interleave(width // grid.shape[-1], dim=3).cpu()
 
 
 def image_grid(rows: list[torch.Tensor], labels: list[str], scale: int = 4, gap: int = 2) -> Image.Image:
@@ -37,27 +41,8 @@ def image_grid(rows: list[torch.Tensor], labels: list[str], scale: int = 4, gap:
     return canvas
 
 
-def reconstruction_picture(original: torch.Tensor, predicted: torch.Tensor, pixel_mask: torch.Tensor,
-                           mean, std) -> Image.Image:
-    """Rows: masked input (masked patches grey), prediction, prediction with visible patches pasted, original.
-    `original`/`predicted` are in the processor's normalised space; `pixel_mask` (B, 1, H, W), 1 = masked."""
-    original01 = denormalize(original, mean, std)
-    predicted01 = denormalize(predicted, mean, std)
-    masked = original01 * (1 - pixel_mask) + 0.5 * pixel_mask
-    pasted = original01 * (1 - pixel_mask) + predicted01 * pixel_mask
-    return image_grid([masked, predicted01, pasted, original01],
-                      ["masked", "predicted", "pred+visible", "original"])
-
-
-@torch.no_grad()
-def pretraining_picture(model, dataset, processor, num_images: int = 8, seed: int = 0):
-    """(picture, caption) for the model card of a pretraining run, or None when the method has no pixel view.
-
-    Uses the first `num_images` readable training samples with their pretraining masks; the model runs in eval
-    mode. MAE de-standardises its norm-pix prediction per patch; SimMIM-style outputs carry `reconstruction`.
-    """
-    from .data import collate
-
+def readable_examples(dataset, num_images: int) -> list[dict]:
+    """The first `num_images` samples of `dataset` that decoded (skipped files left out)."""
     examples = []
     for index in range(len(dataset)):
         example = dataset[index]
@@ -65,6 +50,19 @@ def pretraining_picture(model, dataset, processor, num_images: int = 8, seed: in
             examples.append(example)
         if len(examples) == num_images:
             break
+    return examples
+
+
+@torch.no_grad()
+def pretraining_picture(model, dataset, processor, captions: dict[str, str], num_images: int = 8):
+    """(picture, caption) for the model card of a pretraining run, or None when the model has nothing to show.
+
+    Runs the model in eval mode on the first `num_images` readable training samples with their pretraining masks
+    and draws the model's `picture_view` by its kind; `captions[kind]` says what the rows show (the method's
+    entry), and the loss on these images is added to it."""
+    from .data import collate
+
+    examples = readable_examples(dataset, num_images)
     if not examples:
         return None
     batch = collate(examples)
@@ -73,44 +71,52 @@ def pretraining_picture(model, dataset, processor, num_images: int = 8, seed: in
     batch = {k: v.to(device) for k, v in batch.items()}
     was_training = model.training
     model.eval()
-    out = model(**batch)
+    outputs = model(**batch)
+    view = model.picture_view(batch, outputs)
     model.train(was_training)
-    pixel_values = batch["pixel_values"]
-    height, width = pixel_values.shape[-2:]
-    patch = model.config.patch_size
-    mean, std = processor.image_mean, processor.image_std
-    if hasattr(model, "cell_histograms"):  # MaskFeat: HOG glyphs, target vs predicted
-        picture = hog_picture(model, pixel_values, out, mean, std)
-        return picture, (f"Rows: input with masked patches grey; HOG target glyphs; predicted HOG glyphs (meaningful at "
-                         f"the masked patches). Training images, loss {float(out.loss):.4f}.")
-    if hasattr(model, "reconstruct_pixels"):
-        predicted, mask = model.reconstruct_pixels(batch, out)
-    elif hasattr(model, "reconstruct"):  # MAE
-        predicted, mask = model.reconstruct(pixel_values, out.logits), out.mask
-    else:
+    if view is None:
         return None
-    picture = reconstruction_picture(pixel_values.cpu(), predicted.cpu(), mask_to_pixels(mask, patch, height, width),
-                                     mean, std)
-    caption = (f"Rows: input with masked patches grey; prediction; prediction with the visible patches pasted back; "
-               f"original. Training images, loss {float(out.loss):.4f}.")
-    return picture, caption
+    rows, labels = RENDERERS[view.kind](model, view, batch["pixel_values"].float().cpu(), processor)
+    return image_grid(rows, labels), f"{captions[view.kind]} Training images, loss {float(outputs.loss):.4f}."
 
 
-def hog_picture(model, pixel_values: torch.Tensor, out, mean, std) -> Image.Image:
-    """MaskFeat's view: the masked input, then glyphs of the HOG targets and of the predictions per cell."""
+def masked_input(view, pixel_values: torch.Tensor, processor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input with the masked patches grey, pixel mask, input), the two images in [0, 1]."""
+    original = denormalize(pixel_values, processor.image_mean, processor.image_std)
+    pixel_mask = mask_to_pixels(view.bool_masked_pos, *pixel_values.shape[-2:])
+    return original * (1 - pixel_mask) + 0.5 * pixel_mask, pixel_mask, original
+
+
+def pixel_rows(model, view, pixel_values, processor):
+    """Prediction in the input's normalised pixel space: masked input, prediction, prediction with the visible
+    patches pasted back, original."""
+    masked, pixel_mask, original = masked_input(view, pixel_values, processor)
+    predicted = denormalize(view.predicted.cpu(), processor.image_mean, processor.image_std)
+    pasted = original * (1 - pixel_mask) + predicted * pixel_mask
+    return [masked, predicted, pasted, original], ["masked", "predicted", "pred+visible", "original"]
+
+
+def hog_rows(model, view, pixel_values, processor):
+    """HOG vectors per patch: masked input, then glyphs of the targets and of the predictions per cell."""
     from .hog_glyphs import render_hog_glyphs
 
     height, width = pixel_values.shape[-2:]
-    size = (height, width)
 
     def glyph_row(vectors: torch.Tensor) -> torch.Tensor:
-        histograms = model.cell_histograms(vectors.float().cpu(), size)
+        histograms = model.cell_histograms(vectors.float().cpu(), (height, width))
         tiles = [np.asarray(render_hog_glyphs(h).resize((width, height), Image.Resampling.BILINEAR)) / 255.0
                  for h in histograms]
         return torch.tensor(np.stack(tiles), dtype=torch.float32)[:, None].repeat(1, 3, 1, 1)
 
-    original = denormalize(pixel_values, mean, std)
-    pixel_mask = mask_to_pixels(out.bool_masked_pos, model.config.patch_size, height, width)
-    masked = original * (1 - pixel_mask) + 0.5 * pixel_mask
-    return image_grid([masked, glyph_row(out.hog_targets), glyph_row(out.logits)],
-                      ["masked", "HOG target", "HOG predicted"])
+    masked = masked_input(view, pixel_values, processor)[0]
+    return [masked, glyph_row(view.target), glyph_row(view.predicted)], ["masked", "HOG target", "HOG predicted"]
+
+
+def token_rows(model, view, pixel_values, processor):
+    """Tokenizer decodings in [0, 1]: masked input, predicted tokens at the masked patches, all true tokens."""
+    masked = masked_input(view, pixel_values, processor)[0]
+    return ([masked, view.predicted.float().cpu().clamp(0, 1), view.target.float().cpu().clamp(0, 1)],
+            ["masked", "predicted", "true tokens"])
+
+
+RENDERERS = {"pixels": pixel_rows, "hog": hog_rows, "tokens": token_rows}

@@ -41,6 +41,7 @@ from hf_mim.benchmarking import (
     inference_flops,
     inference_fn,
     make_optimizer,
+    methods_with_peers,
     mfu,
     our_config,
     paired_ratio,
@@ -55,9 +56,6 @@ from hf_mim.benchmarking import (
 
 logger = logging.getLogger("hf_mim.benchmark")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PEERS = {"mae": "ViTMAEForPreTraining", "beit": "BeitForMaskedImageModeling",
-         "simmim": "ViTForMaskedImageModeling (plain-ViT config)"}
 # Batch sizes that fit: fp32 on a small CPU, and an 80 GB GPU.
 DEFAULT_BATCH = {"cpu": {"tiny": 16, "small": 8, "base": 4}, "cuda": {"tiny": 256, "small": 256, "base": 128}}
 H100_BF16_DENSE_TFLOPS = 989.0
@@ -66,7 +64,7 @@ H100_BF16_DENSE_TFLOPS = 989.0
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=None,
-                   help="comma list; default: every method with a transformers peer that hf_mim.METHODS registers")
+                   help="comma list; default: every method of hf_mim.METHODS with a transformers peer")
     p.add_argument("--sizes", default="tiny,small,base",
                    help="comma list of tiny (192/12/3), small (384/12/6), base (768/12/12), custom")
     p.add_argument("--custom_size", default=None,
@@ -112,15 +110,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve_methods(p, text):
-    available = [m for m in PEERS if m in hf_mim.METHODS]
+    available = methods_with_peers()
     if text is None:
         return available
     methods = [m for m in text.split(",") if m]
     for m in methods:
-        if m not in PEERS:
-            p.error(f"--methods: no transformers peer is known for {m!r}; choose from {', '.join(PEERS)}")
-        if m not in hf_mim.METHODS:
-            p.error(f"--methods: {m!r} is not registered in hf_mim.METHODS yet (available: {', '.join(available)})")
+        if m not in available:
+            p.error(f"--methods: no transformers peer is known for {m!r}; choose from {', '.join(available)}")
     return methods
 
 
@@ -211,7 +207,7 @@ def benchmark_phase(args, device, pairs, phase, size, batch_size) -> dict:
     cpu_times = {}
     times = round_robin(fns, warmup=1, repeats=args.repeats, device=device, cpu_times=cpu_times)
     if phase == "train":
-        flops = training_flops(pairs.method, pairs.config, pairs.num_masked)
+        flops = training_flops(hf_mim.get_method(pairs.method), pairs.config, pairs.num_masked)
     else:
         flops = inference_flops(size, pairs.config.num_channels)
     result = {"flops_per_image": flops, "ratio": paired_ratio(times["ours"], times["peer"])}
@@ -240,11 +236,12 @@ def run_models(args, device) -> list[dict]:
     results = []
     for method in args.methods:
         for size, batch_size in zip(args.sizes, args.batch_sizes):
-            logger.info("%s %s batch %d: building ours and %s", method, size.name, batch_size, PEERS[method])
+            peer = hf_mim.get_method(method).benchmark_peer.description
+            logger.info("%s %s batch %d: building ours and %s", method, size.name, batch_size, peer)
             entry = {"method": method, "size": size.name, "dims": {**asdict(size), "mlp": size.intermediate_size},
-                     "batch_size": batch_size, "peer": PEERS[method]}
+                     "batch_size": batch_size, "peer": peer}
             try:
-                pairs = build_pairs(method, size, batch_size, device, args.seed, REPO_ROOT, args.config_overrides)
+                pairs = build_pairs(method, size, batch_size, device, args.seed, args.config_overrides)
             except Exception as error:  # one method's missing piece must not hide the others' numbers
                 logger.exception("skipping %s %s", method, size.name)
                 entry["error"] = f"{type(error).__name__}: {error}"
@@ -275,11 +272,7 @@ def run_data(args) -> list[dict]:
     """Images/s of one loader worker (torch threads = 1, as DataLoader workers run): the whole
     `SeededImageDataset.__getitem__`, paired round by round with the same pipeline on transformers' plain PIL
     backend (the processors' shortcuts are the only difference), and the time per image of each stage."""
-    import numpy as np
-
-    from hf_mim.data import Augmentation, SeededImageDataset, decode_image, load_image_dataset
-    from hf_mim.recipes import PRETRAIN_RECIPES
-
+    from hf_mim.data import Augmentation, SeededImageDataset, load_image_dataset
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     data = load_image_dataset(train_dir=args.train_dir) if args.train_dir else load_image_dataset()
@@ -294,7 +287,7 @@ def run_data(args) -> list[dict]:
                 seen.add((size.image_size, size.patch_size))
                 config = our_config(method, size, args.config_overrides)
                 processor = method.image_processor_class.for_model_config(config)
-                recipe = PRETRAIN_RECIPES[name]
+                recipe = method.pretrain_recipe
                 augmentation = Augmentation(crop_scale=recipe.crop_scale, color_jitter=recipe.color_jitter)
                 kwargs = processor.pretraining_kwargs()
                 dataset = SeededImageDataset(data, processor, augmentation, seed=args.seed, processor_kwargs=kwargs)
@@ -313,20 +306,7 @@ def run_data(args) -> list[dict]:
                                        "plain": partial(full_pass, "plain", plain)},
                                       min(args.warmup, 1), args.repeats, torch.device("cpu"))
                 rates = [count / t for t in pass_seconds["ours"]]
-                stages = {"fetch": 0.0, "decode": 0.0, "augment": 0.0, "processor": 0.0}
-                for i in range(count):
-                    t0 = time.perf_counter()
-                    row = data.dataset[i]
-                    t1 = time.perf_counter()
-                    image = decode_image(row[data.image_column])
-                    t2 = time.perf_counter()
-                    rng = np.random.default_rng([args.seed, 0, i])
-                    image = augmentation(image, rng)
-                    t3 = time.perf_counter()
-                    processor(image, return_tensors="pt", mask_seed=int(rng.integers(2**31)), **kwargs)
-                    t4 = time.perf_counter()
-                    for stage, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                        stages[stage] += seconds
+                stages = stage_seconds(data, augmentation, processor, kwargs, count, args.seed)
                 outputs = sorted(dataset[0])
                 device_path = time_device_path(args, data, processor, augmentation, kwargs, size.image_size, count)
                 results.append({
@@ -342,6 +322,30 @@ def run_data(args) -> list[dict]:
     finally:
         torch.set_num_threads(threads)
     return results
+
+
+def stage_seconds(data, augmentation, processor, processor_kwargs, count: int, seed: int) -> dict[str, float]:
+    """Seconds spent in each stage of one sample (fetch the row, decode, augment, processor), summed over the
+    first `count` samples."""
+    import numpy as np
+
+    from hf_mim.data import decode_image
+
+    stages = {"fetch": 0.0, "decode": 0.0, "augment": 0.0, "processor": 0.0}
+    for i in range(count):
+        t0 = time.perf_counter()
+        row = data.dataset[i]
+        t1 = time.perf_counter()
+        image = decode_image(row[data.image_column])
+        t2 = time.perf_counter()
+        rng = np.random.default_rng([seed, 0, i])
+        image = augmentation(image, rng)
+        t3 = time.perf_counter()
+        processor(image, return_tensors="pt", mask_seed=int(rng.integers(2**31)), **processor_kwargs)
+        t4 = time.perf_counter()
+        for stage, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            stages[stage] += seconds
+    return stages
 
 
 # ----------------------------------------------------------------------------------------------- output

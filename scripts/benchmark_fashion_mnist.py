@@ -48,6 +48,7 @@ import torch
 import hf_mim
 from hf_mim.evaluation import logistic_regression_on_pixels
 from hf_mim.fashion_mnist import DEBIAN_DIR, LABELS, to_dataset_dict
+from hf_mim.planning import command_line
 from hf_mim.recipes import DEMO_BACKBONE
 
 logger = logging.getLogger("hf_mim.benchmark_fashion_mnist")
@@ -227,12 +228,18 @@ def finetune_score(args, model_dir: Path, from_scratch: bool, data_dir: Path, sc
             "learning_rate": summary["learning_rate"]}
 
 
+def needs_tokenizer(method: str) -> bool:
+    """Whether the method's demo model predicts visual tokens (and so gets the run's tokenizer)."""
+    backbone = hf_mim.get_method(method).backbone()
+    return backbone.config_class(**backbone.demo_config).needs_tokenizer
+
+
 def benchmark_method(args, method: str, data_dir: Path, scripts: dict, watch: Stopwatch, tokenizer) -> dict:
     pretrain_dir = Path(args.output_dir) / "models" / f"{method}-pretrain"
     argv = ["--method", method, "--dataset_name", str(data_dir), "--model_size", args.model_size,
             "--output_dir", str(pretrain_dir), "--max_train_steps", str(args.pretrain_steps),
             "--per_device_train_batch_size", str(args.batch_size), "--seed", str(args.seed), "--logging_steps", "50"]
-    if hf_mim.get_method(method).needs_tokenizer:
+    if needs_tokenizer(method):
         path, reason = tokenizer
         if path is None:
             return {"skipped": reason}
@@ -372,7 +379,7 @@ def run_benchmark(args, argv) -> dict:
     logger.info("raw pixels, logistic regression: top-1 %.4f", pixels["top1"])
 
     tokenizer = (None, None)
-    if any(hf_mim.get_method(m).needs_tokenizer for m in args.methods):
+    if any(needs_tokenizer(m) for m in args.methods):
         tokenizer = resolve_tokenizer(args, data_dir, scripts, watch)
     methods = {}
     for method in args.methods:
@@ -385,7 +392,7 @@ def run_benchmark(args, argv) -> dict:
             logger.warning("%s skipped: %s", method, methods[method]["skipped"])
     watch.seconds["total"] = round(time.perf_counter() - started, 1)
 
-    command = "python scripts/benchmark_fashion_mnist.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("scripts/benchmark_fashion_mnist.py", argv)
     encoder = ("demo ViT (" + ", ".join(f"{k}={v}" for k, v in DEMO_BACKBONE.items()) + ")" if args.model_size == "demo"
                else "each method's ViT-B/16")
     return {

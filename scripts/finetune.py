@@ -5,7 +5,7 @@
     python -c 'from transformers import pipeline; print(pipeline("image-classification", model="outputs/mae-ft")(img))'
 
 Loading a pretraining checkpoint applies the method's fine-tuning switches (`config.finetune_overrides`:
-e.g. trainable positions for MAE, per-layer relative position bias for BEiT) and the recipe of method_spec §7:
+e.g. trainable positions for MAE, per-layer relative position bias for BEiT) and the method's fine-tuning recipe:
 layer-wise lr decay, drop path, RandAugment, random erasing, mixup/cutmix, label smoothing, warmup + cosine. The
 best model on the evaluation split is what `--output_dir` holds.
 """
@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +27,10 @@ from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_da
 from hf_mim.rand_augment import RandomErasing, parse_rand_augment
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.metrics import load_metric
-from hf_mim.recipes import FINETUNE_RECIPES
-from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
-                             enable_activation_checkpointing, end_training_together, resolve_checkpoint)
+from hf_mim.planning import command_line, plan_schedule, with_overrides
+from hf_mim.recipes import check_values
+from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, enable_activation_checkpointing,
+                             end_training_together, resolve_checkpoint)
 
 logger = logging.getLogger("hf_mim.finetune")
 
@@ -52,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--per_device_eval_batch_size", type=int, default=128)
     lr_choice = p.add_mutually_exclusive_group()
     lr_choice.add_argument("--base_learning_rate", type=float, default=None,
-                           help="default: the method's recipe (§7), scaled by batch / divisor for MAE, SimMIM, MaskFeat")
+                           help="default: the method's recipe, scaled by batch / the recipe's divisor where it has one")
     lr_choice.add_argument("--learning_rate", type=float, default=None,
                    help="absolute peak lr; replaces base_learning_rate x batch / divisor (one lr for every method)")
     p.add_argument("--min_learning_rate", type=float, default=None)
@@ -62,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixup", type=float, default=None, help="mixup alpha (0 = off)")
     p.add_argument("--cutmix", type=float, default=None, help="cutmix alpha (0 = off)")
     p.add_argument("--label_smoothing", type=float, default=None)
-    p.add_argument("--crop_scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
+    p.add_argument("--crop_scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (0.08 1 in the recipes; milder for short runs on small images)")
     p.add_argument("--rand_augment", default=None,
                    help='timm RandAugment spec, e.g. "rand-m9-mstd0.5-inc1"; "none" = off (default: the recipe\'s)')
@@ -81,17 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
-    if args.random_erasing is not None and not 0 <= args.random_erasing <= 1:
-        p.error(f"--random_erasing {args.random_erasing}: need a probability in [0, 1]")
     try:
-        parse_rand_augment(args.rand_augment)
+        check_values(vars(args))
     except ValueError as error:
-        p.error(f"--rand_augment: {error}")
-    if args.eval_crop_pct is not None and not 0 < args.eval_crop_pct <= 1:
-        p.error(f"--eval_crop_pct {args.eval_crop_pct}: need a share of the short side in (0, 1], e.g. 0.875 or 1")
-    low, high = args.crop_scale
-    if not 0 < low <= high <= 1:
-        p.error(f"--crop_scale {low} {high}: need 0 < MIN <= MAX <= 1 (fractions of the image area), e.g. 0.08 1")
+        p.error(str(error))
     return args
 
 
@@ -112,9 +103,11 @@ def load_splits(args):
 
 
 def build_classifier(args, train):
+    """(method, settings, model): the method's classifier with the fine-tuning switches applied to a pretraining
+    checkpoint, and the recipe with the flags given."""
     config = AutoConfig.from_pretrained(args.model_name_or_path)
     method = hf_mim.method_of_config(config)
-    recipe = FINETUNE_RECIPES[method.name]
+    settings = with_overrides(method.finetune_recipe, args)
     is_pretraining = any("ForImageClassification" not in a for a in (config.architectures or ["?"]))
     if is_pretraining:
         config.update(dict(type(config).finetune_overrides))
@@ -122,43 +115,36 @@ def build_classifier(args, train):
     config.num_labels = len(names)
     config.id2label = {i: name for i, name in enumerate(names)}
     config.label2id = {name: i for i, name in enumerate(names)}
-    config.drop_path_rate = recipe.drop_path_rate if args.drop_path_rate is None else args.drop_path_rate
+    config.drop_path_rate = settings.drop_path_rate
     if args.config_overrides:
         config.update_from_string(args.config_overrides)
     config = type(config)(**config.to_dict())
-    cls = method.classification_class
+    cls = hf_mim.backbone_of_config(config).classification_class
     if args.from_scratch:
         model = cls(config)
     else:
         model = cls.from_pretrained(args.model_name_or_path, config=config, ignore_mismatched_sizes=not is_pretraining)
-    return method, recipe, model
+    return method, settings, model
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    accelerator = make_accelerator(args)
-
-    train, evaluation = load_splits(args)
-    method, recipe, model = build_classifier(args, train)
-    if args.gradient_checkpointing:
-        enable_activation_checkpointing(model)
-    normalization = method.image_processor_class.normalization_saved_with(args.model_name_or_path)
-    train_processor = method.image_processor_class.for_model_config(model.config, **normalization)
-    rand_augment = parse_rand_augment(recipe.rand_augment if args.rand_augment is None else args.rand_augment,
-                                      train_processor.image_mean)
-    erasing = recipe.random_erasing if args.random_erasing is None else args.random_erasing
-    train_set = SeededImageDataset(train, train_processor, Augmentation(crop_scale=tuple(args.crop_scale)), seed=args.seed,
+def build_loaders(args, settings, model, train, evaluation):
+    """(train_set, train_loader, eval_processor, eval_loader or None). Training sees the recipe's augmentation;
+    evaluation and the saved model see whole images as the official evaluation does (short side, centre crop)."""
+    processors = hf_mim.backbone_of_config(model.config).image_processor_class
+    normalization = processors.normalization_saved_with(args.model_name_or_path)
+    train_processor = processors.for_model_config(model.config, **normalization)
+    rand_augment = parse_rand_augment(settings.rand_augment, train_processor.image_mean)
+    erasing = settings.random_erasing
+    train_set = SeededImageDataset(train, train_processor, Augmentation(crop_scale=settings.crop_scale), seed=args.seed,
                                    with_labels=True, rand_augment=rand_augment,
                                    random_erasing=RandomErasing(erasing) if erasing > 0 else None)
-    logger.info("augmentation: crop scale %s, RandAugment %s, random erasing %.2f", tuple(args.crop_scale),
+    logger.info("augmentation: crop scale %s, RandAugment %s, random erasing %.2f", settings.crop_scale,
                 rand_augment, erasing)
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate,
         num_workers=args.dataloader_num_workers, drop_last=len(train_set) > args.per_device_train_batch_size,
     )
-    # evaluation and the saved model see whole images as the official evaluation does (short side, centre crop)
-    eval_processor = method.image_processor_class.for_evaluation(model.config, crop_pct=args.eval_crop_pct,
-                                                                 **normalization)
+    eval_processor = processors.for_evaluation(model.config, crop_pct=args.eval_crop_pct, **normalization)
     logger.info("evaluation: short side to %d px, centre crop %d px", eval_processor.size.shortest_edge,
                 eval_processor.crop_size.height)
     eval_loader = None
@@ -166,90 +152,117 @@ def main(argv=None) -> dict:
         eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True)
         eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.per_device_eval_batch_size,
                                                   collate_fn=collate, num_workers=args.dataloader_num_workers)
+    return train_set, train_loader, eval_processor, eval_loader
 
-    updates_per_epoch = max(1, math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps))
-    max_steps = args.max_train_steps or args.num_train_epochs * updates_per_epoch
-    epochs = math.ceil(max_steps / updates_per_epoch)
-    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    blr = recipe.base_learning_rate if args.base_learning_rate is None else args.base_learning_rate
-    lr = args.learning_rate if args.learning_rate is not None else effective_learning_rate(blr, effective_batch, recipe.lr_batch_divisor)
-    layer_decay = recipe.layer_decay if args.layer_decay is None else args.layer_decay
-    weight_decay = recipe.weight_decay if args.weight_decay is None else args.weight_decay
-    optimizer = build_optimizer(model, lr, weight_decay, (0.9, 0.999), layer_decay if layer_decay < 1 else None)
-    warmup = int((recipe.warmup_epochs if args.warmup_epochs is None else args.warmup_epochs) * updates_per_epoch)
-    warmup = min(warmup, max_steps // 2)
-    scheduler = build_scheduler(optimizer, lr, warmup, max_steps,
-                                recipe.min_lr if args.min_learning_rate is None else args.min_learning_rate)
+
+def classification_forward(settings, num_labels: int, rng):
+    """The loss of one batch: mixup/cutmix with smoothed soft labels where the recipe mixes, else cross-entropy
+    with label smoothing."""
+    smoothing = settings.label_smoothing
+
+    def forward(model, batch):
+        if settings.mixup > 0 or settings.cutmix > 0:
+            batch = mixup_cutmix(batch, num_labels, rng, settings.mixup, settings.cutmix, label_smoothing=smoothing)
+            return model(**batch).loss, {}
+        out = model(**batch)
+        return torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], label_smoothing=smoothing), {}
+
+    return forward
+
+
+class BestModelKeeper:
+    """After each epoch: evaluate, log, and save the model when its top-1 is the best so far."""
+
+    def __init__(self, args, accelerator, model, eval_loader, eval_processor):
+        self.args, self.accelerator, self.model = args, accelerator, model
+        self.eval_loader, self.eval_processor = eval_loader, eval_processor
+        self.best = {"accuracy": -1.0, "epoch": None}
+        self.results: list[dict] = []
+        self.loop = None
+
+    def __call__(self, epoch: int) -> None:
+        if self.eval_loader is None:
+            return
+        metrics = evaluate_model(self.accelerator, self.model, self.eval_loader)
+        self.results.append({"epoch": epoch, **metrics})
+        logger.info("epoch %d: eval top-1 %.4f, top-5 %.4f", epoch, metrics["accuracy"], metrics["top5_accuracy"])
+        self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=self.loop.global_step)
+        if metrics["accuracy"] > self.best["accuracy"]:
+            self.best.update(metrics, epoch=epoch)
+            save_model(self.args, self.accelerator, self.model, self.eval_processor)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    accelerator = make_accelerator(args)
+    train, evaluation = load_splits(args)
+    method, settings, model = build_classifier(args, train)
+    if args.gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    train_set, train_loader, eval_processor, eval_loader = build_loaders(args, settings, model, train, evaluation)
+    plan = plan_schedule(batches_per_epoch=len(train_loader), per_device_batch_size=args.per_device_train_batch_size,
+                         num_processes=accelerator.num_processes,
+                         gradient_accumulation_steps=args.gradient_accumulation_steps,
+                         num_epochs=args.num_train_epochs, max_steps=args.max_train_steps,
+                         warmup_epochs=settings.warmup_epochs, base_learning_rate=settings.base_learning_rate,
+                         lr_batch_divisor=settings.lr_batch_divisor, learning_rate=settings.learning_rate,
+                         max_warmup_share=0.5)
+    layer_decay = settings.layer_decay
+    optimizer = build_optimizer(model, plan.learning_rate, settings.weight_decay, (0.9, 0.999),
+                                layer_decay if layer_decay < 1 else None)
+    scheduler = build_scheduler(optimizer, plan.learning_rate, plan.warmup_steps, plan.max_steps,
+                                settings.min_learning_rate)
+    num_labels = model.config.num_labels
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     logger.info("fine-tuning %s (%s) on %s: %d classes, %d updates, lr %.3g, layer decay %s",
                 args.model_name_or_path, "random init" if args.from_scratch else "pretrained", train.source,
-                model.config.num_labels if hasattr(model, "config") else -1, max_steps, lr, layer_decay)
-
-    mixup = recipe.mixup if args.mixup is None else args.mixup
-    cutmix = recipe.cutmix if args.cutmix is None else args.cutmix
-    smoothing = recipe.label_smoothing if args.label_smoothing is None else args.label_smoothing
-    num_labels = accelerator.unwrap_model(model).config.num_labels
-    mix_rng = np.random.default_rng(args.seed + accelerator.process_index)
-
-    def forward(model, batch):
-        if mixup > 0 or cutmix > 0:
-            batch = mixup_cutmix(batch, num_labels, mix_rng, mixup, cutmix, label_smoothing=smoothing)
-            return model(**batch).loss, {}
-        out = model(**batch)
-        return torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], label_smoothing=smoothing), {}
-
-    best = {"accuracy": -1.0, "epoch": None}
-    results: list[dict] = []
-
-    def on_epoch_end(epoch):
-        if eval_loader is None:
-            return
-        metrics = evaluate_model(accelerator, model, eval_loader)
-        results.append({"epoch": epoch, **metrics})
-        logger.info("epoch %d: eval top-1 %.4f, top-5 %.4f", epoch, metrics["accuracy"], metrics["top5_accuracy"])
-        accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=loop.global_step)
-        if metrics["accuracy"] > best["accuracy"]:
-            best.update(metrics, epoch=epoch)
-            save_model(args, accelerator, model, eval_processor)
-
-    loop = TrainingLoop(
+                num_labels, plan.max_steps, plan.learning_rate, layer_decay)
+    forward = classification_forward(settings, num_labels, np.random.default_rng(args.seed + accelerator.process_index))
+    keeper = BestModelKeeper(args, accelerator, model, eval_loader, eval_processor)
+    keeper.loop = loop = TrainingLoop(
         accelerator, model, optimizer, scheduler, train_loader, train_set, output_dir=args.output_dir,
-        max_train_steps=max_steps, num_epochs=epochs, checkpointing_steps=args.checkpointing_steps,
+        max_train_steps=plan.max_steps, num_epochs=plan.epochs, checkpointing_steps=args.checkpointing_steps,
         checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm or None,
         max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps, forward=forward,
-        on_epoch_end=on_epoch_end, progress_desc="finetune",
+        on_epoch_end=keeper, progress_desc="finetune",
     )
     if args.resume_from_checkpoint:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
     history = loop.run()
     if eval_loader is None:
         save_model(args, accelerator, model, eval_processor)
+    best = keeper.best
     summary = {"steps": loop.global_step, "best_epoch": best["epoch"], "best_accuracy": best.get("accuracy"),
-               "best_top5_accuracy": best.get("top5_accuracy"), "eval_history": results,
-               "final_loss": history[-1]["loss"] if history else None, "learning_rate": lr}
+               "best_top5_accuracy": best.get("top5_accuracy"), "eval_history": keeper.results,
+               "final_loss": history[-1]["loss"] if history else None, "learning_rate": plan.learning_rate}
     if accelerator.is_main_process:
-        out_dir = Path(args.output_dir)
-        (out_dir / "finetune_results.json").write_text(json.dumps(summary, indent=2))
-        card_results = []
-        if best["epoch"] is not None:
-            crop = f"short side {eval_processor.size.shortest_edge}, centre crop {eval_processor.crop_size.height}"
-            card_results = [{"metric": "accuracy", "value": best["accuracy"], "protocol": f"fine-tune top-1 ({crop})"},
-                            {"metric": "top5_accuracy", "value": best["top5_accuracy"],
-                             "protocol": f"fine-tune top-5 ({crop})"}]
-        write_model_card(
-            out_dir, model_name=args.hub_model_id or out_dir.name, method=method,
-            config=accelerator.unwrap_model(model).config, data_source=train.source, steps=loop.global_step,
-            effective_batch=effective_batch, learning_rate=lr, final_loss=summary["final_loss"],
-            command="accelerate launch scripts/finetune.py " + (shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "finetune.py" else ""),
-            weights_from="random initialisation (baseline)" if args.from_scratch else args.model_name_or_path,
-            results=card_results, is_classifier=True,
-        )
-        if args.push_to_hub:
-            push_folder(out_dir, args.hub_model_id)
+        write_outputs(args, method, accelerator.unwrap_model(model).config, train, plan, summary, best,
+                      eval_processor, command_line("scripts/finetune.py", argv))
     end_training_together(accelerator)
     return summary
+
+
+def write_outputs(args, method, config, train, plan, summary, best, eval_processor, command: str) -> None:
+    """finetune_results.json and the model card (with the best epoch's accuracy), then the push."""
+    out_dir = Path(args.output_dir)
+    (out_dir / "finetune_results.json").write_text(json.dumps(summary, indent=2))
+    card_results = []
+    if best["epoch"] is not None:
+        crop = f"short side {eval_processor.size.shortest_edge}, centre crop {eval_processor.crop_size.height}"
+        card_results = [{"metric": "accuracy", "value": best["accuracy"], "protocol": f"fine-tune top-1 ({crop})"},
+                        {"metric": "top5_accuracy", "value": best["top5_accuracy"],
+                         "protocol": f"fine-tune top-5 ({crop})"}]
+    write_model_card(
+        out_dir, model_name=args.hub_model_id or out_dir.name, method=method, config=config,
+        data_source=train.source, steps=summary["steps"], effective_batch=plan.effective_batch,
+        learning_rate=plan.learning_rate, final_loss=summary["final_loss"], command=command,
+        weights_from="random initialisation (baseline)" if args.from_scratch else args.model_name_or_path,
+        results=card_results, is_classifier=True,
+    )
+    if args.push_to_hub:
+        push_folder(out_dir, args.hub_model_id)
 
 
 @torch.no_grad()

@@ -13,9 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import shlex
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -27,9 +24,9 @@ from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_argume
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
 from hf_mim.hub import push_folder, write_model_card
-from hf_mim.recipes import PRETRAIN_RECIPES, demo_config_kwargs
-from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
-                             enable_activation_checkpointing, end_training_together, resolve_checkpoint)
+from hf_mim.planning import command_line, plan_schedule, with_overrides
+from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, enable_activation_checkpointing,
+                             end_training_together, resolve_checkpoint)
 
 logger = logging.getLogger("hf_mim.pretrain")
 
@@ -42,13 +39,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model_size", choices=["demo", "base"], default=None,
                    help="demo: tiny 32 px ViT for CPU; base: the method's canonical ViT-B/16. "
                         "Default: demo on the embedded sample, base otherwise")
-    p.add_argument("--tokenizer_name_or_path", help="visual tokenizer (BEiT, CAE): a folder from scripts/train_tokenizer.py "
-                   "or scripts/convert_checkpoint.py --from dalle-encoder")
+    p.add_argument("--tokenizer_name_or_path", help="visual tokenizer of the methods that predict tokens: a folder from "
+                   "scripts/train_tokenizer.py or scripts/convert_checkpoint.py --from dalle-encoder")
     add_data_arguments(p)
     p.add_argument("--output_dir", default=None, help="default: outputs/<method>-pretrain")
     p.add_argument("--per_device_train_batch_size", type=int, default=None)
     p.add_argument("--base_learning_rate", type=float, default=None,
-                   help="blr; the lr is blr * effective batch / 256 (512 for SimMIM; absolute for BEiT and CAE)")
+                   help="blr; the lr is blr * effective batch / the recipe's divisor (256 or 512), or blr itself "
+                        "where the recipe gives an absolute lr")
     p.add_argument("--min_learning_rate", type=float, default=None)
     p.add_argument("--weight_decay", type=float, default=None)
     p.add_argument("--max_grad_norm", type=float, default=None, help="gradient clip (method default; 0 disables)")
@@ -67,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     check_loop_arguments(p, args)
     if args.augmentation_source_size is not None and not args.augment_on_device:
         p.error("--augmentation_source_size only applies with --augment_on_device; add it or drop the size")
-    if args.tokenizer_name_or_path and not hf_mim.get_method(args.method).needs_tokenizer:
+    if args.tokenizer_name_or_path and not hf_mim.get_method(args.method).can_use_tokenizer:
         p.error(f"--method {args.method} predicts no visual tokens; drop --tokenizer_name_or_path")
     return args
 
@@ -81,7 +79,7 @@ def build_config(args, method):
         if not isinstance(config, method.config_class):
             raise ValueError(f"{args.model_name_or_path} holds a {config.model_type} model, not --method {method.name}")
     else:
-        config = method.config_class(**(demo_config_kwargs(method.name) if size == "demo" else {}))
+        config = method.config_class(**(method.backbone().demo_config if size == "demo" else {}))
     if args.tokenizer_name_or_path:
         # the token head predicts the tokenizer's vocabulary
         tokenizer_config = AutoConfig.from_pretrained(args.tokenizer_name_or_path)
@@ -118,60 +116,45 @@ def build_model(args, method, config):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     method = hf_mim.get_method(args.method)
-    recipe = PRETRAIN_RECIPES[method.name]
     args.output_dir = args.output_dir or f"outputs/{method.name}-pretrain"
     accelerator = make_accelerator(args)
 
     config, size = build_config(args, method)
+    settings = with_overrides(method.pretraining_recipe(size), args)
     model = build_model(args, method, config)
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     processor = method.image_processor_class.for_model_config(config)
     data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column)
-    augmentation = Augmentation(crop_scale=recipe.crop_scale, color_jitter=recipe.color_jitter)
-    dataset = SeededImageDataset(data, processor, augmentation, seed=args.seed,
-                                 processor_kwargs=processor.pretraining_kwargs())
-    train_dataset, on_device = dataset, None  # the CPU dataset still makes the card's reconstruction picture
-    if args.augment_on_device:
-        source_size = args.augmentation_source_size or round(1.5 * config.image_size)
-        train_dataset = DeviceAugmentedImageDataset(data, processor, augmentation, source_size, seed=args.seed,
-                                                    processor_kwargs=processor.pretraining_kwargs())
-        on_device = DeviceAugmentation.for_processor(processor, processor.pretraining_kwargs())
-    batch_size = args.per_device_train_batch_size or (64 if size == "demo" else 32)
+    dataset, train_dataset, on_device = build_datasets(args, settings, data, processor, config)
+    batch_size = settings.per_device_train_batch_size
     loader = torch.utils.data.DataLoader(train_dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
                                          num_workers=args.dataloader_num_workers, drop_last=len(dataset) > batch_size)
-    updates_per_epoch = max(1, math.ceil(len(loader) / accelerator.num_processes / args.gradient_accumulation_steps))
-    epochs = args.num_train_epochs or (60 if size == "demo" else 800)
-    max_steps = args.max_train_steps or epochs * updates_per_epoch
-    epochs = math.ceil(max_steps / updates_per_epoch)
-    effective_batch = batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    blr = args.base_learning_rate if args.base_learning_rate is not None else (
-        recipe.base_learning_rate * (10 if size == "demo" and recipe.lr_batch_divisor else 1))
-    lr = effective_learning_rate(blr, effective_batch, recipe.lr_batch_divisor)
-    warmup_steps = int((args.warmup_epochs if args.warmup_epochs is not None else
-                        (2 if size == "demo" else recipe.warmup_epochs)) * updates_per_epoch)
+    plan = plan_schedule(batches_per_epoch=len(loader), per_device_batch_size=batch_size,
+                         num_processes=accelerator.num_processes,
+                         gradient_accumulation_steps=args.gradient_accumulation_steps,
+                         num_epochs=settings.num_train_epochs, max_steps=args.max_train_steps,
+                         warmup_epochs=settings.warmup_epochs, base_learning_rate=settings.base_learning_rate,
+                         lr_batch_divisor=settings.lr_batch_divisor)
     logger.info("method %s, %s config, data: %s (%d images), %d updates, effective batch %d, lr %.3g (blr %.3g)",
-                method.name, size, data.source, len(dataset), max_steps, effective_batch, lr, blr)
+                method.name, size, data.source, len(dataset), plan.max_steps, plan.effective_batch,
+                plan.learning_rate, settings.base_learning_rate)
 
-    weight_decay = recipe.weight_decay if args.weight_decay is None else args.weight_decay
-    optimizer = build_optimizer(model, lr, weight_decay, recipe.betas)
-    min_lr = recipe.min_lr if args.min_learning_rate is None else args.min_learning_rate
-    scheduler = build_scheduler(optimizer, lr, warmup_steps, max_steps, min_lr)
+    optimizer = build_optimizer(model, plan.learning_rate, settings.weight_decay, settings.betas)
+    scheduler = build_scheduler(optimizer, plan.learning_rate, plan.warmup_steps, plan.max_steps,
+                                settings.min_learning_rate)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if accelerator.is_main_process and args.report_to != "none":
         accelerator.init_trackers(f"hf-mim-{method.name}", config={k: str(v) for k, v in vars(args).items()})
 
     unwrapped = accelerator.unwrap_model(model)
-    after_update = getattr(unwrapped, "update_teacher", None)
-    grad_norm = recipe.max_grad_norm if args.max_grad_norm is None else (args.max_grad_norm or None)
     loop = TrainingLoop(
         accelerator, model, optimizer, scheduler, loader, train_dataset, output_dir=args.output_dir,
-        max_train_steps=max_steps, num_epochs=epochs, checkpointing_steps=args.checkpointing_steps,
-        checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=grad_norm,
+        max_train_steps=plan.max_steps, num_epochs=plan.epochs, checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=settings.max_grad_norm or None,
         max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps,
         forward=partial(pretraining_forward, augmentation=on_device),
-        on_update=(lambda step: after_update()) if after_update else None,
-        progress_desc=f"pretrain {method.name}",
+        on_update=lambda step: unwrapped.after_optimizer_step(), progress_desc=f"pretrain {method.name}",
     )
     if args.resume_from_checkpoint:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
@@ -179,11 +162,27 @@ def main(argv=None) -> dict:
 
     accelerator.wait_for_everyone()
     summary = {"steps": loop.global_step, "final_loss": history[-1]["loss"] if history else None,
-               "skipped_images": loop.skipped_images, "learning_rate": lr, "effective_batch": effective_batch}
+               "skipped_images": loop.skipped_images, "learning_rate": plan.learning_rate,
+               "effective_batch": plan.effective_batch}
     if accelerator.is_main_process:
-        save_outputs(args, method, unwrapped, processor, dataset, data, summary)
+        save_outputs(args, method, unwrapped, processor, dataset, data, summary, command_line("scripts/pretrain.py", argv))
     end_training_together(accelerator)
     return summary
+
+
+def build_datasets(args, settings, data, processor, config):
+    """(dataset, train_dataset, on_device): the CPU dataset (it also makes the card's reconstruction picture),
+    the one the loader reads (the same, or the one that leaves the augmentation to the device) and the device
+    augmentation (or None)."""
+    augmentation = Augmentation(crop_scale=settings.crop_scale, color_jitter=settings.color_jitter)
+    kwargs = processor.pretraining_kwargs()
+    dataset = SeededImageDataset(data, processor, augmentation, seed=args.seed, processor_kwargs=kwargs)
+    if not args.augment_on_device:
+        return dataset, dataset, None
+    source_size = args.augmentation_source_size or round(1.5 * config.image_size)
+    train_dataset = DeviceAugmentedImageDataset(data, processor, augmentation, source_size, seed=args.seed,
+                                                processor_kwargs=kwargs)
+    return dataset, train_dataset, DeviceAugmentation.for_processor(processor, kwargs)
 
 
 def pretraining_forward(model, batch, augmentation=None):
@@ -197,14 +196,14 @@ def pretraining_forward(model, batch, augmentation=None):
     return out.loss, logs
 
 
-def save_outputs(args, method, model, processor, dataset, data, summary) -> None:
+def save_outputs(args, method, model, processor, dataset, data, summary, command: str) -> None:
     from hf_mim.visualize import pretraining_picture
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    picture = pretraining_picture(model, dataset, processor, num_images=8, seed=args.seed)
+    picture = pretraining_picture(model, dataset, processor, method.picture_captions, num_images=8)
     picture_name = None
     if picture is not None:
         picture_name = "reconstruction.png"
@@ -214,7 +213,7 @@ def save_outputs(args, method, model, processor, dataset, data, summary) -> None
         out_dir, model_name=args.hub_model_id or out_dir.name, method=method, config=model.config,
         data_source=data.source, steps=summary["steps"], effective_batch=summary["effective_batch"],
         learning_rate=summary["learning_rate"], final_loss=summary["final_loss"],
-        command="accelerate launch scripts/pretrain.py " + shlex.join(sys.argv[1:] if argv_is_cli() else []),
+        command=command,
         weights_from=args.model_name_or_path or "random initialisation, pretrained by this run",
         picture=picture_name, picture_caption=picture[1] if picture else "",
     )
@@ -222,10 +221,6 @@ def save_outputs(args, method, model, processor, dataset, data, summary) -> None
     if args.push_to_hub:
         commit = push_folder(out_dir, args.hub_model_id)
         logger.info("pushed to %s (%s)", args.hub_model_id, commit)
-
-
-def argv_is_cli() -> bool:
-    return Path(sys.argv[0]).name == "pretrain.py"
 
 
 if __name__ == "__main__":

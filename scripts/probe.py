@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from hf_mim.data import load_image_dataset
 from hf_mim.evaluation import (attentive_probe, classification_metrics, extract_features, feature_cache_key,
                                knn_classify, linear_probe, load_encoder)
+from hf_mim.planning import command_line
 
 logger = logging.getLogger("hf_mim.probe")
 PROTOCOL_POOLING = {"knn": "cls", "linear": "cls", "attentive": "tokens"}
@@ -154,7 +153,7 @@ def main(argv=None) -> dict:
         "train_data": f"{train.source} [{args.train_split}]", "eval_data": f"{evaluation.source} [{args.eval_split}]",
         "seed": args.seed, "feature_seconds": round(feature_seconds, 2),
         "probe_seconds": round(time.perf_counter() - start, 2),
-        "command": "python scripts/probe.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("scripts/probe.py", argv),
     }
     if args.protocol != "knn":
         result.update(epochs=args.epochs, batch_size=args.batch_size, weight_decay=args.weight_decay)

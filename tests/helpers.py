@@ -28,6 +28,118 @@ TINY_OVERRIDES = {
 }
 
 
+# A 16 px MAE for the probes: features in milliseconds.
+TINY_MAE_16PX = dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                     decoder_num_attention_heads=2, decoder_intermediate_size=32)
+
+# The same ViT shrunk to 16 px for the image processors alone: each method's mask fields at that size.
+TINY_PROCESSOR_SETTINGS = {
+    "beit": {"codebook_image_size": 8, "num_masking_patches": 4, "min_num_patches": 2},
+    "cae": {"num_masking_patches": 4, "min_num_patches": 2},
+    "maskfeat": {"num_masking_patches": 4, "min_num_patches": 2},
+    "simmim": {"mask_patch_size": 8},
+    "mae": {},
+}
+
+
+def block_masks(config, batch_size: int, seed: int):
+    """(B, L) bool block masks of the config's mask fields, as the processor draws them, from `seed`."""
+    import random
+
+    import torch
+
+    from hf_mim.modeling.masking import block_mask
+
+    rng = random.Random(seed)
+    grid = config.grid_size
+    return torch.from_numpy(np.stack([
+        block_mask(grid, grid, config.num_masking_patches, config.min_num_patches, rng=rng).reshape(-1)
+        for _ in range(batch_size)
+    ]))
+
+
+def assert_round_trip_to_transformers(reference, our_state: dict, key_map, qkv_bias: str) -> set[str]:
+    """Our weights, renamed back with the inverted key map and the fused qkv split, are the reference's exactly;
+    returns the keys only ours has (e.g. BEiT's fixed-zero key biases), for the caller to check."""
+    import torch
+
+    from hf_mim.convert import invert_key_map, rename_keys, split_fused_qkv
+
+    back = rename_keys(split_fused_qkv(our_state, qkv_bias), invert_key_map(key_map))
+    source = reference.state_dict()
+    assert set(source) <= set(back)
+    for key, value in source.items():
+        assert torch.equal(back[key], value), key
+    return {key: back[key] for key in set(back) - set(source)}
+
+
+def assert_key_map_reads_saved_layout(reference, ours, key_map, qkv_bias: str, folder, saved_key: str) -> dict:
+    """The reference saved with save_pretrained (the names on disk, `saved_key` among them) converts to exactly
+    our weights; returns the converted state dict."""
+    import torch
+    from safetensors.torch import load_file
+
+    from hf_mim.convert import convert_state_dict
+
+    reference.save_pretrained(folder)
+    on_disk = load_file(folder / "model.safetensors")
+    assert saved_key in on_disk
+    converted = convert_state_dict(on_disk, key_map, qkv_bias=qkv_bias)
+    for key, value in converted.items():
+        assert torch.equal(value, ours.state_dict()[key]), key
+    return converted
+
+
+def per_layer_classifier(folder, classification_class, route: str):
+    """A classifier from a pretraining folder with one shared relative position table, switched to per-layer
+    tables by the `relative_position_bias` kwarg (route "kwarg") or, as scripts/finetune.py does, by the config's
+    `finetune_overrides`."""
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    if route == "kwarg":
+        return classification_class.from_pretrained(folder, relative_position_bias="per_layer", num_labels=3)
+    config = AutoConfig.from_pretrained(folder)
+    config.update(dict(type(config).finetune_overrides))
+    config = type(config)(**config.to_dict())
+    return AutoModelForImageClassification.from_pretrained(folder, config=config)
+
+
+def assert_tables_copied_then_kept(model, shared, folder) -> None:
+    """Every block holds its own copy of the shared table, and a fine-tuned checkpoint keeps its own tables."""
+    import torch
+
+    assert model.config.relative_position_bias == "per_layer" and model.vit.rel_pos_bias is None
+    tables = [block.attn.relative_position_bias_table for block in model.vit.blocks]
+    assert all(torch.equal(table, shared) for table in tables)
+    assert len({table.data_ptr() for table in tables}) == len(tables)  # copies, free to diverge
+    with torch.no_grad():
+        model.vit.blocks[1].attn.relative_position_bias_table.add_(1.0)
+    model.save_pretrained(folder)
+    reloaded = type(model).from_pretrained(folder)
+    for mine, theirs in zip(model.vit.blocks, reloaded.vit.blocks):
+        assert torch.equal(mine.attn.relative_position_bias_table, theirs.attn.relative_position_bias_table)
+
+
+def assert_mean_pooled_classifier_starts_near_zero(model) -> None:
+    """A head of std ~2e-5 and zero bias, mean pooling + fc_norm (no final norm), no mask token, and a gradient
+    for every trainable parameter (nothing idle under DDP). `model` takes 32 px images and has 10 labels."""
+    import torch
+
+    model.train()
+    assert 1e-5 < model.head.weight.std().item() < 3e-5 and model.head.bias.abs().sum() == 0
+    assert "vit.mask_token" not in model.state_dict() and model.fc_norm is not None and model.vit.norm is None
+    model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([1, 2])).loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # nothing idle under DDP
+
+
+def needs_tokenizer(method_name: str) -> bool:
+    """Whether the method's default config predicts visual tokens (so a run needs --tokenizer_name_or_path)."""
+    import hf_mim
+
+    return hf_mim.get_method(method_name).config_class().needs_tokenizer
+
+
 def save_tiny_tokenizer(folder: Path, vocab_size: int = 512, image_size: int = 64) -> Path:
     """A randomly initialised dVAE small enough for tests (the demo's vocabulary and 64 px view)."""
     import torch

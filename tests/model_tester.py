@@ -16,14 +16,22 @@ import hf_mim  # noqa: F401  (registers the Auto classes)
 
 
 class MimModelTests:
-    """Subclasses set `method` (a key of hf_mim.METHODS) and implement `tiny_config` and `pretraining_inputs`."""
+    """Subclasses set `method` (a key of hf_mim.METHODS) and `tiny` (the tiny config's fields), and implement
+    `mask_inputs` (the inputs besides the pixels: a mask, MAE's noise, a tokenizer view)."""
 
     method: str
+    tiny: dict
 
     def tiny_config(self, **overrides):
-        raise NotImplementedError
+        return self.classes.config_class(**{**self.tiny, **overrides})
 
     def pretraining_inputs(self, config, batch_size=2, seed=0) -> dict:
+        generator = torch.Generator().manual_seed(seed)
+        size = config.image_size
+        pixel_values = torch.randn(batch_size, 3, size, size, generator=generator)
+        return {"pixel_values": pixel_values, **self.mask_inputs(config, batch_size, seed, generator)}
+
+    def mask_inputs(self, config, batch_size: int, seed: int, generator: torch.Generator) -> dict:
         raise NotImplementedError
 
     @property

@@ -1,4 +1,4 @@
-"""CAE: the behaviour method_spec §5 pins down, checked against references written out here, plus the shared battery."""
+"""CAE: the behaviour the CAE paper and code pin down, checked against references written out here, plus the shared battery."""
 
 import math
 import random

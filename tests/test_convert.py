@@ -49,7 +49,9 @@ def test_official_mae_pretraining_checkpoint_loads_strictly(tmp_path, sizes):
     assert summary["keys"] == len(sd) and not summary["classifier"]
     model = AutoModel.from_pretrained(tmp_path / "out")
     assert torch.equal(model.vit.blocks[1].attn.qkv.weight, sd["blocks.1.attn.qkv.weight"])
-    assert "converted from facebookresearch/mae" in (tmp_path / "out" / "README.md").read_text()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "converted from facebookresearch/mae" in card
+    assert f"python scripts/convert_checkpoint.py --from mae-official --checkpoint {path}" in card  # the whole command
 
 
 def test_official_mae_finetuned_checkpoint_becomes_a_classifier_at_another_resolution(tmp_path):

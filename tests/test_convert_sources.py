@@ -50,25 +50,19 @@ class Layout:
 
     def timm_block(self, prefix, qkv="qv", layer_scale=True, table=False):
         """A block of the timm/BEiT layout (unilm BEiT, SimMIM, CAE, SlowFast's ViT configuration)."""
-        d = self.width
-        sd = {**self.norm(f"{prefix}.norm1"), **self.linear(f"{prefix}.attn.qkv", 3 * d, d, bias=qkv == "full"),
-              **self.linear(f"{prefix}.attn.proj", d, d), **self.norm(f"{prefix}.norm2"),
-              **self.linear(f"{prefix}.mlp.fc1", 4 * d, d), **self.linear(f"{prefix}.mlp.fc2", d, 4 * d)}
-        if qkv == "qv":
-            sd.update({f"{prefix}.attn.q_bias": self.t(d), f"{prefix}.attn.v_bias": self.t(d)})
-        if layer_scale:
-            sd.update({f"{prefix}.gamma_1": 0.1 + self.t(d), f"{prefix}.gamma_2": 0.1 + self.t(d)})
-        if table:
-            sd.update({f"{prefix}.attn.relative_position_bias_table": self.t(self.table_rows, self.heads),
-                       f"{prefix}.attn.relative_position_index": self.index()})
-        return sd
+        return self.block(prefix, ("norm1", "norm2", "mlp.fc1", "mlp.fc2"), qkv, layer_scale, table)
 
     def mmpretrain_layer(self, prefix, qkv="full", layer_scale=False, table=False):
         """mmpretrain's TransformerEncoderLayer / BEiTTransformerEncoderLayer (ln1, attn, ln2, ffn.layers)."""
+        return self.block(prefix, ("ln1", "ln2", "ffn.layers.0.0", "ffn.layers.1"), qkv, layer_scale, table)
+
+    def block(self, prefix, names, qkv, layer_scale, table):
+        """One pre-norm block whose norms and MLP layers are called `names` (norm1, norm2, fc1, fc2)."""
         d = self.width
-        sd = {**self.norm(f"{prefix}.ln1"), **self.linear(f"{prefix}.attn.qkv", 3 * d, d, bias=qkv == "full"),
-              **self.linear(f"{prefix}.attn.proj", d, d), **self.norm(f"{prefix}.ln2"),
-              **self.linear(f"{prefix}.ffn.layers.0.0", 4 * d, d), **self.linear(f"{prefix}.ffn.layers.1", d, 4 * d)}
+        norm1, norm2, fc1, fc2 = names
+        sd = {**self.norm(f"{prefix}.{norm1}"), **self.linear(f"{prefix}.attn.qkv", 3 * d, d, bias=qkv == "full"),
+              **self.linear(f"{prefix}.attn.proj", d, d), **self.norm(f"{prefix}.{norm2}"),
+              **self.linear(f"{prefix}.{fc1}", 4 * d, d), **self.linear(f"{prefix}.{fc2}", d, 4 * d)}
         if qkv == "qv":
             sd.update({f"{prefix}.attn.q_bias": self.t(d), f"{prefix}.attn.v_bias": self.t(d)})
         if layer_scale:

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 import hf_mim
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset, jitter
-from hf_mim.recipes import demo_config_kwargs
 
 from helpers import TINY_OVERRIDES, load_script
 
@@ -35,7 +34,7 @@ def smooth_images(folder, count=6, size=(180, 120), suffix="png", orientation=No
 
 def both_paths(method_name, folder, augmentation, source_size=256, size_overrides=None):
     method = hf_mim.get_method(method_name)
-    config = method.config_class(**{**demo_config_kwargs(method_name), **(size_overrides or {})})
+    config = method.config_class(**{**method.backbone().demo_config, **(size_overrides or {})})
     processor = method.image_processor_class.for_model_config(config)
     kwargs = processor.pretraining_kwargs()
     data = load_image_dataset(train_dir=str(folder))
@@ -48,7 +47,7 @@ def both_paths(method_name, folder, augmentation, source_size=256, size_override
     return cpu_batch, device_batch, processor
 
 
-@pytest.mark.parametrize("method_name", ["mae", "beit", "simmim", "cae"])
+@pytest.mark.parametrize("method_name", sorted(hf_mim.METHODS))
 def test_masks_and_noise_are_those_of_the_cpu_path(tmp_path, method_name):
     cpu, device, _ = both_paths(method_name, smooth_images(tmp_path / "img"), Augmentation(crop_scale=(0.2, 1.0)))
     assert set(cpu) == set(device), (sorted(cpu), sorted(device))

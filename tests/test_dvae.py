@@ -74,7 +74,7 @@ def test_config_defaults_are_dalle():
 
 
 def dalle_encoder_shapes(n_hid=256, vocab=8192, groups=4, blocks=2, channels=3) -> dict[str, tuple]:
-    """Written from method_spec §6's table, not from our modules: 7x7 input conv, groups at n, 2n, 4n, 8n whose
+    """Written from DALL-E's published architecture, not from our modules: 7x7 input conv, groups at n, 2n, 4n, 8n whose
     blocks have res_path 3x3, 3x3, 3x3, 1x1 through width out/4 and a 1x1 id_path when the width changes."""
     shapes = {"blocks.input.w": (n_hid, channels, 7, 7), "blocks.input.b": (n_hid,)}
     n_in = n_hid

@@ -11,21 +11,12 @@ import torch
 from hf_mim.evaluation import (attentive_probe, classification_metrics, extract_features, feature_cache_key,
                                knn_classify, linear_probe, load_encoder, logistic_regression_on_pixels,
                                nearest_neighbours)
+from helpers import TINY_MAE_16PX
 from hf_mim.modeling.configuration_mae import MimMaeConfig
 from hf_mim.modeling.modeling_mae import MimMaeForPreTraining
 
-TINY = dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-            decoder_intermediate_size=32)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The probes here are tiny: one thread avoids OpenMP waits when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = TINY_MAE_16PX
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_mae(seed=0):

@@ -1,4 +1,4 @@
-"""MaskFeat's HOG target against an independent per-image, per-cell numpy reference written from method_spec §4.
+"""MaskFeat's HOG target against an independent per-image, per-cell numpy reference written from the MaskFeat paper's recipe.
 
 The reference computes the Sobel gradients by explicit slicing of a reflect-padded array (no convolution), bins
 with numpy's arctan2 in float64, sums each cell with `np.bincount`, and builds each patch vector by nested loops

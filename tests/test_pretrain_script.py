@@ -26,6 +26,7 @@ def test_demo_run_writes_model_processor_card_and_picture(tmp_path):
     assert not list(out.glob("*.bin")) and summary["steps"] == 3
     card = (out / "README.md").read_text()
     assert "reconstruction.png" in card and "MAE" in card and "embedded Fashion-MNIST sample" in card
+    assert "python scripts/pretrain.py --method mae --config_overrides" in card  # the command this run was
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(r["loss"] > 0 for r in log)
     # warmup from 0: the first update uses lr 0, later ones more

@@ -6,24 +6,14 @@ import json
 import pytest
 import torch
 
-from helpers import load_script, write_image_folder
+from helpers import TINY_MAE_16PX, load_script, write_image_folder
 from hf_mim.modeling.configuration_mae import MimMaeConfig
 from hf_mim.modeling.modeling_mae import MimMaeForPreTraining
 
 probe = load_script("probe")
 
-TINY = dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-            decoder_intermediate_size=32)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models here are tiny: one thread avoids OpenMP waits when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = TINY_MAE_16PX
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from PIL import Image
 
 import hf_mim
 from hf_mim.benchmarking import plain_pil_backend
+from helpers import TINY_PROCESSOR_SETTINGS
 
 from hf_mim.modeling.image_processing_cae import MimCaeImageProcessor
 from hf_mim.modeling.image_processing_mae import MimMaeImageProcessor
@@ -69,7 +70,7 @@ pixel_arrays = st.tuples(
 @example(case=((40, 33), "PIL RGB", 1), method="cae", pretraining=True)
 @example(case=((7, 5), "PIL RGB keyed", 2), method="beit", pretraining=True)
 @example(case=((16, 16), "PIL RGB", 3), method="mae", pretraining=False)
-@given(case=pixel_arrays, method=st.sampled_from(["mae", "beit", "simmim", "maskfeat", "cae"]), pretraining=st.booleans())
+@given(case=pixel_arrays, method=st.sampled_from(sorted(hf_mim.METHODS)), pretraining=st.booleans())
 def test_fast_paths_give_the_pil_backends_exact_pixels(case, method, pretraining):
     """Resizing RGB PIL images before they become arrays, skipping the same-size PIL round trip and normalising a
     contiguous copy must not change one bit: images that need a resize and ones that do not, uint8, float and
@@ -87,13 +88,7 @@ def test_fast_paths_give_the_pil_backends_exact_pixels(case, method, pretraining
     else:
         image = pixels
     processor_class = hf_mim.get_method(method).image_processor_class
-    settings_ = {"size": {"height": 16, "width": 16}, "patch_size": 4}
-    if method == "beit":
-        settings_ |= {"codebook_image_size": 8, "num_masking_patches": 4, "min_num_patches": 2}
-    if method in ("cae", "maskfeat"):
-        settings_ |= {"num_masking_patches": 4, "min_num_patches": 2}
-    if method == "simmim":
-        settings_ |= {"mask_patch_size": 8}
+    settings_ = {"size": {"height": 16, "width": 16}, "patch_size": 4, **TINY_PROCESSOR_SETTINGS[method]}
     fast, plain = processor_class(**settings_), plain_pil_backend(processor_class)(**settings_)
     kwargs = fast.pretraining_kwargs() if pretraining else {}
     ours = fast(image, return_tensors="np", mask_seed=seed, **kwargs)

@@ -12,7 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import REPO_ROOT, TINY_OVERRIDES, load_script, write_odd_images
+import hf_mim
+
+from helpers import REPO_ROOT, TINY_OVERRIDES, load_script, needs_tokenizer, write_odd_images
 
 pretrain = load_script("pretrain")
 BASE = ["--method", "mae", "--config_overrides", TINY_OVERRIDES["mae"], "--per_device_train_batch_size", "8",
@@ -81,14 +83,14 @@ def test_half_written_checkpoints_are_never_picked(tmp_path):
         resolve_checkpoint(tmp_path, str(root / "step_8"))
 
 
-@pytest.mark.parametrize("method", ["mae", "beit", "simmim", "maskfeat", "cae"])
+@pytest.mark.parametrize("method", sorted(hf_mim.METHODS))
 def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(tmp_path, method):
     """The frozen tokenizer (BEiT, CAE) and CAE's stop-gradient encoder pass must not break gradient
     synchronisation either."""
     from helpers import save_tiny_tokenizer
 
     common = ["--method", method, "--config_overrides", TINY_OVERRIDES[method], "--max_train_steps", "4", "--seed", "3"]
-    if method in ("beit", "cae"):
+    if needs_tokenizer(method):
         common += ["--tokenizer_name_or_path", str(save_tiny_tokenizer(tmp_path / "tokenizer"))]
     one = tmp_path / "one"
     pretrain.main(common + ["--per_device_train_batch_size", "16", "--output_dir", str(one)])
@@ -141,9 +143,9 @@ def test_odd_and_broken_images_train_and_unreadable_ones_are_counted(tmp_path):
     assert summary["skipped_images"] == 4
 
 
-def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, monkeypatch):
+def poison_mae_losses(monkeypatch, is_bad, factor: float) -> None:
+    """Multiply MAE's loss by `factor` (nan, inf) on the forward calls `is_bad(call number)` picks (from 1)."""
     from hf_mim.modeling.modeling_mae import MimMaeForPreTraining
-    from hf_mim.training import NonFiniteLossError
 
     original = MimMaeForPreTraining.forward
     calls = {"n": 0}
@@ -151,11 +153,17 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, monkeypat
     def poisoned(self, *args, **kwargs):
         out = original(self, *args, **kwargs)
         calls["n"] += 1
-        if calls["n"] >= 4:
-            out.loss = out.loss * float("nan")
+        if is_bad(calls["n"]):
+            out.loss = out.loss * factor
         return out
 
     monkeypatch.setattr(MimMaeForPreTraining, "forward", poisoned)
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, monkeypatch):
+    from hf_mim.training import NonFiniteLossError
+
+    poison_mae_losses(monkeypatch, lambda call: call >= 4, float("nan"))
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError, match="resume with --resume_from_checkpoint latest") as error:
         pretrain.main(BASE + ["--max_train_steps", "10", "--checkpointing_steps", "2", "--output_dir", str(out)])
@@ -182,19 +190,7 @@ def test_deferred_guard_reports_the_update_range_only_when_checked():
 
 
 def test_isolated_nan_losses_are_skipped_when_allowed(tmp_path, monkeypatch):
-    from hf_mim.modeling.modeling_mae import MimMaeForPreTraining
-
-    original = MimMaeForPreTraining.forward
-    calls = {"n": 0}
-
-    def one_bad_step(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            out.loss = out.loss * float("inf")
-        return out
-
-    monkeypatch.setattr(MimMaeForPreTraining, "forward", one_bad_step)
+    poison_mae_losses(monkeypatch, lambda call: call == 2, float("inf"))
     out = tmp_path / "skip"
     summary = pretrain.main(BASE + ["--max_train_steps", "3", "--max_nonfinite_skips", "1", "--output_dir", str(out)])
     weights = load_file(out / "model.safetensors")

@@ -1,5 +1,5 @@
-"""SimMIM: parity with transformers' ViTForMaskedImageModeling (plain-ViT configuration), and the behaviour
-method_spec §3 pins down (official ViT-B defaults, init, loss on masked pixels, fine-tuning positions, masks)."""
+"""SimMIM: parity with transformers' ViTForMaskedImageModeling (plain-ViT configuration), and the behaviour the
+SimMIM paper and code pin down (official ViT-B defaults, init, loss on masked pixels, fine-tuning positions, masks)."""
 
 import math
 import random
@@ -8,19 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForMaskedImageModeling, ViTConfig
+from transformers import ViTConfig
 from transformers import ViTForMaskedImageModeling
 from transformers.initialization import no_init_weights
 
-import hf_mim
-from hf_mim.convert import (
-    HF_VIT_MIM,
-    convert_state_dict,
-    invert_key_map,
-    load_converted,
-    rename_keys,
-    split_fused_qkv,
-)
+import hf_mim  # noqa: F401  (registers the Auto classes)
+from hf_mim.convert import HF_VIT_MIM, convert_state_dict, load_converted
 from hf_mim.modeling.configuration_simmim import PLAIN_VIT, MimSimMIMConfig
 from hf_mim.modeling.image_processing_mim import MimImageProcessor
 from hf_mim.modeling.image_processing_simmim import MimSimMIMImageProcessor
@@ -31,6 +24,13 @@ from hf_mim.modeling.modeling_simmim import (
     MimSimMIMModel,
 )
 from hf_mim.modeling.vit import relative_position_index
+from helpers import (
+    assert_key_map_reads_saved_layout,
+    assert_mean_pooled_classifier_starts_near_zero,
+    assert_round_trip_to_transformers,
+    assert_tables_copied_then_kept,
+    per_layer_classifier,
+)
 from model_tester import MimModelTests
 
 # transformers' ViTForMaskedImageModeling (in-memory names first, then the legacy names `save_pretrained` writes)
@@ -52,17 +52,10 @@ def masks(config, batch_size, seed):
 
 class TestSimMIMModels(MimModelTests):
     method = "simmim"
+    tiny = TINY
 
-    def tiny_config(self, **overrides):
-        return MimSimMIMConfig(**{**TINY, **overrides})
-
-    def pretraining_inputs(self, config, batch_size=2, seed=0):
-        generator = torch.Generator().manual_seed(seed)
-        size = config.image_size
-        return {
-            "pixel_values": torch.randn(batch_size, 3, size, size, generator=generator),
-            "bool_masked_pos": masks(config, batch_size, seed),
-        }
+    def mask_inputs(self, config, batch_size, seed, generator):
+        return {"bool_masked_pos": masks(config, batch_size, seed)}
 
     def check_pretraining_output(self, config, out):
         assert out.reconstruction.shape == (2, 3, config.image_size, config.image_size)
@@ -119,24 +112,14 @@ def test_parity_with_transformers_vit_for_masked_image_modeling(sizes, batch):
 
 def test_conversion_back_to_transformers_layout_round_trips():
     reference, ours = hf_pair(**TINY)
-    back = rename_keys(split_fused_qkv(ours.state_dict(), "full"), invert_key_map(HF_VIT_MIM))
-    source = reference.state_dict()
-    assert set(back) == set(source)
-    for key, value in source.items():
-        assert torch.equal(back[key], value), key
+    assert assert_round_trip_to_transformers(reference, ours.state_dict(), HF_VIT_MIM, "full") == {}
 
 
 def test_hf_vit_mim_key_map_reads_the_layout_save_pretrained_writes(tmp_path):
     reference, ours = hf_pair(**TINY)
-    reference.save_pretrained(tmp_path)
-    from safetensors.torch import load_file
-
-    on_disk = load_file(tmp_path / "model.safetensors")
-    assert "vit.encoder.layer.0.attention.attention.query.weight" in on_disk
-    converted = convert_state_dict(on_disk, HF_VIT_MIM, qkv_bias="full")
+    converted = assert_key_map_reads_saved_layout(reference, ours, HF_VIT_MIM, "full", tmp_path,
+                                                  "vit.encoder.layer.0.attention.attention.query.weight")
     assert set(converted) == set(ours.state_dict())
-    for key, value in converted.items():
-        assert torch.equal(value, ours.state_dict()[key]), key
 
 
 # ----------------------------------------------------------------------------------------------- head and loss
@@ -236,12 +219,7 @@ def test_official_init_trunc_normal_depth_rescale_and_default_conv_head():
 
 
 def test_classifier_head_starts_near_zero_and_has_no_mask_token():
-    config = MimSimMIMConfig(**TINY, num_labels=10)
-    model = MimSimMIMForImageClassification(config).train()
-    assert 1e-5 < model.head.weight.std().item() < 3e-5 and model.head.bias.abs().sum() == 0
-    assert "vit.mask_token" not in model.state_dict() and model.fc_norm is not None and model.vit.norm is None
-    model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([1, 2])).loss.backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # nothing idle under DDP
+    assert_mean_pooled_classifier_starts_near_zero(MimSimMIMForImageClassification(MimSimMIMConfig(**TINY, num_labels=10)))
 
 
 def test_depth_rescale_and_index_survive_from_pretrained(tmp_path):
@@ -273,29 +251,13 @@ def pretrained_folder(tmp_path, seed=0):
 @pytest.mark.parametrize("route", ["kwarg", "finetune_overrides_config"])
 def test_finetuning_copies_the_shared_table_into_every_block(tmp_path, route):
     pretrained = pretrained_folder(tmp_path)
-    shared = pretrained.vit.rel_pos_bias.relative_position_bias_table.detach()
-    if route == "kwarg":
-        model = MimSimMIMForImageClassification.from_pretrained(tmp_path, relative_position_bias="per_layer",
-                                                                num_labels=3)
-    else:  # as scripts/finetune.py does
-        config = AutoConfig.from_pretrained(tmp_path)
-        config.update(dict(type(config).finetune_overrides))
-        config = type(config)(**config.to_dict())
-        model = AutoModelForImageClassification.from_pretrained(tmp_path, config=config)
-    assert model.config.relative_position_bias == "per_layer" and model.vit.rel_pos_bias is None
-    tables = [block.attn.relative_position_bias_table for block in model.vit.blocks]
-    assert all(torch.equal(table, shared) for table in tables)
-    assert len({table.data_ptr() for table in tables}) == len(tables)  # copies, free to diverge
+    shared = pretrained.vit.rel_pos_bias.relative_position_bias_table.detach().clone()
+    model = per_layer_classifier(tmp_path, MimSimMIMForImageClassification, route)
+    assert type(model) is MimSimMIMForImageClassification
     assert torch.equal(model.vit.blocks[1].mlp.fc2.weight, pretrained.vit.blocks[1].mlp.fc2.weight)
     for block in model.vit.blocks:
         assert torch.equal(block.attn.relative_position_index, relative_position_index(8, 8))
-    # a fine-tuned checkpoint keeps its own (now different) tables
-    with torch.no_grad():
-        model.vit.blocks[1].attn.relative_position_bias_table.add_(1.0)
-    model.save_pretrained(tmp_path / "finetuned")
-    reloaded = MimSimMIMForImageClassification.from_pretrained(tmp_path / "finetuned")
-    for mine, theirs in zip(model.vit.blocks, reloaded.vit.blocks):
-        assert torch.equal(mine.attn.relative_position_bias_table, theirs.attn.relative_position_bias_table)
+    assert_tables_copied_then_kept(model, shared, tmp_path / "finetuned")
 
 
 def test_finetune_overrides_are_simmims_recipe():
@@ -331,26 +293,10 @@ def test_plain_vit_configuration_is_transformers_vit():
     ({"mask_ratio": 1.0}, "mask_ratio"),
     ({"encoder_stride": 8}, "encoder_stride"),
     ({"position_embedding_type": "sincos_mae"}, "position_embedding_type"),
-    ({"use_mask_token": False}, "use_mask_token"),
-    ({"qkv_bias": "kv"}, "qkv_bias"),
 ])
 def test_impossible_configs_fail_naming_the_field(overrides, needle):
     with pytest.raises(ValueError, match=needle):
         MimSimMIMConfig(**{**TINY, **overrides})
-
-
-def test_method_entry_and_auto_classes(tmp_path):
-    method = hf_mim.get_method("simmim")
-    assert method.config_class is MimSimMIMConfig and method.image_processor_class is MimSimMIMImageProcessor
-    assert (method.model_class, method.pretraining_class, method.classification_class) == (
-        MimSimMIMModel, MimSimMIMForPreTraining, MimSimMIMForImageClassification)
-    from hf_mim.recipes import PRETRAIN_RECIPES
-
-    assert not method.needs_tokenizer and PRETRAIN_RECIPES['simmim'].lr_batch_divisor == 512
-    assert "SimMIM" in method.paper and "CVPR 2022" in method.paper
-    assert hf_mim.method_of_config(MimSimMIMConfig(**TINY)) is method
-    MimSimMIMForPreTraining(MimSimMIMConfig(**TINY)).save_pretrained(tmp_path)
-    assert type(AutoModelForMaskedImageModeling.from_pretrained(tmp_path)) is MimSimMIMForPreTraining
 
 
 # ----------------------------------------------------------------------------------------------- processor

@@ -1,4 +1,4 @@
-"""Optimiser groups, layer-wise lr decay (method_spec §0.6), the lr schedule, and data determinism."""
+"""Optimiser groups, layer-wise lr decay (BEiT's layer-id rule), the lr schedule, and data determinism."""
 
 import numpy as np
 import pytest
