@@ -25,7 +25,9 @@ import torch
 from transformers import AutoConfig
 
 import hf_mim
-from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
+from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
+                              check_loop_arguments, fraction, image_checks, in_range, make_accelerator,
+                              non_negative_float, open_fraction, positive_int, run_main)
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
 from hf_mim.rand_augment import RandomErasing, parse_rand_augment
 from hf_mim.hub import push_folder, write_model_card
@@ -38,7 +40,7 @@ logger = logging.getLogger("hf_mim.finetune")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_name_or_path", required=True, help="a pretrained hf-mim folder or Hub id")
     p.add_argument("--from_scratch", action="store_true", help="same architecture, random init (the baseline)")
     p.add_argument("--config_overrides", default="", help='"k=v,k=v" applied after the fine-tuning switches')
@@ -48,34 +50,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval_split", default=None, help="default: 'test' for the sample, else 'validation'")
     p.add_argument("--label_column", default=None)
     p.add_argument("--output_dir", default="outputs/finetune")
-    p.add_argument("--per_device_train_batch_size", type=int, default=64)
-    p.add_argument("--per_device_eval_batch_size", type=int, default=128)
+    p.add_argument("--per_device_train_batch_size", type=positive_int, default=64)
+    p.add_argument("--per_device_eval_batch_size", type=positive_int, default=128)
     lr_choice = p.add_mutually_exclusive_group()
-    lr_choice.add_argument("--base_learning_rate", type=float, default=None,
+    lr_choice.add_argument("--base_learning_rate", type=non_negative_float, default=None,
                            help="default: the method's recipe (§7), scaled by batch / divisor for MAE, SimMIM, MaskFeat")
-    lr_choice.add_argument("--learning_rate", type=float, default=None,
+    lr_choice.add_argument("--learning_rate", type=non_negative_float, default=None,
                    help="absolute peak lr; replaces base_learning_rate x batch / divisor (one lr for every method)")
-    p.add_argument("--min_learning_rate", type=float, default=None)
-    p.add_argument("--layer_decay", type=float, default=None, help="layer-wise lr decay (0.65 in the recipes; 1 = off)")
-    p.add_argument("--weight_decay", type=float, default=None)
-    p.add_argument("--drop_path_rate", type=float, default=None)
-    p.add_argument("--mixup", type=float, default=None, help="mixup alpha (0 = off)")
-    p.add_argument("--cutmix", type=float, default=None, help="cutmix alpha (0 = off)")
-    p.add_argument("--label_smoothing", type=float, default=None)
-    p.add_argument("--crop_scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
+    p.add_argument("--min_learning_rate", type=non_negative_float, default=None)
+    p.add_argument("--layer_decay", type=open_fraction, default=None, help="layer-wise lr decay (0.65 in the recipes; 1 = off)")
+    p.add_argument("--weight_decay", type=non_negative_float, default=None)
+    p.add_argument("--drop_path_rate", type=in_range(float, 0, 1, open_high=True), default=None)
+    p.add_argument("--mixup", type=non_negative_float, default=None, help="mixup alpha (0 = off)")
+    p.add_argument("--cutmix", type=non_negative_float, default=None, help="cutmix alpha (0 = off)")
+    p.add_argument("--label_smoothing", type=in_range(float, 0, 1, open_high=True), default=None)
+    p.add_argument("--crop_scale", type=open_fraction, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (0.08 1 in the recipes; milder for short runs on small images)")
     p.add_argument("--rand_augment", default=None,
                    help='timm RandAugment spec, e.g. "rand-m9-mstd0.5-inc1"; "none" = off (default: the recipe\'s)')
-    p.add_argument("--random_erasing", type=float, default=None,
+    p.add_argument("--random_erasing", type=fraction, default=None,
                    help="probability of erasing one random box (0.25 in the recipes; 0 = off)")
-    p.add_argument("--eval_crop_pct", type=float, default=None,
+    p.add_argument("--eval_crop_pct", type=open_fraction, default=None,
                    help="evaluation and the saved (pipeline) processor: resize the short side to image_size / "
                         "eval_crop_pct, centre-crop image_size. Default: the official rule, 0.875 up to 224 px, "
                         "else 1 (the whole short side)")
-    p.add_argument("--max_grad_norm", type=float, default=0.0)
-    p.add_argument("--num_train_epochs", type=int, default=10)
-    p.add_argument("--max_train_steps", type=int, default=None)
-    p.add_argument("--warmup_epochs", type=float, default=None)
+    p.add_argument("--max_grad_norm", type=non_negative_float, default=0.0)
+    p.add_argument("--num_train_epochs", type=positive_int, default=10)
+    p.add_argument("--max_train_steps", type=positive_int, default=None)
+    p.add_argument("--warmup_epochs", type=non_negative_float, default=None)
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute each block in the backward pass: less activation memory, about one more forward")
     add_loop_arguments(p)
@@ -124,7 +126,7 @@ def build_classifier(args, train):
     config.label2id = {name: i for i, name in enumerate(names)}
     config.drop_path_rate = recipe.drop_path_rate if args.drop_path_rate is None else args.drop_path_rate
     if args.config_overrides:
-        config.update_from_string(args.config_overrides)
+        config = apply_config_overrides(config, args.config_overrides)
     config = type(config)(**config.to_dict())
     cls = method.classification_class
     if args.from_scratch:
@@ -278,4 +280,4 @@ def save_model(args, accelerator, model, processor) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

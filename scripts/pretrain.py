@@ -23,7 +23,9 @@ import torch
 from transformers import AutoConfig
 
 import hf_mim
-from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
+from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
+                              check_loop_arguments, image_checks, make_accelerator, non_negative_float, positive_int,
+                              run_main)
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
 from hf_mim.hub import push_folder, write_model_card
@@ -35,7 +37,7 @@ logger = logging.getLogger("hf_mim.pretrain")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", required=True, choices=sorted(hf_mim.METHODS))
     p.add_argument("--model_name_or_path", help="start from these weights (a folder or Hub id) instead of random init")
     p.add_argument("--config_overrides", default="", help='config fields, "k=v,k=v", e.g. "hidden_size=384,mask_ratio=0.6"')
@@ -46,19 +48,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "or scripts/convert_checkpoint.py --from dalle-encoder")
     add_data_arguments(p)
     p.add_argument("--output_dir", default=None, help="default: outputs/<method>-pretrain")
-    p.add_argument("--per_device_train_batch_size", type=int, default=None)
-    p.add_argument("--base_learning_rate", type=float, default=None,
+    p.add_argument("--per_device_train_batch_size", type=positive_int, default=None)
+    p.add_argument("--base_learning_rate", type=non_negative_float, default=None,
                    help="blr; the lr is blr * effective batch / 256 (512 for SimMIM; absolute for BEiT and CAE)")
-    p.add_argument("--min_learning_rate", type=float, default=None)
-    p.add_argument("--weight_decay", type=float, default=None)
-    p.add_argument("--max_grad_norm", type=float, default=None, help="gradient clip (method default; 0 disables)")
-    p.add_argument("--num_train_epochs", type=int, default=None)
-    p.add_argument("--max_train_steps", type=int, default=None, help="optimizer updates; overrides epochs")
-    p.add_argument("--warmup_epochs", type=float, default=None)
+    p.add_argument("--min_learning_rate", type=non_negative_float, default=None)
+    p.add_argument("--weight_decay", type=non_negative_float, default=None)
+    p.add_argument("--max_grad_norm", type=non_negative_float, default=None, help="gradient clip (method default; 0 disables)")
+    p.add_argument("--num_train_epochs", type=positive_int, default=None)
+    p.add_argument("--max_train_steps", type=positive_int, default=None, help="optimizer updates; overrides epochs")
+    p.add_argument("--warmup_epochs", type=non_negative_float, default=None)
     p.add_argument("--augment_on_device", action="store_true",
                    help="crop, flip, jitter, resize and normalise on the accelerator (same random choices as the CPU "
                         "path, bicubic resampling); loader workers only decode and resize to --augmentation_source_size")
-    p.add_argument("--augmentation_source_size", type=int, default=None,
+    p.add_argument("--augmentation_source_size", type=positive_int, default=None,
                    help="side of the square each image is resized to before the device crops it (default 1.5 x image size)")
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute each block in the backward pass: less activation memory, about one more forward")
@@ -90,7 +92,7 @@ def build_config(args, method):
         config.tokenizer_config = {k: v for k, v in tokenizer_config.to_diff_dict().items()
                                    if k in known and k not in ("architectures", "auto_map", "transformers_version")}
     if args.config_overrides:
-        config.update_from_string(args.config_overrides)
+        config = apply_config_overrides(config, args.config_overrides)
     config = method.config_class(**config.to_dict())  # re-validate the combination
     return config, size
 
@@ -229,4 +231,4 @@ def argv_is_cli() -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

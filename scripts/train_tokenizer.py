@@ -24,7 +24,9 @@ from types import SimpleNamespace
 import torch
 from transformers.image_utils import PILImageResampling
 
-from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
+from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
+                              check_loop_arguments, fraction, image_checks, make_accelerator, non_negative_float,
+                              non_negative_int, positive_int, run_main)
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.modeling.configuration_dvae import MimDvaeConfig
@@ -49,22 +51,22 @@ TOKENIZER = SimpleNamespace(
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_size", choices=["demo", "dalle"], default=None,
                    help="demo: small dVAE at 64 px; dalle: DALL-E's architecture at 112 px. Default: demo on the sample")
     p.add_argument("--config_overrides", default="", help='dVAE config fields, "k=v,k=v" (vocab_size, image_size, ...)')
     add_data_arguments(p)
     p.add_argument("--output_dir", default="outputs/tokenizer")
-    p.add_argument("--per_device_train_batch_size", type=int, default=64)
-    p.add_argument("--learning_rate", type=float, default=None,
+    p.add_argument("--per_device_train_batch_size", type=positive_int, default=64)
+    p.add_argument("--learning_rate", type=non_negative_float, default=None,
                    help=f"peak Adam step size (default: {DEMO_LEARNING_RATE:g} for the demo size, DALL-E's 1e-4 otherwise)")
-    p.add_argument("--final_learning_rate_ratio", type=float, default=0.0125, help="cosine floor (DALL-E: 1.25e-6 / 1e-4)")
-    p.add_argument("--weight_decay", type=float, default=0.0)
-    p.add_argument("--num_train_epochs", type=int, default=None)
-    p.add_argument("--max_train_steps", type=int, default=None)
-    p.add_argument("--warmup_steps", type=int, default=None)
-    p.add_argument("--kl_warmup_steps", type=int, default=None, help="KL weight 0 -> kl_weight over these updates")
-    p.add_argument("--temperature_anneal_steps", type=int, default=None, help="Gumbel temperature 1 -> 1/16 over these")
+    p.add_argument("--final_learning_rate_ratio", type=fraction, default=0.0125, help="cosine floor (DALL-E: 1.25e-6 / 1e-4)")
+    p.add_argument("--weight_decay", type=non_negative_float, default=0.0)
+    p.add_argument("--num_train_epochs", type=positive_int, default=None)
+    p.add_argument("--max_train_steps", type=positive_int, default=None)
+    p.add_argument("--warmup_steps", type=non_negative_int, default=None)
+    p.add_argument("--kl_warmup_steps", type=non_negative_int, default=None, help="KL weight 0 -> kl_weight over these updates")
+    p.add_argument("--temperature_anneal_steps", type=non_negative_int, default=None, help="Gumbel temperature 1 -> 1/16 over these")
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
@@ -78,7 +80,7 @@ def main(argv=None) -> dict:
     size = args.model_size or ("demo" if uses_sample else "dalle")
     config = MimDvaeConfig(**(DEMO_CONFIG if size == "demo" else {}))
     if args.config_overrides:
-        config.update_from_string(args.config_overrides)
+        config = apply_config_overrides(config, args.config_overrides)
         config = MimDvaeConfig(**config.to_dict())
     model = MimDvaeModel(config)
     learning_rate = args.learning_rate or (DEMO_LEARNING_RATE if size == "demo" else DALLE_LEARNING_RATE)
@@ -193,4 +195,4 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
