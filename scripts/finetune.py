@@ -34,7 +34,8 @@ from hf_mim.hub import push_folder, write_model_card
 from hf_mim.metrics import load_metric
 from hf_mim.recipes import FINETUNE_RECIPES
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
-                             enable_activation_checkpointing, end_training_together, resolve_checkpoint)
+                             describe_run, enable_activation_checkpointing, end_training_together, resolve_checkpoint,
+                             save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.finetune")
 
@@ -99,12 +100,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_splits(args):
     if args.train_dir:
-        train = load_image_dataset(train_dir=args.train_dir, image_column=args.image_column, label_column=args.label_column)
+        train = load_image_dataset(train_dir=args.train_dir, image_column=args.image_column, label_column=args.label_column,
+                                   **image_checks(args))
         evaluation = (load_image_dataset(train_dir=args.validation_dir, image_column=args.image_column,
                                          label_column=args.label_column) if args.validation_dir else None)
         return train, evaluation
     eval_split = args.eval_split or ("validation" if args.dataset_name else "test")
-    train = load_image_dataset(args.dataset_name, None, args.train_split, args.image_column, args.label_column)
+    train = load_image_dataset(args.dataset_name, None, args.train_split, args.image_column, args.label_column,
+                               **image_checks(args))
     try:
         evaluation = load_image_dataset(args.dataset_name, None, eval_split, args.image_column, args.label_column)
     except (ValueError, KeyError) as error:
@@ -165,7 +168,7 @@ def main(argv=None) -> dict:
                 eval_processor.crop_size.height)
     eval_loader = None
     if evaluation is not None:
-        eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True)
+        eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True, replace_unreadable=False)
         eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.per_device_eval_batch_size,
                                                   collate_fn=collate, num_workers=args.dataloader_num_workers)
 
@@ -222,6 +225,9 @@ def main(argv=None) -> dict:
         checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm or None,
         max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps, forward=forward,
         on_epoch_end=on_epoch_end, progress_desc="finetune",
+        run_descriptor=describe_run(method.name, accelerator.unwrap_model(model).config, effective_batch, args.seed,
+                                    train.source),
+        allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
     )
     if args.resume_from_checkpoint:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
@@ -275,8 +281,7 @@ def evaluate_model(accelerator, model, loader) -> dict:
 def save_model(args, accelerator, model, processor) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(args.output_dir)
-        processor.save_pretrained(args.output_dir)
+        save_pretrained_atomically(args.output_dir, accelerator.unwrap_model(model), processor)
 
 
 if __name__ == "__main__":

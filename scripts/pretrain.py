@@ -31,7 +31,8 @@ from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageD
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.recipes import PRETRAIN_RECIPES, demo_config_kwargs
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, effective_learning_rate,
-                             enable_activation_checkpointing, end_training_together, resolve_checkpoint)
+                             describe_run, enable_activation_checkpointing, end_training_together, resolve_checkpoint,
+                             save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.pretrain")
 
@@ -129,7 +130,7 @@ def main(argv=None) -> dict:
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     processor = method.image_processor_class.for_model_config(config)
-    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column)
+    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column, **image_checks(args))
     augmentation = Augmentation(crop_scale=recipe.crop_scale, color_jitter=recipe.color_jitter)
     dataset = SeededImageDataset(data, processor, augmentation, seed=args.seed,
                                  processor_kwargs=processor.pretraining_kwargs())
@@ -174,6 +175,8 @@ def main(argv=None) -> dict:
         forward=partial(pretraining_forward, augmentation=on_device),
         on_update=(lambda step: after_update()) if after_update else None,
         progress_desc=f"pretrain {method.name}",
+        run_descriptor=describe_run(method.name, config, effective_batch, args.seed, data.source),
+        allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
     )
     if args.resume_from_checkpoint:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
@@ -204,8 +207,7 @@ def save_outputs(args, method, model, processor, dataset, data, summary) -> None
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_pretrained_atomically(out_dir, model, processor)
     picture = pretraining_picture(model, dataset, processor, num_images=8, seed=args.seed)
     picture_name = None
     if picture is not None:

@@ -32,7 +32,8 @@ from hf_mim.hub import push_folder, write_model_card
 from hf_mim.modeling.configuration_dvae import MimDvaeConfig
 from hf_mim.modeling.image_processing_mim import MimImageProcessor
 from hf_mim.modeling.modeling_dvae import MimDvaeModel, gumbel_temperature, kl_weight_schedule, map_pixels
-from hf_mim.training import TrainingLoop, build_optimizer, build_scheduler, end_training_together, resolve_checkpoint
+from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, describe_run, end_training_together,
+                             resolve_checkpoint, save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.train_tokenizer")
 
@@ -87,7 +88,7 @@ def main(argv=None) -> dict:
     # The tokenizer view of BEiT: Lanczos resize of the crop, [0, 1], no ImageNet normalisation.
     processor = MimImageProcessor(size={"height": config.image_size, "width": config.image_size},
                                   resample=PILImageResampling.LANCZOS, do_normalize=False)
-    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column)
+    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column, **image_checks(args))
     dataset = SeededImageDataset(data, processor, Augmentation(crop_scale=(0.5, 1.0)), seed=args.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.per_device_train_batch_size, shuffle=True,
                                          collate_fn=collate, num_workers=args.dataloader_num_workers,
@@ -123,6 +124,9 @@ def main(argv=None) -> dict:
         max_train_steps=max_steps, num_epochs=epochs, checkpointing_steps=args.checkpointing_steps,
         checkpoints_total_limit=args.checkpoints_total_limit, max_nonfinite_skips=args.max_nonfinite_skips,
         logging_steps=args.logging_steps, forward=forward, progress_desc="tokenizer",
+        run_descriptor=describe_run(TOKENIZER.name, config, args.per_device_train_batch_size
+                                    * args.gradient_accumulation_steps * accelerator.num_processes, args.seed, data.source),
+        allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
     )
     if args.resume_from_checkpoint:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
@@ -134,7 +138,7 @@ def main(argv=None) -> dict:
                "codebook_perplexity": history[-1].get("codebook_perplexity") if history else None}
     if accelerator.is_main_process:
         out_dir = Path(args.output_dir)
-        unwrapped.save_pretrained(out_dir)
+        save_pretrained_atomically(out_dir, unwrapped)
         picture, stats = tokenizer_picture(unwrapped, dataset)
         picture.save(out_dir / "reconstruction.png")
         summary.update(stats)
