@@ -64,7 +64,8 @@ class DeviceAugmentedImageDataset(SeededImageDataset):
         return example
 
 
-def open_for_source(value, side: int, max_pixels: int | None = None) -> tuple[Image.Image | None, tuple[int, int] | None]:
+def open_for_source(value, side: int,
+                    max_pixels: int | None = None) -> tuple[Image.Image | None, tuple[int, int] | None]:
     """(decoded RGB image, the file's full size). JPEGs at least twice `side` decode at 1/2 to 1/8 scale (libjpeg's
     DCT scaling via `draft`, never below `side`), which the resize to the source square makes free of loss; the
     random choices are drawn on the full size, so they stay those of the CPU path."""

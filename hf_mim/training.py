@@ -468,16 +468,7 @@ class TrainingLoop:
                 if self.on_update is not None:
                     self.on_update(self.global_step)
                 if self.global_step % self.logging_steps == 0 or self.global_step == self.max_train_steps:
-                    self.guard.check(accelerator, self.global_step, self.last_checkpoint)
-                    self.sync_skipped()
-                    mean_loss = accelerator.reduce(running / count, "mean").item()
-                    record = {"step": self.global_step, "epoch": epoch, "loss": mean_loss,
-                              "lr": self.scheduler.get_last_lr()[-1], "skipped_images": self.skipped_images,
-                              **{k: float(v) for k, v in logs.items()}}
-                    self.history.append(record)
-                    progress.set_postfix(loss=f"{mean_loss:.4f}", skipped_images=self.skipped_images)
-                    accelerator.log(record, step=self.global_step)
-                    self.write_log(record)
+                    self.log_update(epoch, running / count, logs, progress)
                     running, count = 0.0, 0
                 if self.checkpointing_steps and self.global_step % self.checkpointing_steps == 0:
                     self.checkpoint(epoch, batches_in_epoch)
@@ -499,6 +490,19 @@ class TrainingLoop:
             raise UsageError(f"a batch held no readable image, even after replacements, at update {self.global_step}: "
                              "most files of the dataset cannot be decoded; fix or remove them")
         logger.warning("a batch held no readable image; skipped it (update %d)", self.global_step)
+
+    def log_update(self, epoch: int, mean_loss: torch.Tensor, logs: dict, progress) -> None:
+        """One record (loss over the updates since the last, lr, unreadable images so far, the forward's scalars)
+        to the history, the progress bar, the trackers and train_log.jsonl."""
+        self.guard.check(self.accelerator, self.global_step, self.last_checkpoint)
+        self.sync_skipped()
+        loss = self.accelerator.reduce(mean_loss, "mean").item()
+        record = {"step": self.global_step, "epoch": epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[-1],
+                  "skipped_images": self.skipped_images, **{k: float(v) for k, v in logs.items()}}
+        self.history.append(record)
+        progress.set_postfix(loss=f"{loss:.4f}", skipped_images=self.skipped_images)
+        self.accelerator.log(record, step=self.global_step)
+        self.write_log(record)
 
     def write_log(self, record: dict) -> None:
         if self.accelerator.is_main_process:

@@ -68,13 +68,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output_dir", default="outputs/benchmark-fashion-mnist")
     p.add_argument("--methods", nargs="+", default=None, help=f"default: all of {', '.join(sorted(hf_mim.METHODS))}")
     p.add_argument("--fashion_mnist_dir", default=str(DEBIAN_DIR), help="folder of the four idx files (.gz or not)")
-    p.add_argument("--train_subset", type=non_negative_int, default=5000, help="class-balanced training images (0 = all 60000)")
-    p.add_argument("--test_subset", type=non_negative_int, default=1000, help="class-balanced test images (0 = all 10000)")
-    p.add_argument("--pretrain_steps", type=positive_int, default=400, help="pretraining updates, the same for every method")
-    p.add_argument("--finetune_steps", type=positive_int, default=150, help="fine-tuning updates, pretrained and from scratch")
-    p.add_argument("--tokenizer_steps", type=positive_int, default=300, help="dVAE updates for BEiT and CAE's tokenizer")
+    p.add_argument("--train_subset", type=non_negative_int, default=5000,
+                   help="class-balanced training images (0 = all 60000)")
+    p.add_argument("--test_subset", type=non_negative_int, default=1000,
+                   help="class-balanced test images (0 = all 10000)")
+    p.add_argument("--pretrain_steps", type=positive_int, default=400,
+                   help="pretraining updates, the same for every method")
+    p.add_argument("--finetune_steps", type=positive_int, default=150,
+                   help="fine-tuning updates, pretrained and from scratch")
+    p.add_argument("--tokenizer_steps", type=positive_int, default=300,
+                   help="dVAE updates for BEiT and CAE's tokenizer")
     p.add_argument("--tokenizer_name_or_path", default=None, help="use this tokenizer instead of training one")
-    p.add_argument("--batch_size", type=positive_int, default=64, help="per-device batch of pretraining and fine-tuning")
+    p.add_argument("--batch_size", type=positive_int, default=64,
+                   help="per-device batch of pretraining and fine-tuning")
     p.add_argument("--model_size", choices=["demo", "base"], default="demo",
                    help="demo: the 32 px CPU ViT; base: each method's ViT-B/16 (GPU)")
     p.add_argument("--config_overrides", default="", help='"k=v,..." for every pretrained model (e.g. hidden_size=192)')

@@ -243,7 +243,8 @@ def parse_args(argv=None):
     p.add_argument("--from", dest="source", required=True, choices=sorted([*SOURCES, "dalle-encoder"]))
     p.add_argument("--checkpoint", required=True, help="the file (.pth/.pt/.bin/.safetensors) or folder to convert")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--num_attention_heads", type=positive_int, default=None, help="when the width is not a standard ViT size")
+    p.add_argument("--num_attention_heads", type=positive_int, default=None,
+                   help="when the width is not a standard ViT size")
     p.add_argument("--image_size", type=positive_int, default=None, help="resample position tables to this image size")
     p.add_argument("--config_overrides", default="", help='"k=v,k=v" applied to the inferred config')
     p.add_argument("--normalization", choices=sorted(NORMALIZATIONS), default=None,

@@ -59,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     lr_choice.add_argument("--learning_rate", type=non_negative_float, default=None,
                    help="absolute peak lr; replaces base_learning_rate x batch / divisor (one lr for every method)")
     p.add_argument("--min_learning_rate", type=non_negative_float, default=None)
-    p.add_argument("--layer_decay", type=open_fraction, default=None, help="layer-wise lr decay (0.65 in the recipes; 1 = off)")
+    p.add_argument("--layer_decay", type=open_fraction, default=None,
+                   help="layer-wise lr decay (0.65 in the recipes; 1 = off)")
     p.add_argument("--weight_decay", type=non_negative_float, default=None)
     p.add_argument("--drop_path_rate", type=in_range(float, 0, 1, open_high=True), default=None)
     p.add_argument("--mixup", type=non_negative_float, default=None, help="mixup alpha (0 = off)")
@@ -100,8 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_splits(args):
     if args.train_dir:
-        train = load_image_dataset(train_dir=args.train_dir, image_column=args.image_column, label_column=args.label_column,
-                                   **image_checks(args))
+        train = load_image_dataset(train_dir=args.train_dir, image_column=args.image_column,
+                                   label_column=args.label_column, **image_checks(args))
         evaluation = (load_image_dataset(train_dir=args.validation_dir, image_column=args.image_column,
                                          label_column=args.label_column) if args.validation_dir else None)
         return train, evaluation
@@ -168,7 +169,8 @@ def main(argv=None) -> dict:
                 eval_processor.crop_size.height)
     eval_loader = None
     if evaluation is not None:
-        eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True, replace_unreadable=False)
+        eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True,
+                                      replace_unreadable=False)
         eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.per_device_eval_batch_size,
                                                   collate_fn=collate, num_workers=args.dataloader_num_workers)
 

@@ -54,7 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="blr; the lr is blr * effective batch / 256 (512 for SimMIM; absolute for BEiT and CAE)")
     p.add_argument("--min_learning_rate", type=non_negative_float, default=None)
     p.add_argument("--weight_decay", type=non_negative_float, default=None)
-    p.add_argument("--max_grad_norm", type=non_negative_float, default=None, help="gradient clip (method default; 0 disables)")
+    p.add_argument("--max_grad_norm", type=non_negative_float, default=None,
+                   help="gradient clip (method default; 0 disables)")
     p.add_argument("--num_train_epochs", type=positive_int, default=None)
     p.add_argument("--max_train_steps", type=positive_int, default=None, help="optimizer updates; overrides epochs")
     p.add_argument("--warmup_epochs", type=non_negative_float, default=None)

@@ -52,10 +52,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--k", type=positive_int, default=20, help="kNN neighbours")
     p.add_argument("--temperature", type=positive_float, default=0.07, help="kNN vote weight exp(similarity / T)")
     p.add_argument("--epochs", type=positive_int, default=90, help="probe training epochs (MAE and CAE: 90)")
-    p.add_argument("--learning_rate", type=non_negative_float, default=None, help="probe SGD lr (default 0.1 * batch / 256)")
+    p.add_argument("--learning_rate", type=non_negative_float, default=None,
+                   help="probe SGD lr (default 0.1 * batch / 256)")
     p.add_argument("--batch_size", type=positive_int, default=256, help="probe training batch")
     p.add_argument("--weight_decay", type=non_negative_float, default=0.0)
-    p.add_argument("--warmup_epochs", type=non_negative_float, default=None, help="default: a ninth of --epochs (MAE: 10 of 90)")
+    p.add_argument("--warmup_epochs", type=non_negative_float, default=None,
+                   help="default: a ninth of --epochs (MAE: 10 of 90)")
     p.add_argument("--eval_crop_pct", type=open_fraction, default=None,
                    help="both splits: resize the short side to image_size / eval_crop_pct, centre-crop image_size. "
                         "Default: the official rule, 0.875 up to 224 px, else 1 (the whole short side)")

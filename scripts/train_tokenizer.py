@@ -61,13 +61,16 @@ def parse_args(argv=None):
     p.add_argument("--per_device_train_batch_size", type=positive_int, default=64)
     p.add_argument("--learning_rate", type=non_negative_float, default=None,
                    help=f"peak Adam step size (default: {DEMO_LEARNING_RATE:g} for the demo size, DALL-E's 1e-4 otherwise)")
-    p.add_argument("--final_learning_rate_ratio", type=fraction, default=0.0125, help="cosine floor (DALL-E: 1.25e-6 / 1e-4)")
+    p.add_argument("--final_learning_rate_ratio", type=fraction, default=0.0125,
+                   help="cosine floor (DALL-E: 1.25e-6 / 1e-4)")
     p.add_argument("--weight_decay", type=non_negative_float, default=0.0)
     p.add_argument("--num_train_epochs", type=positive_int, default=None)
     p.add_argument("--max_train_steps", type=positive_int, default=None)
     p.add_argument("--warmup_steps", type=non_negative_int, default=None)
-    p.add_argument("--kl_warmup_steps", type=non_negative_int, default=None, help="KL weight 0 -> kl_weight over these updates")
-    p.add_argument("--temperature_anneal_steps", type=non_negative_int, default=None, help="Gumbel temperature 1 -> 1/16 over these")
+    p.add_argument("--kl_warmup_steps", type=non_negative_int, default=None,
+                   help="KL weight 0 -> kl_weight over these updates")
+    p.add_argument("--temperature_anneal_steps", type=non_negative_int, default=None,
+                   help="Gumbel temperature 1 -> 1/16 over these")
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
@@ -124,8 +127,8 @@ def main(argv=None) -> dict:
         max_train_steps=max_steps, num_epochs=epochs, checkpointing_steps=args.checkpointing_steps,
         checkpoints_total_limit=args.checkpoints_total_limit, max_nonfinite_skips=args.max_nonfinite_skips,
         logging_steps=args.logging_steps, forward=forward, progress_desc="tokenizer",
-        run_descriptor=describe_run(TOKENIZER.name, config, args.per_device_train_batch_size
-                                    * args.gradient_accumulation_steps * accelerator.num_processes, args.seed, data.source),
+        run_descriptor=describe_run(TOKENIZER.name, config, args.per_device_train_batch_size * accelerator.num_processes
+                                    * args.gradient_accumulation_steps, args.seed, data.source),
         allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
     )
     if args.resume_from_checkpoint:
