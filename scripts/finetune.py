@@ -26,7 +26,7 @@ from transformers import AutoConfig
 
 import hf_mim
 from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
-                              check_loop_arguments, fraction, image_checks, in_range, make_accelerator,
+                              check_loop_arguments, image_checks, in_range, make_accelerator,
                               non_negative_float, open_fraction, positive_int, run_main)
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
 from hf_mim.rand_augment import RandomErasing, parse_rand_augment
@@ -66,13 +66,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixup", type=non_negative_float, default=None, help="mixup alpha (0 = off)")
     p.add_argument("--cutmix", type=non_negative_float, default=None, help="cutmix alpha (0 = off)")
     p.add_argument("--label_smoothing", type=in_range(float, 0, 1, open_high=True), default=None)
-    p.add_argument("--crop_scale", type=open_fraction, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
+    p.add_argument("--crop_scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (0.08 1 in the recipes; milder for short runs on small images)")
     p.add_argument("--rand_augment", default=None,
                    help='timm RandAugment spec, e.g. "rand-m9-mstd0.5-inc1"; "none" = off (default: the recipe\'s)')
-    p.add_argument("--random_erasing", type=fraction, default=None,
+    p.add_argument("--random_erasing", type=float, default=None,
                    help="probability of erasing one random box (0.25 in the recipes; 0 = off)")
-    p.add_argument("--eval_crop_pct", type=open_fraction, default=None,
+    p.add_argument("--eval_crop_pct", type=float, default=None,
                    help="evaluation and the saved (pipeline) processor: resize the short side to image_size / "
                         "eval_crop_pct, centre-crop image_size. Default: the official rule, 0.875 up to 224 px, "
                         "else 1 (the whole short side)")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from hf_mim.arguments import (ArgumentParser, non_negative_float, non_negative_int, open_fraction, positive_float,
+from hf_mim.arguments import (ArgumentParser, non_negative_float, non_negative_int, positive_float,
                               positive_int, run_main)
 from hf_mim.data import load_image_dataset
 from hf_mim.evaluation import (attentive_probe, classification_metrics, extract_features, feature_cache_key,
@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight_decay", type=non_negative_float, default=0.0)
     p.add_argument("--warmup_epochs", type=non_negative_float, default=None,
                    help="default: a ninth of --epochs (MAE: 10 of 90)")
-    p.add_argument("--eval_crop_pct", type=open_fraction, default=None,
+    p.add_argument("--eval_crop_pct", type=float, default=None,
                    help="both splits: resize the short side to image_size / eval_crop_pct, centre-crop image_size. "
                         "Default: the official rule, 0.875 up to 224 px, else 1 (the whole short side)")
     p.add_argument("--feature_batch_size", type=positive_int, default=256, help="images per encoder forward pass")
