@@ -288,3 +288,26 @@ def test_resuming_with_another_batch_stops_listing_the_differences(tmp_path):
     assert pretrain.main(BASE + resume + ["--allow_resume_changes"])["steps"] == 2
     run = json.loads((out / "checkpoints" / "step_1" / "run.json").read_text())
     assert run["method"] == "mae" and run["seed"] == 7 and run["config"]["hidden_size"] == 32
+
+
+def test_under_accelerate_launch_the_error_prints_once_and_every_rank_fails(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from helpers import REPO_ROOT
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "empty").mkdir()
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), str(REPO_ROOT / "scripts" / "pretrain.py"), "--method", "mae", "--train_dir",
+               str(tmp_path / "empty"), "--output_dir", str(tmp_path / "o")]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    said = (done.stdout + done.stderr).count(f"error: image folder {tmp_path / 'empty'} holds 0 files")
+    assert said == 1, done.stderr[-2000:]
