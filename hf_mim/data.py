@@ -116,7 +116,7 @@ def check_readable(data: ImageDataset, max_bad_fraction: float, sample_size: int
     so a large dataset pays seconds, not a pass."""
     total = len(data.dataset)
     if total == 0:
-        raise UsageError(f"{data.source} holds no images; point the data flags at a dataset with some")
+        raise UsageError(f"{data.source} holds no images; point --train_dir or --dataset_name at one that does")
     indices = sorted({int(i) for i in np.linspace(0, total - 1, min(total, sample_size)).round()})
     reasons = []
     for index in indices:
@@ -126,11 +126,11 @@ def check_readable(data: ImageDataset, max_bad_fraction: float, sample_size: int
             reasons.append(f"{image_name(value, index)}: {reason}")
     failed, tried = len(reasons), len(indices)
     if failed == tried or failed / tried > max_bad_fraction:
-        what = "no image" if failed == tried else f"{failed / tried:.0%} of the images (more than " \
-            f"--max_bad_image_fraction {max_bad_fraction:g})"
-        raise UsageError(f"{what} in {data.source} can be decoded: tried {tried} files, {failed} failed; first "
-                         f"reasons: {'; '.join(reasons[:3])}. Fix or remove those files, or point the data flags "
-                         "elsewhere")
+        what = (f"no image in {data.source} can be decoded" if failed == tried else f"{failed / tried:.0%} of the "
+                f"images in {data.source} cannot be decoded (more than --max_bad_image_fraction {max_bad_fraction:g})")
+        raise UsageError(f"{what}: tried {tried} files, {failed} failed; first "
+                         f"reasons: {'; '.join(reasons[:3])}. Fix or remove those files, or point --train_dir "
+                         "or --dataset_name elsewhere")
 
 
 def image_name(value, index: int) -> str:

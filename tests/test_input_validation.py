@@ -136,8 +136,9 @@ def test_more_than_the_allowed_share_of_bad_images_stops(tmp_path):
     for i in range(3):
         write_corrupt(tmp_path / "data" / "bad" / f"{i}.png")
     argv = BASE + ["--train_dir", str(tmp_path / "data"), "--max_train_steps", "1", "--output_dir", str(tmp_path / "o")]
-    with pytest.raises(UsageError, match=r"60% of the images \(more than --max_bad_image_fraction 0.5\) in "
-                                         r"imagefolder .* tried 5 files, 3 failed"):
+    with pytest.raises(UsageError, match=r"60% of the images in imagefolder .*data cannot be decoded \(more than "
+                                         r"--max_bad_image_fraction 0.5\): tried 5 files, 3 failed; first reasons: "
+                                         r"0.png: UnidentifiedImageError"):
         pretrain.main(argv)
     fresh_state()
     assert pretrain.main(argv + ["--max_bad_image_fraction", "0.75"])["steps"] == 1
