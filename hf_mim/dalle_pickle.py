@@ -24,8 +24,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .arguments import MissingInputError, UsageError
 from .modeling.configuration_dvae import MimDvaeConfig
 from .modeling.modeling_dvae import MimDvaeModel
+
+
+class RefusedPickleError(UsageError, pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list; nothing from it ran."""
 
 
 class _PickledModuleStandIn:
@@ -69,13 +74,14 @@ def _unpickle(path: str):
         message = str(error)
         refused = re.search(r"GLOBAL (\S+)", message)
         what = f"refused global {refused.group(1)!r}" if refused else message.splitlines()[0]
-        raise pickle.UnpicklingError(
+        raise RefusedPickleError(
             f"{path}: {what} while reading a DALL-E encoder pickle. Only tensor-rebuilding torch names and the "
             f"classes {', '.join(STAND_INS)} are allowed; this file is not OpenAI's encoder.pkl or was altered. "
             "Nothing from it was executed."
         ) from None
-    except (RuntimeError, EOFError, TypeError) as error:  # truncated archive, not a torch file, stand-in misuse
-        raise ValueError(f"{path}: cannot read as a torch file ({type(error).__name__}: {str(error)[:200]})") from None
+    except (RuntimeError, EOFError, TypeError, OSError) as error:  # truncated (OSError), not torch's, misuse
+        raise UsageError(f"{path}: cannot read as a torch file, it may be truncated or not the encoder.pkl "
+                         f"({type(error).__name__}: {str(error)[:200]}); download it again") from None
 
 
 def _collect_state_dict(module: _PickledModuleStandIn, prefix: str, out: dict[str, torch.Tensor]) -> None:
@@ -106,16 +112,16 @@ def load_dalle_encoder_state_dict(path: str | os.PathLike) -> dict[str, torch.Te
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"DALL-E encoder file {path!r} does not exist")
+        raise MissingInputError(f"DALL-E encoder file {path!r} does not exist")
     root = _unpickle(path)
     if isinstance(root, Mapping):
         if root and all(isinstance(k, str) and k.startswith("blocks.") for k in root) and all(
             isinstance(v, torch.Tensor) for v in root.values()
         ):
             return {k: v.detach().clone() for k, v in root.items()}
-        raise ValueError(f"{path}: a dict, but not a DALL-E encoder state dict (keys must all start with 'blocks.')")
+        raise UsageError(f"{path}: a dict, but not a DALL-E encoder state dict (keys must all start with 'blocks.')")
     if not isinstance(root, STAND_INS["dall_e.encoder.Encoder"]):
-        raise ValueError(f"{path}: holds {root!r}, not a dall_e.encoder.Encoder")
+        raise UsageError(f"{path}: holds {root!r}, not a dall_e.encoder.Encoder")
     state_dict: dict[str, torch.Tensor] = {}
     _collect_state_dict(root, "", state_dict)
     return state_dict

@@ -17,12 +17,15 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageEnhance, ImageFile, ImageOps, ImageStat, UnidentifiedImageError
 
+from hf_mim.arguments import MissingInputError, UsageError
 from hf_mim.modeling.image_processing_mim import to_8_bit
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_DIR = Path(__file__).parent / "sample_data" / "fashion_mnist"
 UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+READABLE_PROBE_SIZE = 64  # images decoded before training to tell a dataset of images from one of scraps
+MAX_REPLACEMENTS = 16  # unreadable images a training sample is redrawn past before its batch goes without it
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -37,21 +40,23 @@ class ImageDataset:
     label_column: str | None
     label_names: list[str] | None
     source: str
+    max_image_pixels: int | None = None  # larger images are skipped unread (their header gives the size)
 
 
 def load_image_dataset(dataset_name: str | None = None, train_dir: str | None = None, split: str = "train",
                        image_column: str | None = None, label_column: str | None = None,
-                       cache_dir: str | None = None) -> ImageDataset:
+                       cache_dir: str | None = None, max_image_pixels: int | None = None,
+                       max_bad_image_fraction: float | None = None) -> ImageDataset:
     """The embedded sample (no flag), a Hub id or local dataset folder (`dataset_name`), or an image folder
-    (`train_dir`, one sub-folder per class). Missing paths and columns fail with a message naming the fix."""
+    (`train_dir`, one sub-folder per class). Missing paths and columns fail with a message naming the fix; with
+    `max_bad_image_fraction`, so does a dataset whose sampled images mostly cannot be decoded
+    (`check_readable`)."""
     import datasets
 
     if dataset_name and train_dir:
-        raise ValueError("pass either --dataset_name or --train_dir, not both")
+        raise UsageError("pass either --dataset_name or --train_dir, not both")
     if train_dir:
-        if not Path(train_dir).is_dir():
-            raise FileNotFoundError(f"--train_dir {train_dir!r} is not a folder; point it at an image folder")
-        ds = datasets.load_dataset("imagefolder", data_dir=train_dir, split=split, cache_dir=cache_dir)
+        ds = load_image_folder(train_dir, split, cache_dir)
         source = f"imagefolder {train_dir}"
     elif dataset_name:
         path = Path(dataset_name)
@@ -69,14 +74,68 @@ def load_image_dataset(dataset_name: str | None = None, train_dir: str | None = 
         source = "embedded Fashion-MNIST sample (hf_mim/sample_data)"
     image_column = image_column or detect_column(ds, datasets.Image, ("image", "img", "pixel_values"), "--image_column")
     if image_column not in ds.column_names:
-        raise ValueError(f"--image_column {image_column!r} is not in the dataset; its columns are {ds.column_names}")
+        raise UsageError(f"--image_column {image_column!r} is not in the dataset; its columns are {ds.column_names}")
     if isinstance(ds.features[image_column], datasets.Image):
         ds = ds.cast_column(image_column, datasets.Image(decode=False))
     label_column = label_column or next((c for c in ("label", "labels") if c in ds.column_names), None)
     names = None
     if label_column and isinstance(ds.features[label_column], datasets.ClassLabel):
         names = list(ds.features[label_column].names)
-    return ImageDataset(ds, image_column, label_column, names, source)
+    data = ImageDataset(ds, image_column, label_column, names, source, max_image_pixels)
+    if max_bad_image_fraction is not None:
+        check_readable(data, max_bad_image_fraction)
+    return data
+
+
+def load_image_folder(folder: str, split: str, cache_dir: str | None):
+    """`datasets`' imagefolder, after checking the folder holds an image file at all (its own error for an empty
+    or image-less folder is a traceback that names neither the count nor what was expected)."""
+    import datasets
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    if not Path(folder).is_dir():
+        raise MissingInputError(f"--train_dir {folder!r} is not a folder; point it at an image folder")
+    files = 0
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            files += 1
+            if path.suffix.lower() in ImageFolder.EXTENSIONS:
+                break
+    else:
+        raise UsageError(f"image folder {folder} holds {files} files and no image file; expected images (.png, "
+                         ".jpg, .webp, ...) in it, in one sub-folder per class where labels matter")
+    try:
+        return datasets.load_dataset("imagefolder", data_dir=folder, split=split, cache_dir=cache_dir)
+    except (FileNotFoundError, ValueError) as error:  # EmptyDatasetError, or a split with no files
+        raise UsageError(f"image folder {folder}: no {split!r} images found ({error})") from None
+
+
+def check_readable(data: ImageDataset, max_bad_fraction: float, sample_size: int = READABLE_PROBE_SIZE) -> None:
+    """Decode up to `sample_size` images spread over the dataset; stop (UsageError) when none decodes or more
+    than `max_bad_fraction` of them fail, naming the source, the counts and the first reasons. A bounded sample,
+    so a large dataset pays seconds, not a pass."""
+    total = len(data.dataset)
+    if total == 0:
+        raise UsageError(f"{data.source} holds no images; point --train_dir or --dataset_name at one that does")
+    indices = sorted({int(i) for i in np.linspace(0, total - 1, min(total, sample_size)).round()})
+    reasons = []
+    for index in indices:
+        value = data.dataset[index][data.image_column]
+        image, reason = read_image(value, data.max_image_pixels)
+        if image is None:
+            reasons.append(f"{image_name(value, index)}: {reason}")
+    failed, tried = len(reasons), len(indices)
+    if failed == tried or failed / tried > max_bad_fraction:
+        what = (f"no image in {data.source} can be decoded" if failed == tried else f"{failed / tried:.0%} of the "
+                f"images in {data.source} cannot be decoded (more than --max_bad_image_fraction {max_bad_fraction:g})")
+        raise UsageError(f"{what}: tried {tried} files, {failed} failed; first "
+                         f"reasons: {'; '.join(reasons[:3])}. Fix or remove those files, or point --train_dir "
+                         "or --dataset_name elsewhere")
+
+
+def image_name(value, index: int) -> str:
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, (str, Path)) else None
+    return Path(path).name if path else f"image {index}"
 
 
 def detect_column(ds, feature_type, preferred, flag) -> str:
@@ -92,28 +151,39 @@ def detect_column(ds, feature_type, preferred, flag) -> str:
 # ----------------------------------------------------------------------------------------------- decoding
 
 
-def decode_image(value) -> Image.Image | None:
+def decode_image(value, max_pixels: int | None = None) -> Image.Image | None:
     """A PIL image, `{"bytes", "path"}` dict or path -> a fully decoded RGB image, upright by its EXIF
-    orientation, or None if unreadable.
+    orientation, or None if unreadable or larger than `max_pixels` (`read_image` says why)."""
+    return read_image(value, max_pixels)[0]
 
-    Decoding is forced here (`load()`), so truncated files fail now rather than inside a worker later.
-    """
+
+def read_image(value, max_pixels: int | None = None) -> tuple[Image.Image | None, str | None]:
+    """(RGB image, None), or (None, why it was skipped). The size is read from the header, so an image over
+    `max_pixels` is never decoded; decoding is forced here (`load()`), so truncated files fail now rather than
+    inside a worker later."""
     try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, dict):
-            data, path = value.get("bytes"), value.get("path")
-            image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
-        else:
-            image = Image.open(value)
+        image = open_image(value)
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            return None, (f"{image.width}x{image.height} is {image.width * image.height} pixels, more than "
+                          f"--max_image_pixels {max_pixels}")
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         image.load()
         if exif_orientation(image) != 1:  # as `datasets` and transformers' load_image
             image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+        return to_rgb(image), None
     except UNREADABLE as error:
         logger.debug("skipping unreadable image: %s", error)
-        return None
+        return None, f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
+
+
+def open_image(value) -> Image.Image:
+    """A PIL image, `{"bytes", "path"}` dict or path -> the image opened lazily (header read, pixels not)."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        return Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
+    return Image.open(value)
 
 
 def exif_orientation(image: Image.Image) -> int:
@@ -255,12 +325,14 @@ def blend_with_grey(image: Image.Image, grey: int, factor: float) -> Image.Image
 
 class SeededImageDataset(torch.utils.data.Dataset):
     """Wraps an `ImageDataset` for training: decode, augment and process sample i with a generator seeded by
-    (seed, epoch, i). Unreadable images come back as `{"skipped": 1}` and are dropped (and counted) by
-    `collate`."""
+    (seed, epoch, i). An unreadable image is replaced by another one drawn from the same seed (up to
+    `MAX_REPLACEMENTS` in a row), so a batch stays full however many of its files are bad; the example then
+    carries `num_unreadable`. With `replace_unreadable=False` (evaluation: every image once), or when every
+    replacement fails too, the sample comes back as `{"skipped": n}`. `collate` drops and counts both."""
 
     def __init__(self, data: ImageDataset, processor, augmentation: Augmentation | None = None, seed: int = 0,
                  processor_kwargs: dict | None = None, with_labels: bool = False, rand_augment=None,
-                 random_erasing=None):
+                 random_erasing=None, replace_unreadable: bool = True):
         self.data = data
         self.processor = processor
         self.augmentation = augmentation
@@ -270,6 +342,7 @@ class SeededImageDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.processor_kwargs = processor_kwargs or {}
         self.with_labels = with_labels
+        self.replace_unreadable = replace_unreadable
         if with_labels and data.label_column is None:
             raise ValueError(f"{data.source} has no label column ('label' or 'labels'); fine-tuning needs labels")
 
@@ -280,11 +353,21 @@ class SeededImageDataset(torch.utils.data.Dataset):
         return len(self.data.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        row = self.data.dataset[int(index)]
-        image = decode_image(row[self.data.image_column])
-        if image is None:
-            return {"skipped": 1}
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        row_index, tries = int(index), 1 + (MAX_REPLACEMENTS if self.replace_unreadable else 0)
+        for failures in range(tries):
+            example = self.example_at(row_index, rng)
+            if example is not None:
+                return {**example, "num_unreadable": failures} if failures else example
+            row_index = int(np.random.default_rng([self.seed, self.epoch, int(index), failures]).integers(len(self)))
+        return {"skipped": tries}
+
+    def example_at(self, row_index: int, rng: np.random.Generator) -> dict | None:
+        """Row `row_index` decoded, augmented and processed with `rng` (the sample's), or None if unreadable."""
+        row = self.data.dataset[row_index]
+        image = decode_image(row[self.data.image_column], self.data.max_image_pixels)
+        if image is None:
+            return None
         if self.augmentation is not None:
             image = self.augmentation(image, rng)
         if self.rand_augment is not None:  # timm runs it after RandomResizedCrop, at the model's size
@@ -303,13 +386,15 @@ class SeededImageDataset(torch.utils.data.Dataset):
 
 def collate(examples: list[dict]) -> dict:
     """Stack the readable examples' tensors (other values become lists, which stay on the host when Accelerate
-    moves the batch); `num_skipped`, a host int for the same reason, says how many unreadable ones it lost."""
+    moves the batch); `num_skipped`, a host int for the same reason, counts the unreadable images it met (dropped
+    or replaced). A batch where nothing was readable holds `num_skipped` alone."""
     kept = [e for e in examples if "skipped" not in e]
     batch = {}
     for key in kept[0] if kept else ():
-        values = [e[key] for e in kept]
-        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    batch["num_skipped"] = len(examples) - len(kept)
+        if key != "num_unreadable":
+            values = [e[key] for e in kept]
+            batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    batch["num_skipped"] = sum(e.get("skipped", 0) + e.get("num_unreadable", 0) for e in examples)
     return batch
 
 

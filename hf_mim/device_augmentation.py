@@ -13,7 +13,6 @@ the same content in the source square as in the original image.
 
 from __future__ import annotations
 
-import io
 import random
 
 import numpy as np
@@ -22,7 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers.image_utils import SizeDict
 
-from hf_mim.data import UNREADABLE, Augmentation, AugmentationDraw, SeededImageDataset, decode_image, upright_size
+from hf_mim.data import (UNREADABLE, Augmentation, AugmentationDraw, SeededImageDataset, decode_image, open_image,
+                         upright_size)
 
 # DALL-E's map_pixels: [0, 1] -> [0.1, 0.9] (the tokenizer view of BEiT and CAE)
 LOGIT_LAPLACE_EPS = 0.1
@@ -43,12 +43,11 @@ class DeviceAugmentedImageDataset(SeededImageDataset):
             raise ValueError(f"source_size={source_size}: must be a positive side in pixels, e.g. 1.5 x image size")
         self.source_size = source_size
 
-    def __getitem__(self, index: int) -> dict:
-        row = self.data.dataset[int(index)]
-        image, size = open_for_source(row[self.data.image_column], self.source_size)
+    def example_at(self, row_index: int, rng: np.random.Generator) -> dict | None:
+        row = self.data.dataset[row_index]
+        image, size = open_for_source(row[self.data.image_column], self.source_size, self.data.max_image_pixels)
         if image is None:
-            return {"skipped": 1}
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            return None
         draw = self.augmentation.draw(size, rng)
         mask_seed = int(rng.integers(2**31))
         side = self.source_size
@@ -65,17 +64,18 @@ class DeviceAugmentedImageDataset(SeededImageDataset):
         return example
 
 
-def open_for_source(value, side: int) -> tuple[Image.Image | None, tuple[int, int] | None]:
+def open_for_source(value, side: int,
+                    max_pixels: int | None = None) -> tuple[Image.Image | None, tuple[int, int] | None]:
     """(decoded RGB image, the file's full size). JPEGs at least twice `side` decode at 1/2 to 1/8 scale (libjpeg's
     DCT scaling via `draft`, never below `side`), which the resize to the source square makes free of loss; the
     random choices are drawn on the full size, so they stay those of the CPU path."""
     try:
-        image = value if isinstance(value, Image.Image) else (
-            Image.open(io.BytesIO(value["bytes"])) if isinstance(value, dict) and value.get("bytes") is not None
-            else Image.open(value["path"] if isinstance(value, dict) else value))
+        image = open_image(value)
     except UNREADABLE:
         return None, None
     size = upright_size(image)
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        return None, None
     if image.format == "JPEG":
         image.draft("RGB", (side, side))
     image = decode_image(image)

@@ -120,7 +120,7 @@ def feature_loader(dataset_or_loader, processor=None, batch_size: int = 256, num
     if isinstance(dataset, ImageDataset):
         if processor is None:
             raise ValueError("an ImageDataset needs the model's image processor to become pixel_values")
-        dataset = SeededImageDataset(dataset, processor, augmentation=None, with_labels=True)
+        dataset = SeededImageDataset(dataset, processor, augmentation=None, with_labels=True, replace_unreadable=False)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
                                        num_workers=num_workers)
 

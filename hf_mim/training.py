@@ -12,11 +12,16 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+
+from hf_mim.arguments import UsageError
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
 STATE_FILE = "trainer_state.json"
+RUN_FILE = "run.json"  # what defines the run that saved a checkpoint; a resume must match it
+SAVE_ERRORS = (OSError, SafetensorError)  # a full disk, a read-only or vanished folder
 
 
 # ----------------------------------------------------------------------------------------------- optimiser
@@ -152,25 +157,39 @@ def resolve_checkpoint(output_dir: str | Path, resume_from: str) -> Path | None:
     return path
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, total_limit: int | None) -> Path:
-    """`accelerator.save_state` into a temporary folder, then one atomic rename to `checkpoints/step_<N>`;
-    older checkpoints beyond `total_limit` are removed afterwards."""
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, total_limit: int | None,
+                    run: dict | None = None) -> Path:
+    """`accelerator.save_state` into a temporary folder (with the state file and `run`, the run descriptor), then
+    one atomic rename to `checkpoints/step_<N>`; older checkpoints beyond `total_limit` are removed afterwards. A
+    failed write (a full disk) removes the temporary folder and raises UsageError naming the folder: the
+    previous checkpoints stay as they were."""
     root = Path(output_dir) / "checkpoints"
     final = root / f"step_{step}"
     partial = root / f".partial_step_{step}"
-    if accelerator.is_main_process:
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (partial / RUN_FILE).write_text(json.dumps(run or {}, indent=2))
+            (partial / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))
+            _fsync_dir(partial)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            _fsync_dir(root)
+    except SAVE_ERRORS as error:
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
+        kept = checkpoint_dirs(output_dir)
+        raise UsageError(
+            f"could not save checkpoint step_{step} in {root}: {error}. Nothing of it was kept; the previous "
+            f"checkpoint ({kept[-1][1] if kept else 'none'}) is intact. Free space there, or pass another "
+            "--output_dir, then resume with --resume_from_checkpoint latest"
+        ) from None
     if accelerator.is_main_process:
-        (partial / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))
-        _fsync_dir(partial)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        _fsync_dir(root)
         if total_limit:
             for _, old in checkpoint_dirs(output_dir)[:-total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -180,6 +199,51 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
 
 def read_checkpoint_state(path: Path) -> dict:
     return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def save_pretrained_atomically(output_dir: str | Path, *savables) -> None:
+    """`save_pretrained` of each (model, processor) into a temporary folder, then the files renamed into
+    `output_dir`: a save that fails (a full disk) leaves no config without weights. Raises UsageError."""
+    out = Path(output_dir)
+    partial = out / ".partial_save"
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for savable in savables:
+            savable.save_pretrained(partial)
+        for path in sorted(partial.iterdir()):
+            os.replace(path, out / path.name)
+    except SAVE_ERRORS as error:
+        raise UsageError(f"could not save the model in {out}: {error}. Nothing of it was written there; free "
+                         "space or pass another --output_dir (checkpoints/ keeps the run's last checkpoint)") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def describe_run(method: str, config, effective_batch: int, seed: int, data_source: str) -> dict:
+    """What defines a run, as JSON: a resume from a checkpoint of another run is refused unless allowed."""
+    fields = {k: v for k, v in config.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
+    described = {"method": method, "config": fields, "effective_batch": effective_batch, "seed": seed,
+                 "data": data_source}
+    return json.loads(json.dumps(described, default=str))
+
+
+def run_differences(saved: dict, current: dict) -> list[str]:
+    """'name: saved -> current' for every entry (config fields one by one) that differs."""
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += [f"{key}.{d}" for d in run_differences(old, new)]
+        elif old != new:
+            differences.append(f"{key}: {old!r} -> {new!r}")
+    return differences
+
+
+def weight_magnitude(model: torch.nn.Module) -> float:
+    """The largest |w| over the model's floating-point parameters: nan or inf when any is not finite."""
+    peaks = [p.detach().abs().amax().float() for p in model.parameters() if p.is_floating_point() and p.numel()]
+    return float(torch.stack(peaks).max()) if peaks else 0.0
 
 
 def _fsync_dir(path: Path) -> None:
@@ -194,8 +258,8 @@ def _fsync_dir(path: Path) -> None:
 # ----------------------------------------------------------------------------------------------- loss guard
 
 
-class NonFiniteLossError(FloatingPointError):
-    pass
+class NonFiniteLossError(UsageError, FloatingPointError):
+    """The loss or the weights left the finite, bounded range: the run stops before anything bad is saved."""
 
 
 class NonFiniteGuard:
@@ -250,10 +314,12 @@ class NonFiniteGuard:
 
     @staticmethod
     def advice(last_checkpoint: str | None) -> str:
+        resume = (f"resume with --resume_from_checkpoint latest (it picks {last_checkpoint})" if last_checkpoint
+                  else "no checkpoint was saved, so start again")
         return (
             f"Nothing was saved after the last good checkpoint ({last_checkpoint or 'none yet'}). Lower the learning "
             "rate, use bf16 rather than fp16, check the data, or pass --max_nonfinite_skips N to skip such steps; "
-            "resume with --resume_from_checkpoint latest"
+            f"{resume}"
         )
 
 
@@ -266,12 +332,15 @@ class TrainingLoop:
     resume (`load_state` + `skip_first_batches` over a seedable sampler and seed-keyed samples).
 
     `forward(model, batch) -> (loss, logs)` is the only task-specific part; `on_epoch_end(epoch)` may evaluate.
+    `run_descriptor` (`describe_run`) goes into every checkpoint, and a resume from a checkpoint of another run
+    stops unless `allow_resume_changes`; a checkpoint is saved only while every weight is finite and below
+    `max_weight_magnitude`.
     """
 
     def __init__(self, accelerator, model, optimizer, scheduler, loader, dataset, *, output_dir, max_train_steps,
                  num_epochs, checkpointing_steps=None, checkpoints_total_limit=None, max_grad_norm=None,
                  max_nonfinite_skips=0, logging_steps=10, forward=None, on_update=None, on_epoch_end=None,
-                 progress_desc="train"):
+                 progress_desc="train", run_descriptor=None, allow_resume_changes=False, max_weight_magnitude=1e4):
         self.accelerator = accelerator
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.loader, self.dataset = loader, dataset
@@ -286,6 +355,8 @@ class TrainingLoop:
         self.on_update = on_update
         self.on_epoch_end = on_epoch_end
         self.progress_desc = progress_desc
+        self.run_descriptor, self.allow_resume_changes = run_descriptor or {}, allow_resume_changes
+        self.max_weight_magnitude = max_weight_magnitude
         self.global_step, self.start_epoch, self.resume_batches = 0, 0, 0
         self.last_checkpoint: str | None = None
         self.skipped_images = 0  # over all processes, as of the last sync_skipped()
@@ -296,6 +367,7 @@ class TrainingLoop:
     def resume(self, checkpoint: Path | None) -> None:
         if checkpoint is None:
             return
+        self.check_same_run(checkpoint)
         self.accelerator.load_state(str(checkpoint))
         state = read_checkpoint_state(checkpoint)
         self.global_step = state["step"]
@@ -305,6 +377,32 @@ class TrainingLoop:
         self.last_checkpoint = str(checkpoint)
         logger.info("resumed from %s at update %d (epoch %d, batch %d)", checkpoint, self.global_step,
                     self.start_epoch, self.resume_batches)
+
+    def check_same_run(self, checkpoint: Path) -> None:
+        """Stop (UsageError) when the checkpoint was saved by a run defined otherwise (another method, config,
+        effective batch, seed or data); with `allow_resume_changes`, log the differences and go on."""
+        run_file = Path(checkpoint) / RUN_FILE
+        if not run_file.exists() or not self.run_descriptor:
+            logger.warning("%s records no run description; resuming without checking it is the same run", checkpoint)
+            return
+        differences = run_differences(json.loads(run_file.read_text()), self.run_descriptor)
+        if not differences:
+            return
+        if not self.allow_resume_changes:
+            raise UsageError(f"{checkpoint} was saved by another run; differences (checkpoint -> now): "
+                             f"{'; '.join(differences)}. Pass the checkpoint's flags again, or "
+                             "--allow_resume_changes to continue with the new ones")
+        logger.warning("resuming %s with changes (--allow_resume_changes): %s", checkpoint, "; ".join(differences))
+
+    def check_weights(self) -> float:
+        """Stop (NonFiniteLossError) before saving weights that are not finite or over `max_weight_magnitude`: a
+        checkpoint kept as the last good one must be one a resume can start from."""
+        peak = weight_magnitude(self.accelerator.unwrap_model(self.model))
+        if not peak < self.max_weight_magnitude:  # also catches nan
+            raise NonFiniteLossError(
+                f"weights reached max |w| = {peak:.3g} at update {self.global_step} (bound: --max_weight_magnitude "
+                f"{self.max_weight_magnitude:g}); they were not saved. " + self.guard.advice(self.last_checkpoint))
+        return peak
 
     def sync_skipped(self) -> None:
         """Add every process's unreadable-image count to the total: one collective per log or checkpoint rather
@@ -317,9 +415,12 @@ class TrainingLoop:
 
     def checkpoint(self, epoch: int, batches_in_epoch: int) -> None:
         self.guard.check(self.accelerator, self.global_step, self.last_checkpoint)
+        peak = self.check_weights()
         self.sync_skipped()
-        state = {"epoch": epoch, "batches_in_epoch": batches_in_epoch, "skipped_images": self.skipped_images}
-        path = save_checkpoint(self.accelerator, self.output_dir, self.global_step, state, self.checkpoints_total_limit)
+        state = {"epoch": epoch, "batches_in_epoch": batches_in_epoch, "skipped_images": self.skipped_images,
+                 "max_abs_weight": peak}
+        path = save_checkpoint(self.accelerator, self.output_dir, self.global_step, state, self.checkpoints_total_limit,
+                               self.run_descriptor)
         self.last_checkpoint = str(path)
 
     def run(self) -> list[dict]:
@@ -341,6 +442,9 @@ class TrainingLoop:
             for batch in batches:
                 batches_in_epoch += 1
                 self.unsynced_skips += batch.pop("num_skipped")
+                if not batch:  # every image of it unreadable, even after the dataset's replacements
+                    self.skip_empty_batch()
+                    continue
                 with accelerator.accumulate(self.model):
                     loss, logs = self.forward(self.model, batch)
                     if self.guard.defers:
@@ -364,16 +468,7 @@ class TrainingLoop:
                 if self.on_update is not None:
                     self.on_update(self.global_step)
                 if self.global_step % self.logging_steps == 0 or self.global_step == self.max_train_steps:
-                    self.guard.check(accelerator, self.global_step, self.last_checkpoint)
-                    self.sync_skipped()
-                    mean_loss = accelerator.reduce(running / count, "mean").item()
-                    record = {"step": self.global_step, "epoch": epoch, "loss": mean_loss,
-                              "lr": self.scheduler.get_last_lr()[-1], "skipped_images": self.skipped_images,
-                              **{k: float(v) for k, v in logs.items()}}
-                    self.history.append(record)
-                    progress.set_postfix(loss=f"{mean_loss:.4f}")
-                    accelerator.log(record, step=self.global_step)
-                    self.write_log(record)
+                    self.log_update(epoch, running / count, logs, progress)
                     running, count = 0.0, 0
                 if self.checkpointing_steps and self.global_step % self.checkpointing_steps == 0:
                     self.checkpoint(epoch, batches_in_epoch)
@@ -384,8 +479,30 @@ class TrainingLoop:
                 self.on_epoch_end(epoch)
         progress.close()
         self.guard.check(accelerator, self.global_step, self.last_checkpoint)
+        self.check_weights()
         self.sync_skipped()
         return self.history
+
+    def skip_empty_batch(self) -> None:
+        """A batch with no readable image never reaches the model. One process just moves on (the images were
+        counted); several cannot, as the others would wait for its gradients, so the run stops instead."""
+        if self.accelerator.num_processes > 1:
+            raise UsageError(f"a batch held no readable image, even after replacements, at update {self.global_step}: "
+                             "most files of the dataset cannot be decoded; fix or remove them")
+        logger.warning("a batch held no readable image; skipped it (update %d)", self.global_step)
+
+    def log_update(self, epoch: int, mean_loss: torch.Tensor, logs: dict, progress) -> None:
+        """One record (loss over the updates since the last, lr, unreadable images so far, the forward's scalars)
+        to the history, the progress bar, the trackers and train_log.jsonl."""
+        self.guard.check(self.accelerator, self.global_step, self.last_checkpoint)
+        self.sync_skipped()
+        loss = self.accelerator.reduce(mean_loss, "mean").item()
+        record = {"step": self.global_step, "epoch": epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[-1],
+                  "skipped_images": self.skipped_images, **{k: float(v) for k, v in logs.items()}}
+        self.history.append(record)
+        progress.set_postfix(loss=f"{loss:.4f}", skipped_images=self.skipped_images)
+        self.accelerator.log(record, step=self.global_step)
+        self.write_log(record)
 
     def write_log(self, record: dict) -> None:
         if self.accelerator.is_main_process:

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 import hf_mim
+from hf_mim.arguments import ArgumentParser, non_negative_int, positive_float, positive_int, run_main
 from hf_mim.benchmarking import (
     SIZES,
     build_pairs,
@@ -62,7 +63,7 @@ H100_BF16_DENSE_TFLOPS = 989.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=None,
                    help="comma list; default: every method of hf_mim.METHODS with a transformers peer")
     p.add_argument("--sizes", default="tiny,small,base",
@@ -74,21 +75,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '"decoder_hidden_size=256,decoder_num_hidden_layers=4"')
     p.add_argument("--batch_size", default=None,
                    help="one integer, or one per size in --sizes order; default by size and device")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per side before timing")
-    p.add_argument("--repeats", type=int, default=10, help="timed rounds (each steps ours and the peer once)")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps per side before timing")
+    p.add_argument("--repeats", type=positive_int, default=10, help="timed rounds (each steps ours and the peer once)")
     p.add_argument("--phases", default="train,inference", help="comma list of train, inference")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16 = autocast, fp32 weights")
     p.add_argument("--compile", action="store_true", help="torch.compile both sides (same backend)")
     p.add_argument("--compile_backend", default="inductor")
-    p.add_argument("--peak_tflops", type=float, default=None,
+    p.add_argument("--peak_tflops", type=positive_float, default=None,
                    help=f"device peak for MFU; default {H100_BF16_DENSE_TFLOPS} (H100 SXM bf16 dense) on CUDA")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops of one step per side")
     p.add_argument("--data", action="store_true",
                    help="measure the input pipeline instead (decode + augment + processor + masks, one worker)")
-    p.add_argument("--data_samples", type=int, default=256, help="images per timed round in --data mode")
+    p.add_argument("--data_samples", type=positive_int, default=256, help="images per timed round in --data mode")
     p.add_argument("--train_dir", default=None,
                    help="--data mode: an image folder to read (default: the embedded 28 px sample; real photos decode "
                         "and resize very differently)")
@@ -487,4 +488,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 import hf_mim
+from hf_mim.arguments import ArgumentParser, non_negative_float, non_negative_int, positive_float, positive_int
 from hf_mim.evaluation import logistic_regression_on_pixels
 from hf_mim.fashion_mnist import DEBIAN_DIR, LABELS, to_dataset_dict
 from hf_mim.planning import command_line
@@ -64,17 +65,23 @@ FINETUNE_DEFAULT_ARGS = ("--mixup 0 --cutmix 0 --rand_augment none --random_eras
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="outputs/benchmark-fashion-mnist")
     p.add_argument("--methods", nargs="+", default=None, help=f"default: all of {', '.join(sorted(hf_mim.METHODS))}")
     p.add_argument("--fashion_mnist_dir", default=str(DEBIAN_DIR), help="folder of the four idx files (.gz or not)")
-    p.add_argument("--train_subset", type=int, default=5000, help="class-balanced training images (0 = all 60000)")
-    p.add_argument("--test_subset", type=int, default=1000, help="class-balanced test images (0 = all 10000)")
-    p.add_argument("--pretrain_steps", type=int, default=400, help="pretraining updates, the same for every method")
-    p.add_argument("--finetune_steps", type=int, default=150, help="fine-tuning updates, pretrained and from scratch")
-    p.add_argument("--tokenizer_steps", type=int, default=300, help="dVAE updates for BEiT and CAE's tokenizer")
+    p.add_argument("--train_subset", type=non_negative_int, default=5000,
+                   help="class-balanced training images (0 = all 60000)")
+    p.add_argument("--test_subset", type=non_negative_int, default=1000,
+                   help="class-balanced test images (0 = all 10000)")
+    p.add_argument("--pretrain_steps", type=positive_int, default=400,
+                   help="pretraining updates, the same for every method")
+    p.add_argument("--finetune_steps", type=positive_int, default=150,
+                   help="fine-tuning updates, pretrained and from scratch")
+    p.add_argument("--tokenizer_steps", type=positive_int, default=300,
+                   help="dVAE updates for BEiT and CAE's tokenizer")
     p.add_argument("--tokenizer_name_or_path", default=None, help="use this tokenizer instead of training one")
-    p.add_argument("--batch_size", type=int, default=64, help="per-device batch of pretraining and fine-tuning")
+    p.add_argument("--batch_size", type=positive_int, default=64,
+                   help="per-device batch of pretraining and fine-tuning")
     p.add_argument("--model_size", choices=["demo", "base"], default="demo",
                    help="demo: the 32 px CPU ViT; base: each method's ViT-B/16 (GPU)")
     p.add_argument("--config_overrides", default="", help='"k=v,..." for every pretrained model (e.g. hidden_size=192)')
@@ -84,14 +91,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pooling", choices=["cls", "mean"], default="mean",
                    help="feature of kNN and the linear probe. Default: the mean of the patch tokens, the feature every "
                         "method's classifier uses; BEiT, SimMIM, MaskFeat and CAE put no loss on the cls token")
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--temperature", type=float, default=0.07)
-    p.add_argument("--probe_epochs", type=int, default=90, help="linear-probe epochs on cached features")
-    p.add_argument("--probe_batch_size", type=int, default=256)
-    p.add_argument("--logreg_l2", type=float, default=1e-4, help="L2 of the raw-pixel logistic regression")
+    p.add_argument("--k", type=positive_int, default=20)
+    p.add_argument("--temperature", type=positive_float, default=0.07)
+    p.add_argument("--probe_epochs", type=positive_int, default=90, help="linear-probe epochs on cached features")
+    p.add_argument("--probe_batch_size", type=positive_int, default=256)
+    p.add_argument("--logreg_l2", type=non_negative_float, default=1e-4, help="L2 of the raw-pixel logistic regression")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     args = p.parse_args(argv)
     args.methods = args.methods or sorted(hf_mim.METHODS)
     unknown = [m for m in args.methods if m not in hf_mim.METHODS]

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from transformers.initialization import no_init_weights
 
+from hf_mim.arguments import ArgumentParser, apply_config_overrides, positive_int, run_main
 from hf_mim.checkpoint_sources import NORMALIZATIONS, Source
 from hf_mim.convert import (convert_state_dict, dropped_keys, key_groups, load_converted,
                             recompute_fixed_position_tables, resize_position_tables)
@@ -54,7 +55,7 @@ def config_with_overrides(method, fields: dict, overrides: str):
     other mask counts to be valid at all."""
     if overrides:
         parsed = method.config_class()
-        parsed.update_from_string(overrides)
+        parsed = apply_config_overrides(parsed, overrides, recheck=False)
         names = [pair.split("=", 1)[0].strip() for pair in overrides.split(",")]
         fields = {**fields, **{name: getattr(parsed, name) for name in names}}
     return method.config_class(**fields)
@@ -73,12 +74,13 @@ def target_class(method, config, converted: dict[str, torch.Tensor]) -> tuple[ty
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source", required=True, choices=sorted([*conversion_source_ids(), "dalle-encoder"]))
     p.add_argument("--checkpoint", required=True, help="the file (.pth/.pt/.bin/.safetensors) or folder to convert")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--num_attention_heads", type=int, default=None, help="when the width is not a standard ViT size")
-    p.add_argument("--image_size", type=int, default=None, help="resample position tables to this image size")
+    p.add_argument("--num_attention_heads", type=positive_int, default=None,
+                   help="when the width is not a standard ViT size")
+    p.add_argument("--image_size", type=positive_int, default=None, help="resample position tables to this image size")
     p.add_argument("--config_overrides", default="", help='"k=v,k=v" applied to the inferred config')
     p.add_argument("--normalization", choices=sorted(NORMALIZATIONS), default=None,
                    help="image mean/std of the saved processor: imagenet-default (0.485.../0.229...) or "
@@ -175,4 +177,4 @@ def convert_dalle_encoder(args) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

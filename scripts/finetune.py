@@ -22,7 +22,9 @@ import torch
 from transformers import AutoConfig
 
 import hf_mim
-from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
+from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
+                              check_loop_arguments, image_checks, in_range, make_accelerator,
+                              non_negative_float, open_fraction, positive_int, run_main)
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
 from hf_mim.rand_augment import RandomErasing, parse_rand_augment
 from hf_mim.hub import push_folder, write_model_card
@@ -30,13 +32,14 @@ from hf_mim.metrics import load_metric
 from hf_mim.planning import command_line, plan_schedule, with_overrides
 from hf_mim.recipes import check_values
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, enable_activation_checkpointing,
-                             end_training_together, resolve_checkpoint)
+                             describe_run, end_training_together, resolve_checkpoint,
+                             save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.finetune")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_name_or_path", required=True, help="a pretrained hf-mim folder or Hub id")
     p.add_argument("--from_scratch", action="store_true", help="same architecture, random init (the baseline)")
     p.add_argument("--config_overrides", default="", help='"k=v,k=v" applied after the fine-tuning switches')
@@ -46,20 +49,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval_split", default=None, help="default: 'test' for the sample, else 'validation'")
     p.add_argument("--label_column", default=None)
     p.add_argument("--output_dir", default="outputs/finetune")
-    p.add_argument("--per_device_train_batch_size", type=int, default=64)
-    p.add_argument("--per_device_eval_batch_size", type=int, default=128)
+    p.add_argument("--per_device_train_batch_size", type=positive_int, default=64)
+    p.add_argument("--per_device_eval_batch_size", type=positive_int, default=128)
     lr_choice = p.add_mutually_exclusive_group()
-    lr_choice.add_argument("--base_learning_rate", type=float, default=None,
+    lr_choice.add_argument("--base_learning_rate", type=non_negative_float, default=None,
                            help="default: the method's recipe, scaled by batch / the recipe's divisor where it has one")
-    lr_choice.add_argument("--learning_rate", type=float, default=None,
+    lr_choice.add_argument("--learning_rate", type=non_negative_float, default=None,
                    help="absolute peak lr; replaces base_learning_rate x batch / divisor (one lr for every method)")
-    p.add_argument("--min_learning_rate", type=float, default=None)
-    p.add_argument("--layer_decay", type=float, default=None, help="layer-wise lr decay (0.65 in the recipes; 1 = off)")
-    p.add_argument("--weight_decay", type=float, default=None)
-    p.add_argument("--drop_path_rate", type=float, default=None)
-    p.add_argument("--mixup", type=float, default=None, help="mixup alpha (0 = off)")
-    p.add_argument("--cutmix", type=float, default=None, help="cutmix alpha (0 = off)")
-    p.add_argument("--label_smoothing", type=float, default=None)
+    p.add_argument("--min_learning_rate", type=non_negative_float, default=None)
+    p.add_argument("--layer_decay", type=open_fraction, default=None,
+                   help="layer-wise lr decay (0.65 in the recipes; 1 = off)")
+    p.add_argument("--weight_decay", type=non_negative_float, default=None)
+    p.add_argument("--drop_path_rate", type=in_range(float, 0, 1, open_high=True), default=None)
+    p.add_argument("--mixup", type=non_negative_float, default=None, help="mixup alpha (0 = off)")
+    p.add_argument("--cutmix", type=non_negative_float, default=None, help="cutmix alpha (0 = off)")
+    p.add_argument("--label_smoothing", type=in_range(float, 0, 1, open_high=True), default=None)
     p.add_argument("--crop_scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (0.08 1 in the recipes; milder for short runs on small images)")
     p.add_argument("--rand_augment", default=None,
@@ -70,10 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="evaluation and the saved (pipeline) processor: resize the short side to image_size / "
                         "eval_crop_pct, centre-crop image_size. Default: the official rule, 0.875 up to 224 px, "
                         "else 1 (the whole short side)")
-    p.add_argument("--max_grad_norm", type=float, default=0.0)
-    p.add_argument("--num_train_epochs", type=int, default=10)
-    p.add_argument("--max_train_steps", type=int, default=None)
-    p.add_argument("--warmup_epochs", type=float, default=None)
+    p.add_argument("--max_grad_norm", type=non_negative_float, default=0.0)
+    p.add_argument("--num_train_epochs", type=positive_int, default=10)
+    p.add_argument("--max_train_steps", type=positive_int, default=None)
+    p.add_argument("--warmup_epochs", type=non_negative_float, default=None)
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute each block in the backward pass: less activation memory, about one more forward")
     add_loop_arguments(p)
@@ -88,12 +92,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_splits(args):
     if args.train_dir:
-        train = load_image_dataset(train_dir=args.train_dir, image_column=args.image_column, label_column=args.label_column)
+        train = load_image_dataset(train_dir=args.train_dir, image_column=args.image_column,
+                                   label_column=args.label_column, **image_checks(args))
         evaluation = (load_image_dataset(train_dir=args.validation_dir, image_column=args.image_column,
                                          label_column=args.label_column) if args.validation_dir else None)
         return train, evaluation
     eval_split = args.eval_split or ("validation" if args.dataset_name else "test")
-    train = load_image_dataset(args.dataset_name, None, args.train_split, args.image_column, args.label_column)
+    train = load_image_dataset(args.dataset_name, None, args.train_split, args.image_column, args.label_column,
+                               **image_checks(args))
     try:
         evaluation = load_image_dataset(args.dataset_name, None, eval_split, args.image_column, args.label_column)
     except (ValueError, KeyError) as error:
@@ -117,7 +123,7 @@ def build_classifier(args, train):
     config.label2id = {name: i for i, name in enumerate(names)}
     config.drop_path_rate = settings.drop_path_rate
     if args.config_overrides:
-        config.update_from_string(args.config_overrides)
+        config = apply_config_overrides(config, args.config_overrides)
     config = type(config)(**config.to_dict())
     cls = hf_mim.backbone_of_config(config).classification_class
     if args.from_scratch:
@@ -149,7 +155,8 @@ def build_loaders(args, settings, model, train, evaluation):
                 eval_processor.crop_size.height)
     eval_loader = None
     if evaluation is not None:
-        eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True)
+        eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True,
+                                      replace_unreadable=False)
         eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.per_device_eval_batch_size,
                                                   collate_fn=collate, num_workers=args.dataloader_num_workers)
     return train_set, train_loader, eval_processor, eval_loader
@@ -227,6 +234,9 @@ def main(argv=None) -> dict:
         checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm or None,
         max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps, forward=forward,
         on_epoch_end=keeper, progress_desc="finetune",
+        run_descriptor=describe_run(method.name, accelerator.unwrap_model(model).config, plan.effective_batch, args.seed,
+                                    train.source),
+        allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
     )
     if args.resume_from_checkpoint:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
@@ -286,9 +296,8 @@ def evaluate_model(accelerator, model, loader) -> dict:
 def save_model(args, accelerator, model, processor) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(args.output_dir)
-        processor.save_pretrained(args.output_dir)
+        save_pretrained_atomically(args.output_dir, accelerator.unwrap_model(model), processor)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

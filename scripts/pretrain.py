@@ -20,19 +20,22 @@ import torch
 from transformers import AutoConfig
 
 import hf_mim
-from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
+from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
+                              check_loop_arguments, image_checks, make_accelerator, non_negative_float, positive_int,
+                              run_main)
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.planning import command_line, plan_schedule, with_overrides
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, enable_activation_checkpointing,
-                             end_training_together, resolve_checkpoint)
+                             describe_run, end_training_together, resolve_checkpoint,
+                             save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.pretrain")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", required=True, choices=sorted(hf_mim.METHODS))
     p.add_argument("--model_name_or_path", help="start from these weights (a folder or Hub id) instead of random init")
     p.add_argument("--config_overrides", default="", help='config fields, "k=v,k=v", e.g. "hidden_size=384,mask_ratio=0.6"')
@@ -43,20 +46,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "scripts/train_tokenizer.py or scripts/convert_checkpoint.py --from dalle-encoder")
     add_data_arguments(p)
     p.add_argument("--output_dir", default=None, help="default: outputs/<method>-pretrain")
-    p.add_argument("--per_device_train_batch_size", type=int, default=None)
-    p.add_argument("--base_learning_rate", type=float, default=None,
-                   help="blr; the lr is blr * effective batch / the recipe's divisor (256 or 512), or blr itself "
-                        "where the recipe gives an absolute lr")
-    p.add_argument("--min_learning_rate", type=float, default=None)
-    p.add_argument("--weight_decay", type=float, default=None)
-    p.add_argument("--max_grad_norm", type=float, default=None, help="gradient clip (method default; 0 disables)")
-    p.add_argument("--num_train_epochs", type=int, default=None)
-    p.add_argument("--max_train_steps", type=int, default=None, help="optimizer updates; overrides epochs")
-    p.add_argument("--warmup_epochs", type=float, default=None)
+    p.add_argument("--per_device_train_batch_size", type=positive_int, default=None)
+    p.add_argument("--base_learning_rate", type=non_negative_float, default=None,
+                   help="blr; the lr is blr * effective batch / the recipe's divisor (256 or 512), or blr itself where the recipe gives an absolute lr")
+    p.add_argument("--min_learning_rate", type=non_negative_float, default=None)
+    p.add_argument("--weight_decay", type=non_negative_float, default=None)
+    p.add_argument("--max_grad_norm", type=non_negative_float, default=None,
+                   help="gradient clip (method default; 0 disables)")
+    p.add_argument("--num_train_epochs", type=positive_int, default=None)
+    p.add_argument("--max_train_steps", type=positive_int, default=None, help="optimizer updates; overrides epochs")
+    p.add_argument("--warmup_epochs", type=non_negative_float, default=None)
     p.add_argument("--augment_on_device", action="store_true",
                    help="crop, flip, jitter, resize and normalise on the accelerator (same random choices as the CPU "
                         "path, bicubic resampling); loader workers only decode and resize to --augmentation_source_size")
-    p.add_argument("--augmentation_source_size", type=int, default=None,
+    p.add_argument("--augmentation_source_size", type=positive_int, default=None,
                    help="side of the square each image is resized to before the device crops it (default 1.5 x image size)")
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute each block in the backward pass: less activation memory, about one more forward")
@@ -88,7 +91,7 @@ def build_config(args, method):
         config.tokenizer_config = {k: v for k, v in tokenizer_config.to_diff_dict().items()
                                    if k in known and k not in ("architectures", "auto_map", "transformers_version")}
     if args.config_overrides:
-        config.update_from_string(args.config_overrides)
+        config = apply_config_overrides(config, args.config_overrides)
     config = method.config_class(**config.to_dict())  # re-validate the combination
     return config, size
 
@@ -125,7 +128,7 @@ def main(argv=None) -> dict:
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     processor = method.image_processor_class.for_model_config(config)
-    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column)
+    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column, **image_checks(args))
     dataset, train_dataset, on_device = build_datasets(args, settings, data, processor, config)
     batch_size = settings.per_device_train_batch_size
     loader = torch.utils.data.DataLoader(train_dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
@@ -155,6 +158,8 @@ def main(argv=None) -> dict:
         max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps,
         forward=partial(pretraining_forward, augmentation=on_device),
         on_update=lambda step: unwrapped.after_optimizer_step(), progress_desc=f"pretrain {method.name}",
+        run_descriptor=describe_run(method.name, config, plan.effective_batch, args.seed, data.source),
+        allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
     )
     if args.resume_from_checkpoint:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
@@ -201,8 +206,7 @@ def save_outputs(args, method, model, processor, dataset, data, summary, command
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_pretrained_atomically(out_dir, model, processor)
     picture = pretraining_picture(model, dataset, processor, method.picture_captions, num_images=8)
     picture_name = None
     if picture is not None:
@@ -224,4 +228,4 @@ def save_outputs(args, method, model, processor, dataset, data, summary, command
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from hf_mim.arguments import (ArgumentParser, non_negative_float, non_negative_int, positive_float,
+                              positive_int, run_main)
 from hf_mim.data import load_image_dataset
 from hf_mim.evaluation import (attentive_probe, classification_metrics, extract_features, feature_cache_key,
                                knn_classify, linear_probe, load_encoder)
@@ -30,7 +32,7 @@ PROTOCOL_POOLING = {"knn": "cls", "linear": "cls", "attentive": "tokens"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_name_or_path", required=True, help="an hf-mim folder or Hub id (pretrained or fine-tuned)")
     p.add_argument("--protocol", required=True, choices=sorted(PROTOCOL_POOLING))
     p.add_argument("--random_init", action="store_true", help="same architecture, random weights (the baseline)")
@@ -46,20 +48,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pooling", choices=["cls", "mean"], default=None,
                    help="feature of kNN and the linear probe: cls token (MAE's protocol, default) or mean of the "
                         "patch tokens. The attentive probe always attends over the patch tokens")
-    p.add_argument("--k", type=int, default=20, help="kNN neighbours")
-    p.add_argument("--temperature", type=float, default=0.07, help="kNN vote weight exp(similarity / T)")
-    p.add_argument("--epochs", type=int, default=90, help="probe training epochs (MAE and CAE: 90)")
-    p.add_argument("--learning_rate", type=float, default=None, help="probe SGD lr (default 0.1 * batch / 256)")
-    p.add_argument("--batch_size", type=int, default=256, help="probe training batch")
-    p.add_argument("--weight_decay", type=float, default=0.0)
-    p.add_argument("--warmup_epochs", type=float, default=None, help="default: a ninth of --epochs (MAE: 10 of 90)")
+    p.add_argument("--k", type=positive_int, default=20, help="kNN neighbours")
+    p.add_argument("--temperature", type=positive_float, default=0.07, help="kNN vote weight exp(similarity / T)")
+    p.add_argument("--epochs", type=positive_int, default=90, help="probe training epochs (MAE and CAE: 90)")
+    p.add_argument("--learning_rate", type=non_negative_float, default=None,
+                   help="probe SGD lr (default 0.1 * batch / 256)")
+    p.add_argument("--batch_size", type=positive_int, default=256, help="probe training batch")
+    p.add_argument("--weight_decay", type=non_negative_float, default=0.0)
+    p.add_argument("--warmup_epochs", type=non_negative_float, default=None,
+                   help="default: a ninth of --epochs (MAE: 10 of 90)")
     p.add_argument("--eval_crop_pct", type=float, default=None,
                    help="both splits: resize the short side to image_size / eval_crop_pct, centre-crop image_size. "
                         "Default: the official rule, 0.875 up to 224 px, else 1 (the whole short side)")
-    p.add_argument("--feature_batch_size", type=int, default=256, help="images per encoder forward pass")
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
+    p.add_argument("--feature_batch_size", type=positive_int, default=256, help="images per encoder forward pass")
+    p.add_argument("--dataloader_num_workers", type=non_negative_int, default=0)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--seed", type=int, default=0, help="probe init and shuffling; random-init weights")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="probe init and shuffling; random-init weights")
     args = p.parse_args(argv)
     if args.dataset_name and args.train_dir:
         p.error("pass either --dataset_name or --train_dir, not both")
@@ -164,4 +168,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from hf_mim.arguments import ArgumentParser, run_main
 from hf_mim.hub import push_folder
 
 REQUIRED = ("model.safetensors", "config.json", "preprocessor_config.json", "README.md")
@@ -36,7 +37,7 @@ def check_folder(folder: Path) -> None:
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True)
     p.add_argument("--hub_model_id", required=True, help="ORG/NAME")
     p.add_argument("--private", action="store_true")
@@ -50,4 +51,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

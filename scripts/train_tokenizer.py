@@ -24,13 +24,16 @@ from types import SimpleNamespace
 import torch
 from transformers.image_utils import PILImageResampling
 
-from hf_mim.cli import add_data_arguments, add_loop_arguments, check_loop_arguments, make_accelerator
+from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
+                              check_loop_arguments, fraction, image_checks, make_accelerator, non_negative_float,
+                              non_negative_int, positive_int, run_main)
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.modeling.configuration_dvae import MimDvaeConfig
 from hf_mim.modeling.image_processing_mim import MimImageProcessor
 from hf_mim.modeling.modeling_dvae import MimDvaeModel, gumbel_temperature, kl_weight_schedule, map_pixels
-from hf_mim.training import TrainingLoop, build_optimizer, build_scheduler, end_training_together, resolve_checkpoint
+from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, describe_run, end_training_together,
+                             resolve_checkpoint, save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.train_tokenizer")
 
@@ -49,22 +52,25 @@ TOKENIZER = SimpleNamespace(
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_size", choices=["demo", "dalle"], default=None,
                    help="demo: small dVAE at 64 px; dalle: DALL-E's architecture at 112 px. Default: demo on the sample")
     p.add_argument("--config_overrides", default="", help='dVAE config fields, "k=v,k=v" (vocab_size, image_size, ...)')
     add_data_arguments(p)
     p.add_argument("--output_dir", default="outputs/tokenizer")
-    p.add_argument("--per_device_train_batch_size", type=int, default=64)
-    p.add_argument("--learning_rate", type=float, default=None,
+    p.add_argument("--per_device_train_batch_size", type=positive_int, default=64)
+    p.add_argument("--learning_rate", type=non_negative_float, default=None,
                    help=f"peak Adam step size (default: {DEMO_LEARNING_RATE:g} for the demo size, DALL-E's 1e-4 otherwise)")
-    p.add_argument("--final_learning_rate_ratio", type=float, default=0.0125, help="cosine floor (DALL-E: 1.25e-6 / 1e-4)")
-    p.add_argument("--weight_decay", type=float, default=0.0)
-    p.add_argument("--num_train_epochs", type=int, default=None)
-    p.add_argument("--max_train_steps", type=int, default=None)
-    p.add_argument("--warmup_steps", type=int, default=None)
-    p.add_argument("--kl_warmup_steps", type=int, default=None, help="KL weight 0 -> kl_weight over these updates")
-    p.add_argument("--temperature_anneal_steps", type=int, default=None, help="Gumbel temperature 1 -> 1/16 over these")
+    p.add_argument("--final_learning_rate_ratio", type=fraction, default=0.0125,
+                   help="cosine floor (DALL-E: 1.25e-6 / 1e-4)")
+    p.add_argument("--weight_decay", type=non_negative_float, default=0.0)
+    p.add_argument("--num_train_epochs", type=positive_int, default=None)
+    p.add_argument("--max_train_steps", type=positive_int, default=None)
+    p.add_argument("--warmup_steps", type=non_negative_int, default=None)
+    p.add_argument("--kl_warmup_steps", type=non_negative_int, default=None,
+                   help="KL weight 0 -> kl_weight over these updates")
+    p.add_argument("--temperature_anneal_steps", type=non_negative_int, default=None,
+                   help="Gumbel temperature 1 -> 1/16 over these")
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
@@ -78,14 +84,14 @@ def main(argv=None) -> dict:
     size = args.model_size or ("demo" if uses_sample else "dalle")
     config = MimDvaeConfig(**(DEMO_CONFIG if size == "demo" else {}))
     if args.config_overrides:
-        config.update_from_string(args.config_overrides)
+        config = apply_config_overrides(config, args.config_overrides)
         config = MimDvaeConfig(**config.to_dict())
     model = MimDvaeModel(config)
     learning_rate = args.learning_rate or (DEMO_LEARNING_RATE if size == "demo" else DALLE_LEARNING_RATE)
     # The tokenizer view of BEiT: Lanczos resize of the crop, [0, 1], no ImageNet normalisation.
     processor = MimImageProcessor(size={"height": config.image_size, "width": config.image_size},
                                   resample=PILImageResampling.LANCZOS, do_normalize=False)
-    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column)
+    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column, **image_checks(args))
     dataset = SeededImageDataset(data, processor, Augmentation(crop_scale=(0.5, 1.0)), seed=args.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.per_device_train_batch_size, shuffle=True,
                                          collate_fn=collate, num_workers=args.dataloader_num_workers,
@@ -121,6 +127,9 @@ def main(argv=None) -> dict:
         max_train_steps=max_steps, num_epochs=epochs, checkpointing_steps=args.checkpointing_steps,
         checkpoints_total_limit=args.checkpoints_total_limit, max_nonfinite_skips=args.max_nonfinite_skips,
         logging_steps=args.logging_steps, forward=forward, progress_desc="tokenizer",
+        run_descriptor=describe_run(TOKENIZER.name, config, args.per_device_train_batch_size * accelerator.num_processes
+                                    * args.gradient_accumulation_steps, args.seed, data.source),
+        allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
     )
     if args.resume_from_checkpoint:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
@@ -132,7 +141,7 @@ def main(argv=None) -> dict:
                "codebook_perplexity": history[-1].get("codebook_perplexity") if history else None}
     if accelerator.is_main_process:
         out_dir = Path(args.output_dir)
-        unwrapped.save_pretrained(out_dir)
+        save_pretrained_atomically(out_dir, unwrapped)
         picture, stats = tokenizer_picture(unwrapped, dataset)
         picture.save(out_dir / "reconstruction.png")
         summary.update(stats)
@@ -193,4 +202,4 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
