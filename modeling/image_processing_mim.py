@@ -57,6 +57,11 @@ def as_size_dict(size) -> SizeDict:
     return size if isinstance(size, SizeDict) else SizeDict(**get_size_dict(size))
 
 
+def set_fields(size: SizeDict) -> dict:
+    """The fields a SizeDict sets, for messages: {'shortest_edge': 32} rather than eight keys."""
+    return {key: value for key, value in dict(size).items() if value is not None}
+
+
 def resize_size_for_crop(size: SizeDict, crop_pct: float) -> SizeDict:
     """The resize before an evaluation centre crop: `size` / crop_pct, as timm and transformers' PoolFormer do. A
     square or a shortest edge resizes the short side (aspect kept); a non-square height/width both sides."""
@@ -67,7 +72,7 @@ def resize_size_for_crop(size: SizeDict, crop_pct: float) -> SizeDict:
             return SizeDict(shortest_edge=int(size.height / crop_pct))
         return SizeDict(height=int(size.height / crop_pct), width=int(size.width / crop_pct))
     raise ValueError(f"crop_pct={crop_pct} needs size {{'height': h, 'width': w}} or {{'shortest_edge': s}}, "
-                     f"got {dict(size)}")
+                     f"got {set_fields(size)}")
 
 
 def check_crop_pct(crop_pct: float | None) -> None:
@@ -201,7 +206,7 @@ class MimImageProcessor(PilBackend):
             return crop.height, crop.width
         size = as_size_dict(self.size)
         if not (size.height and size.width) or self.crop_pct:
-            raise ValueError(f"size={ {k: v for k, v in size.items() if v} } lets each image's shape set the output, "
+            raise ValueError(f"size={set_fields(size)} lets each image's shape set the output, "
                              "so masks cannot be sized before an image is seen: set size={'height': s, 'width': s}")
         return size.height, size.width
 
@@ -278,7 +283,7 @@ class MimImageProcessor(PilBackend):
 
         def image_size() -> tuple[int, int]:
             if len(shapes) != 1:
-                raise ValueError(f"size={ {k: v for k, v in size.items() if v} } gave these images the shapes "
+                raise ValueError(f"size={set_fields(size)} gave these images the shapes "
                                  f"{shapes}; masks and noise need one shape: set size={{'height': s, 'width': s}}")
             return shapes[0]
         return image_size
