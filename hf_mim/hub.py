@@ -98,10 +98,10 @@ def demo_note(method, config) -> str | None:
     demo = demo_config_kwargs(method.name)
     if any(getattr(config, field, None) != demo.get(field) for field in DEMO_SHAPE_FIELDS):
         return None
-    return (f"**A {config.image_size} px demo model.** The CPU demo's tiny ViT ({config.num_hidden_layers} blocks of "
-            f"width {config.hidden_size}, {config.patch_size} px patches), sized to train in minutes on a CPU: it shows "
-            "the training and loading path working; its features are not meant for reuse. Train `--model_size base` "
-            "on your own images for a useful encoder.")
+    return (f"**A {config.image_size} px demo model.** The CPU demo's tiny ViT ({config.num_hidden_layers} blocks "
+            f"of width {config.hidden_size}, {config.patch_size} px patches), sized to train in minutes on a CPU: it "
+            "shows the training and loading path working; its features are not meant for reuse. Train "
+            "`--model_size base` on your own images for a useful encoder.")
 
 
 def add_eval_results(folder: str | Path, results: list[dict], *, dataset_name: str, section: str,

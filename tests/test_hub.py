@@ -180,5 +180,5 @@ def test_push_script_dry_run_checks_and_lists_the_upload_offline(tmp_path, monke
     everything = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
     assert listed == [name for name in everything if name not in ("checkpoints/step_1/model.safetensors",
                                                                   "train_log.jsonl")]
-    assert {"README.md", "config.json", "preprocessor_config.json", "model.safetensors", "modeling_mae.py"} <= set(listed)
+    assert {"README.md", "config.json", "preprocessor_config.json", "model.safetensors"} <= set(listed)
     assert ModelCard.load(folder / "README.md").data.base_model == str(base)  # a dry run changes nothing
