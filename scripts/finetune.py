@@ -159,8 +159,7 @@ def main(argv=None) -> dict:
     # evaluation and the saved model see whole images as the official evaluation does (short side, centre crop)
     eval_processor = method.image_processor_class.for_evaluation(model.config, crop_pct=args.eval_crop_pct,
                                                                  **normalization)
-    logger.info("evaluation: short side to %d px, centre crop %d px", eval_processor.size.shortest_edge,
-                eval_processor.crop_size.height)
+    logger.info("evaluation: short side to %d px, centre crop %d px", *eval_processor.evaluation_sides())
     eval_loader = None
     if evaluation is not None:
         eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True)
@@ -234,7 +233,7 @@ def main(argv=None) -> dict:
         (out_dir / "finetune_results.json").write_text(json.dumps(summary, indent=2))
         card_results = []
         if best["epoch"] is not None:
-            crop = f"short side {eval_processor.size.shortest_edge}, centre crop {eval_processor.crop_size.height}"
+            crop = "short side {}, centre crop {}".format(*eval_processor.evaluation_sides())
             card_results = [{"metric": "accuracy", "value": best["accuracy"], "protocol": f"fine-tune top-1 ({crop})"},
                             {"metric": "top5_accuracy", "value": best["top5_accuracy"],
                              "protocol": f"fine-tune top-5 ({crop})"}]
