@@ -3,7 +3,9 @@ tests and offline users rely on (`HF_HUB_OFFLINE=1` resolves `org/name` from it)
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -22,18 +24,26 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
                      weights_from: str = "trained from scratch by this run", picture: str | None = None,
                      picture_title: str = "Reconstructions", picture_caption: str = "",
                      results: list[dict] | None = None, dataset_name: str = "fashion_mnist",
-                     is_classifier: bool = False, tags: list[str] | None = None) -> ModelCard:
+                     is_classifier: bool = False, tags: list[str] | None = None, base_model: str | None = None,
+                     tokenizer: str | None = None) -> ModelCard:
     """Render README.md into `output_dir`. `results`: [{"task", "metric", "value", "dataset", "protocol"}] ->
-    `model-index` entries through huggingface_hub's EvalResult, and a table in the card."""
+    `model-index` entries through huggingface_hub's EvalResult, and a table in the card.
+
+    `base_model`: the folder or Hub id the weights came from (default: `weights_from` when it names a model
+    folder or a Hub id). `tokenizer`: the tokenizer folder or id a BEiT/CAE run was given; the card also describes
+    the tokenizer from `config.tokenizer_config`. `final_loss`: the mean loss of the last logging window, which a
+    resumed run logs as the uninterrupted one does."""
     eval_results = [
         EvalResult(task_type=r.get("task", "image-classification"), dataset_type=r.get("dataset", dataset_name),
                    dataset_name=r.get("dataset", dataset_name), metric_type=r["metric"], metric_value=r["value"],
                    metric_name=f"{r.get('protocol', '')} {r['metric']}".strip())
         for r in (results or [])
     ]
+    base_model = base_model or (weights_from if names_a_model(weights_from) else None)
     card_data = ModelCardData(
-        model_name=model_name, library_name="transformers", license="apache-2.0",
-        tags=["hf-mim", "masked-image-modeling", method.name, "vision"] + (tags or []),
+        # model_name is no Hub metadata key of its own: only the name of the model-index that results need
+        model_name=model_name if eval_results else None, base_model=base_model, library_name="transformers",
+        license="apache-2.0", tags=["hf-mim", "masked-image-modeling", method.name, "vision"] + (tags or []),
         pipeline_tag="image-classification" if is_classifier else "image-feature-extraction",
         eval_results=eval_results or None, datasets=[dataset_name] if dataset_name else None,
     )
@@ -48,9 +58,53 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
         final_loss="n/a" if final_loss is None else f"{final_loss:.4f}", weights_from=weights_from,
         architecture=architecture_summary(config), results_table=table, picture=picture,
         picture_title=picture_title, picture_caption=picture_caption, command=command, is_classifier=is_classifier,
+        tokenizer=tokenizer_summary(config, tokenizer), demo_note=demo_note(method, config),
     )
     card.save(str(Path(output_dir) / "README.md"))
     return card
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def names_a_model(reference: str | None) -> bool:
+    """A model folder (with config.json) or something shaped like a Hub id (`org/name`)."""
+    if not reference:
+        return False
+    return (Path(reference) / "config.json").is_file() or ("/" in reference and bool(HUB_ID.match(reference)))
+
+
+def tokenizer_summary(config, tokenizer: str | None = None) -> str | None:
+    """The card's tokenizer line for a model that predicts visual tokens (BEiT, CAE with token targets), else None:
+    where it came from and its shape, read from `config.tokenizer_config`."""
+    if not hasattr(config, "tokenizer_config_object") or getattr(config, "decoder_target", "tokens") != "tokens":
+        return None
+    shape = config.tokenizer_config_object()
+    saved = {k: v for k, v in (config.tokenizer_config or {}).items() if k != "vocab_size"}
+    layout = (f"a dVAE of {shape.vocab_size} codes (width {shape.hidden_size}, {shape.image_size} px views)" if saved
+              else f"DALL-E's dVAE encoder layout, {shape.vocab_size} codes")
+    source = f"`{tokenizer}`" if tokenizer else "not recorded by this run"
+    return f"{source}: {layout} (`config.tokenizer_config`)"
+
+
+DEMO_SHAPE_FIELDS = ("image_size", "patch_size", "hidden_size", "num_hidden_layers")
+
+
+def demo_note(method, config) -> str | None:
+    """A warning line for the CPU demo model (`--model_size demo`, the default on the embedded sample): it shows
+    the pipeline working, not features worth reusing. None for any other shape."""
+    from hf_mim.methods import METHODS
+    from hf_mim.recipes import demo_config_kwargs
+
+    if method.name not in METHODS:  # the tokenizer: not a ViT
+        return None
+    demo = demo_config_kwargs(method.name)
+    if any(getattr(config, field, None) != demo.get(field) for field in DEMO_SHAPE_FIELDS):
+        return None
+    return (f"**A {config.image_size} px demo model.** The CPU demo's tiny ViT ({config.num_hidden_layers} blocks "
+            f"of width {config.hidden_size}, {config.patch_size} px patches), sized to train in minutes on a CPU: it "
+            "shows the training and loading path working; its features are not meant for reuse. Train "
+            "`--model_size base` on your own images for a useful encoder.")
 
 
 def add_eval_results(folder: str | Path, results: list[dict], *, dataset_name: str, section: str,
@@ -87,13 +141,26 @@ def architecture_summary(config) -> str:
             f"depth {config.num_hidden_layers}, heads {config.num_attention_heads}")
 
 
+# what stays local: training states (checkpoints/step_N are Accelerate states, not models) and logs
+UPLOAD_IGNORE = ["checkpoints/*", "train_log.jsonl", "runs/*"]
+
+
+def files_to_upload(folder: str | Path, ignore_patterns: list[str] | None = None) -> list[Path]:
+    """The files `push_folder` uploads, relative to `folder`, sorted: every file but those matching
+    `ignore_patterns` (default UPLOAD_IGNORE), matched as huggingface_hub matches them (fnmatch on the path)."""
+    patterns = UPLOAD_IGNORE if ignore_patterns is None else ignore_patterns
+    folder = Path(folder)
+    relative = (path.relative_to(folder) for path in sorted(folder.rglob("*")) if path.is_file())
+    return [rel for rel in relative if not any(fnmatch.fnmatch(rel.as_posix(), pattern) for pattern in patterns)]
+
+
 def push_folder(folder: str | Path, repo_id: str, commit_message: str = "Upload with hf-mim", private=None,
                 api: HfApi | None = None) -> str:
     """Create the repo if needed and upload the folder (weights, config, processor, card, remote code)."""
     api = api or HfApi()
     api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
     info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message,
-                             ignore_patterns=["checkpoints/*", "train_log.jsonl", "runs/*"])
+                             ignore_patterns=UPLOAD_IGNORE)
     return str(getattr(info, "oid", info))
 
 
@@ -131,15 +198,12 @@ class LocalHubApi:
         return repo_id
 
     def upload_folder(self, folder_path, repo_id, commit_message="", ignore_patterns=None, **kwargs):
-        import fnmatch
         import tempfile
 
         staged = Path(tempfile.mkdtemp())
-        for path in Path(folder_path).rglob("*"):
-            rel = str(path.relative_to(folder_path))
-            if path.is_file() and not any(fnmatch.fnmatch(rel, pattern) for pattern in ignore_patterns or []):
-                (staged / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, staged / rel)
+        for rel in files_to_upload(folder_path, ignore_patterns or []):
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(folder_path) / rel, staged / rel)
         snapshot = seed_hub_cache(staged, repo_id, self.cache_dir)
         shutil.rmtree(staged, ignore_errors=True)
         return snapshot.name

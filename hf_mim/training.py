@@ -157,6 +157,18 @@ def resolve_checkpoint(output_dir: str | Path, resume_from: str) -> Path | None:
     return path
 
 
+CHECKPOINTS_README = f"""# Checkpoints
+
+Each `step_N` folder is an Accelerate training state (`accelerator.save_state`: model, optimizer, scheduler,
+random generators, plus `{STATE_FILE}` with the data position), written atomically every
+`--checkpointing_steps` updates. It resumes a run; it is not a `from_pretrained` folder: the loadable model is the
+output folder above, written at the end of the run.
+
+Resume with the same command plus `--resume_from_checkpoint latest` (or `--resume_from_checkpoint
+checkpoints/step_N`); the resumed run ends with the weights an uninterrupted one would have.
+"""
+
+
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, total_limit: int | None,
                     run: dict | None = None) -> Path:
     """`accelerator.save_state` into a temporary folder (with the state file and `run`, the run descriptor), then
@@ -170,6 +182,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         if accelerator.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True, exist_ok=True)
+            if not (root / "README.md").exists():
+                (root / "README.md").write_text(CHECKPOINTS_README)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(partial))
         accelerator.wait_for_everyone()
@@ -195,6 +209,16 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def restored_loss_window(saved: dict | None, accelerator) -> tuple:
+    """A checkpoint's open logging window as this process's (loss sum, batches): its own sum, or the mean of the
+    saved ones when the run resumes on another number of processes (the logged mean is the same)."""
+    if not saved or not saved["count"]:
+        return 0.0, 0
+    sums = saved["sums"]
+    own = sums[accelerator.process_index] if len(sums) == accelerator.num_processes else sum(sums) / len(sums)
+    return torch.tensor(own, dtype=torch.float32, device=accelerator.device), saved["count"]
 
 
 def read_checkpoint_state(path: Path) -> dict:
@@ -362,6 +386,8 @@ class TrainingLoop:
         self.skipped_images = 0  # over all processes, as of the last sync_skipped()
         self.unsynced_skips = 0  # this process's, since then: counted on the host, summed only when logged or saved
         self.history: list[dict] = []
+        # (loss sum, batches) since the last log, checkpointed: a resumed run logs the means an uninterrupted one does
+        self.open_window: tuple = (0.0, 0)
         accelerator.register_for_checkpointing(scheduler)
 
     def resume(self, checkpoint: Path | None) -> None:
@@ -374,6 +400,7 @@ class TrainingLoop:
         self.start_epoch = state["epoch"]
         self.resume_batches = state["batches_in_epoch"]
         self.skipped_images = state.get("skipped_images", 0)
+        self.open_window = restored_loss_window(state.get("loss_window"), self.accelerator)
         self.last_checkpoint = str(checkpoint)
         logger.info("resumed from %s at update %d (epoch %d, batch %d)", checkpoint, self.global_step,
                     self.start_epoch, self.resume_batches)
@@ -417,8 +444,11 @@ class TrainingLoop:
         self.guard.check(self.accelerator, self.global_step, self.last_checkpoint)
         peak = self.check_weights()
         self.sync_skipped()
+        running, count = self.open_window
+        sums = self.accelerator.gather(torch.as_tensor(running, dtype=torch.float32, device=self.accelerator.device)
+                                       .reshape(1))
         state = {"epoch": epoch, "batches_in_epoch": batches_in_epoch, "skipped_images": self.skipped_images,
-                 "max_abs_weight": peak}
+                 "max_abs_weight": peak, "loss_window": {"sums": sums.tolist(), "count": count}}
         path = save_checkpoint(self.accelerator, self.output_dir, self.global_step, state, self.checkpoints_total_limit,
                                self.run_descriptor)
         self.last_checkpoint = str(path)
@@ -429,7 +459,7 @@ class TrainingLoop:
         accelerator = self.accelerator
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, desc=self.progress_desc,
                         disable=not accelerator.is_local_main_process)
-        running, count = 0.0, 0
+        running, count = self.open_window
         for epoch in range(self.start_epoch, self.num_epochs):
             if self.global_step >= self.max_train_steps:
                 break
@@ -471,6 +501,7 @@ class TrainingLoop:
                     self.log_update(epoch, running / count, logs, progress)
                     running, count = 0.0, 0
                 if self.checkpointing_steps and self.global_step % self.checkpointing_steps == 0:
+                    self.open_window = (running, count)
                     self.checkpoint(epoch, batches_in_epoch)
                 if self.global_step >= self.max_train_steps:
                     break

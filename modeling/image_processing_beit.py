@@ -1,6 +1,7 @@
 """BEiT image processor: the 224 encoder view (bicubic, ImageNet mean/std as BEiT's ImageNet-1k recipe), and for
 pretraining the block-wise `bool_masked_pos` and the tokenizer view `codebook_pixel_values`: the SAME image resized
-to 112 with Lanczos, scaled to [0, 1] and map_pixels'd to [0.1, 0.9], never ImageNet-normalised (method_spec §2).
+to 112 with Lanczos, scaled to [0, 1] and map_pixels'd to [0.1, 0.9] (DALL-E's input transform), never
+ImageNet-normalised.
 
 The caller passes an already cropped (and flipped, jittered) image, so both views come from one crop, as
 BEiT's data pipeline samples one RandomResizedCrop box for both.
@@ -9,17 +10,10 @@ BEiT's data pipeline samples one RandomResizedCrop box for both.
 import random
 
 import numpy as np
-from transformers.image_utils import PILImageResampling, SizeDict
+from transformers.image_utils import PILImageResampling
 
-from .image_processing_mim import MimImageProcessor, MimImageProcessorKwargs
+from .image_processing_mim import MimImageProcessor, MimImageProcessorKwargs, map_pixels  # noqa: F401 (re-export)
 from .masking import block_mask
-
-# DALL-E's map_pixels: [0, 1] -> [eps, 1 - eps] (modeling_dvae.map_pixels on tensors; a test pins the two together)
-LOGIT_LAPLACE_EPS = 0.1
-
-
-def map_pixels(x: np.ndarray) -> np.ndarray:
-    return (1 - 2 * LOGIT_LAPLACE_EPS) * x + LOGIT_LAPLACE_EPS
 
 
 class MimBeitImageProcessorKwargs(MimImageProcessorKwargs, total=False):
@@ -31,7 +25,8 @@ class MimBeitImageProcessorKwargs(MimImageProcessorKwargs, total=False):
     patch_size (`int`, defaults to 16): the model's patch size, which fixes the mask grid (size / patch_size).
     num_masking_patches (`int`, defaults to 75), min_num_patches (`int`, defaults to 16),
     max_num_patches (`int`, *optional*), min_aspect (`float`, defaults to 0.3), max_aspect (`float`, *optional*):
-        the block-wise mask generator's settings (method_spec §0.5).
+        the block-wise mask generator's settings: rectangles of min..max patches and aspect ratio min_aspect..
+        max_aspect (default 1 / min_aspect) are placed until num_masking_patches are masked.
     """
 
     return_codebook_pixels: bool
@@ -48,7 +43,6 @@ class MimBeitImageProcessor(MimImageProcessor):
     valid_kwargs = MimBeitImageProcessorKwargs
     return_codebook_pixels = False
     codebook_image_size = 112
-    codebook_resample = PILImageResampling.LANCZOS
     patch_size = 16
     num_masking_patches = 75
     min_num_patches = 16
@@ -71,32 +65,19 @@ class MimBeitImageProcessor(MimImageProcessor):
     def pretraining_kwargs(self) -> dict:
         return {"return_bool_masked_pos": True, "return_codebook_pixels": True}
 
-    def grid_shape(self) -> tuple[int, int]:
-        size = SizeDict(**self.size) if isinstance(self.size, dict) else self.size
-        if size.height % self.patch_size or size.width % self.patch_size:
-            raise ValueError(f"size {size.height}x{size.width} is not divisible by patch_size={self.patch_size}")
-        return size.height // self.patch_size, size.width // self.patch_size
-
-    def generate_mask(self, rng: random.Random) -> np.ndarray:
+    def generate_mask(self, rng: random.Random, image_size: tuple[int, int] | None = None) -> np.ndarray:
         """BEiT's block-wise mask on the patch grid, (grid_h, grid_w) bool, True = masked; may mask fewer than
         num_masking_patches (the official generator stops at the first block it cannot place)."""
-        height, width = self.grid_shape()
+        height, width = self.patch_grid(image_size)
         return block_mask(
             height, width, self.num_masking_patches, self.min_num_patches, self.max_num_patches,
             self.min_aspect, self.max_aspect, exact=False, rng=rng,
         )
 
     def extra_views(self, images, rng: random.Random | None = None, return_codebook_pixels=False,
-                    codebook_image_size=None, do_rescale=True, rescale_factor=1 / 255, source_images=None,
-                    **kwargs) -> dict:
+                    codebook_image_size=None, **kwargs) -> dict:
         """The tokenizer view of each input image (from the input itself, not the resized encoder view)."""
         if not return_codebook_pixels:
             return {}
         side = codebook_image_size or self.codebook_image_size
-        views = []
-        for image, source in zip(images, source_images or [None] * len(images)):
-            view = self.resized_view(image, source, side, self.codebook_resample)
-            if do_rescale:
-                view = self.rescale(view, rescale_factor)
-            views.append(map_pixels(view.astype(np.float32)))
-        return {"codebook_pixel_values": views}
+        return {"codebook_pixel_values": self.codebook_views(images, side, **kwargs)}

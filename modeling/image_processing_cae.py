@@ -1,4 +1,4 @@
-"""CAE image processor (method_spec §5): 224 bicubic, ImageNet mean/std; for pretraining, a block mask with an exact
+"""CAE image processor: 224 bicubic, ImageNet mean/std; for pretraining, a block mask with an exact
 count (98 of 196, blocks of at least 16) or a uniform random one, and the tokenizer's view of the same image
 (LANCZOS to `codebook_image_size`, scaled to [0, 1], then DALL-E's map_pixels).
 
@@ -10,11 +10,9 @@ whenever a call passes `return_codebook_pixels=True`, whatever `decoder_target` 
 import random
 
 import numpy as np
-from transformers.image_utils import PILImageResampling
 
 from .image_processing_mim import MimImageProcessor, MimImageProcessorKwargs
 from .masking import block_mask, random_mask
-from .modeling_dvae import map_pixels
 
 
 class MimCaeImageProcessorKwargs(MimImageProcessorKwargs, total=False):
@@ -48,7 +46,6 @@ class MimCaeImageProcessor(MimImageProcessor):
     max_num_patches = None
     mask_mode = "block"
     codebook_image_size = 112
-    codebook_resample = PILImageResampling.LANCZOS
     decoder_target = "tokens"
 
     def __init__(self, **kwargs):
@@ -73,11 +70,10 @@ class MimCaeImageProcessor(MimImageProcessor):
     def pretraining_kwargs(self) -> dict:
         return {"return_bool_masked_pos": True, "return_codebook_pixels": self.decoder_target == "tokens"}
 
-    def generate_mask(self, rng: random.Random) -> np.ndarray:
+    def generate_mask(self, rng: random.Random, image_size: tuple[int, int] | None = None) -> np.ndarray:
         """(grid_h, grid_w) bool, True = masked, exactly `num_masking_patches` of them (the encoder needs one
         visible length for the whole batch)."""
-        height = self.size.height // self.patch_size
-        width = self.size.width // self.patch_size
+        height, width = self.patch_grid(image_size)
         if self.mask_mode == "random":
             # int() floors the ratio times the cell count; half a cell keeps the count exact under float rounding
             return random_mask(height, width, (self.num_masking_patches + 0.5) / (height * width), rng)
@@ -85,17 +81,10 @@ class MimCaeImageProcessor(MimImageProcessor):
             height, width, self.num_masking_patches, self.min_num_patches, self.max_num_patches, exact=True, rng=rng
         )
 
-    def extra_views(self, images, rng: random.Random | None = None, return_codebook_pixels=False, do_rescale=True,
-                    rescale_factor=1 / 255, source_images=None, **kwargs) -> dict:
-        """The tokenizer's view: each (C, H, W) image resized with LANCZOS, rescaled to [0, 1] as the main view is,
-        then map_pixels'd into [0.1, 0.9]."""
+    def extra_views(self, images, rng: random.Random | None = None, return_codebook_pixels=False,
+                    codebook_image_size=None, **kwargs) -> dict:
+        """The tokenizer's view (`codebook_views`), made whenever the call asks for it."""
         if not return_codebook_pixels:
             return {}
-        side = self.codebook_image_size
-        views = []
-        for image, source in zip(images, source_images or [None] * len(images)):
-            view = self.resized_view(image, source, side, self.codebook_resample)
-            if do_rescale:
-                view = self.rescale(view, rescale_factor)
-            views.append(map_pixels(np.asarray(view, dtype=np.float32)).astype(np.float32))
-        return {"codebook_pixel_values": np.stack(views)}
+        side = codebook_image_size or self.codebook_image_size
+        return {"codebook_pixel_values": self.codebook_views(images, side, **kwargs)}

@@ -31,10 +31,13 @@ class MimMaeImageProcessor(MimImageProcessor):
     def pretraining_kwargs(self) -> dict:
         return {"return_noise": True}
 
-    def extra_views(self, images, rng: random.Random | None = None, return_noise=False, size=None, **kwargs) -> dict:
+    def extra_views(self, images, rng: random.Random | None = None, return_noise=False, image_size=None,
+                    **kwargs) -> dict:
+        """`noise` (batch, num_patches): one uniform draw per patch of the processed images (of `output_size()`
+        when called without them, as the device-side augmentation does)."""
         if not return_noise:
             return {}
-        num_patches = (size.height // self.patch_size) * (size.width // self.patch_size)
+        rows, columns = self.patch_grid(image_size() if image_size is not None else None)
         rng = rng or random.Random()
-        noise = [[rng.random() for _ in range(num_patches)] for _ in images]
+        noise = [[rng.random() for _ in range(rows * columns)] for _ in images]
         return {"noise": np.asarray(noise, dtype=np.float32)}

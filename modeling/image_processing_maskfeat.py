@@ -1,11 +1,10 @@
-"""MaskFeat image processor (method_spec §4): 224 bicubic, ImageNet mean/std; for pretraining, the block-wise
+"""MaskFeat image processor: 224 bicubic, ImageNet mean/std; for pretraining, the block-wise
 `bool_masked_pos` (78 of 196 patches, blocks of at least 15, with the official early stop, so the count may fall
 short). The HOG targets are computed inside the model from `pixel_values`."""
 
 import random
 
 import numpy as np
-from transformers.image_utils import SizeDict
 
 from .image_processing_mim import MimImageProcessor, MimImageProcessorKwargs
 from .masking import block_mask
@@ -16,7 +15,8 @@ class MimMaskFeatImageProcessorKwargs(MimImageProcessorKwargs, total=False):
     patch_size (`int`, defaults to 16): the model's patch size, which fixes the mask grid (size / patch_size).
     num_masking_patches (`int`, defaults to 78), min_num_patches (`int`, defaults to 15),
     max_num_patches (`int`, *optional*), min_aspect (`float`, defaults to 0.3), max_aspect (`float`, *optional*):
-        the block-wise mask generator's settings (method_spec §0.5).
+        the block-wise mask generator's settings: rectangles of min..max patches and aspect ratio min_aspect..
+        max_aspect (default 1 / min_aspect) are placed until num_masking_patches are masked.
     """
 
     patch_size: int
@@ -50,13 +50,11 @@ class MimMaskFeatImageProcessor(MimImageProcessor):
     def pretraining_kwargs(self) -> dict:
         return {"return_bool_masked_pos": True}
 
-    def generate_mask(self, rng: random.Random) -> np.ndarray:
+    def generate_mask(self, rng: random.Random, image_size: tuple[int, int] | None = None) -> np.ndarray:
         """The block-wise mask on the patch grid, (grid_h, grid_w) bool, True = masked; may mask fewer than
         num_masking_patches (the official generator stops at the first block it cannot place)."""
-        size = SizeDict(**self.size) if isinstance(self.size, dict) else self.size
-        if size.height % self.patch_size or size.width % self.patch_size:
-            raise ValueError(f"size {size.height}x{size.width} is not divisible by patch_size={self.patch_size}")
+        height, width = self.patch_grid(image_size)
         return block_mask(
-            size.height // self.patch_size, size.width // self.patch_size, self.num_masking_patches,
-            self.min_num_patches, self.max_num_patches, self.min_aspect, self.max_aspect, exact=False, rng=rng,
+            height, width, self.num_masking_patches, self.min_num_patches, self.max_num_patches, self.min_aspect,
+            self.max_aspect, exact=False, rng=rng,
         )

@@ -18,12 +18,18 @@ import random
 import numpy as np
 import PIL.Image
 from transformers.image_processing_backends import PilBackend
-from transformers.image_processing_utils import BatchFeature
+from transformers.image_processing_utils import BatchFeature, get_size_dict
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
 
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+# DALL-E's map_pixels: [0, 1] -> [eps, 1 - eps] (modeling_dvae.map_pixels on tensors; a test pins the two together)
+LOGIT_LAPLACE_EPS = 0.1
+
+
+def map_pixels(x: np.ndarray) -> np.ndarray:
+    return (1 - 2 * LOGIT_LAPLACE_EPS) * x + LOGIT_LAPLACE_EPS
 
 
 def to_8_bit(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -43,6 +49,36 @@ def to_8_bit(image: PIL.Image.Image) -> PIL.Image.Image:
 def official_crop_pct(image_size: int) -> float:
     """MAE's and BEiT's rule (SimMIM, CAE and MaskFeat evaluate the same way): 224/256 up to 224 px, else 1."""
     return 224 / 256 if image_size <= 224 else 1.0
+
+
+def as_size_dict(size) -> SizeDict:
+    """Any `size` form transformers accepts (an int, {"height", "width"}, {"shortest_edge"[, "longest_edge"]}, a
+    SizeDict) as a SizeDict; an int means a square, as in transformers' processors."""
+    return size if isinstance(size, SizeDict) else SizeDict(**get_size_dict(size))
+
+
+def set_fields(size: SizeDict) -> dict:
+    """The fields a SizeDict sets, for messages: {'shortest_edge': 32} rather than eight keys."""
+    return {key: value for key, value in dict(size).items() if value is not None}
+
+
+def resize_size_for_crop(size: SizeDict, crop_pct: float) -> SizeDict:
+    """The resize before an evaluation centre crop: `size` / crop_pct, as timm and transformers' PoolFormer do. A
+    square or a shortest edge resizes the short side (aspect kept); a non-square height/width both sides."""
+    if size.shortest_edge:
+        return SizeDict(shortest_edge=int(size.shortest_edge / crop_pct))
+    if size.height and size.width:
+        if size.height == size.width:
+            return SizeDict(shortest_edge=int(size.height / crop_pct))
+        return SizeDict(height=int(size.height / crop_pct), width=int(size.width / crop_pct))
+    raise ValueError(f"crop_pct={crop_pct} needs size {{'height': h, 'width': w}} or {{'shortest_edge': s}}, "
+                     f"got {set_fields(size)}")
+
+
+def check_crop_pct(crop_pct: float | None) -> None:
+    if crop_pct is not None and not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct={crop_pct}: the centre crop's share of the resized short side must be in "
+                         "(0, 1], e.g. 0.875 (resize to 256, crop 224) or 1 (the whole short side)")
 
 
 def is_plain_rgb(image) -> bool:
@@ -67,10 +103,14 @@ class MimImageProcessorKwargs(ImagesKwargs, total=False):
         Also return `bool_masked_pos` (batch, num_patches), True = masked, from the method's mask generator.
     mask_seed (`int`, *optional*):
         Seed of the mask generator for this call; the same seed gives the same masks. None draws fresh masks.
+    crop_pct (`float`, *optional*):
+        The evaluation crop: resize the short side to `size` / crop_pct, then centre-crop `crop_size` (timm's and
+        transformers' PoolFormer convention, so `size` stays the model's input). None resizes straight to `size`.
     """
 
     return_bool_masked_pos: bool
     mask_seed: int
+    crop_pct: float
 
 
 class MimImageProcessor(PilBackend):
@@ -86,6 +126,12 @@ class MimImageProcessor(PilBackend):
     image_std = IMAGENET_DEFAULT_STD
     return_bool_masked_pos = False
     mask_seed = None
+    crop_pct = None
+    codebook_resample = PILImageResampling.LANCZOS  # the tokenizer view of BEiT and CAE
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        check_crop_pct(self.crop_pct)
 
     def to_dict(self) -> dict:
         """Without `image_processor_type`, AutoImageProcessor resolves the class from the model config: the
@@ -123,7 +169,7 @@ class MimImageProcessor(PilBackend):
         if resample is None:
             resample = PILImageResampling.BILINEAR  # the backend's default
         if (is_plain_rgb(image) and kwargs.get("do_resize") and not kwargs.get("do_center_crop")
-                and isinstance(size, SizeDict) and size.height and size.width
+                and not kwargs.get("crop_pct") and isinstance(size, SizeDict) and size.height and size.width
                 and isinstance(resample, (PILImageResampling, int))):
             image = image.resize((size.width, size.height), resample=resample)  # then `resize` below is a no-op
         return super().process_image(image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format,
@@ -144,12 +190,33 @@ class MimImageProcessor(PilBackend):
     def normalize(self, image: np.ndarray, mean, std, **kwargs) -> np.ndarray:
         return super().normalize(np.ascontiguousarray(image), mean, std, **kwargs)
 
-    def generate_mask(self, rng: random.Random) -> np.ndarray:
-        """One (grid_h, grid_w) boolean mask, True = masked. Methods that mask in the data pipeline override this."""
+    def generate_mask(self, rng: random.Random, image_size: tuple[int, int] | None = None) -> np.ndarray:
+        """One (grid_h, grid_w) boolean mask, True = masked, for images of `image_size` (height, width) pixels
+        (default: `output_size()`). Methods that mask in the data pipeline override this."""
         raise ValueError(
             f"{type(self).__name__} does not make masks: this method masks inside the model; "
             "call the processor without return_bool_masked_pos"
         )
+
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of every output image when the settings alone fix it (a centre crop, or a height/width
+        `size` without crop_pct): what masks drawn outside a call, before any image is seen, are sized by."""
+        if self.do_center_crop and self.crop_size is not None:
+            crop = as_size_dict(self.crop_size)
+            return crop.height, crop.width
+        size = as_size_dict(self.size)
+        if not (size.height and size.width) or self.crop_pct:
+            raise ValueError(f"size={set_fields(size)} lets each image's shape set the output, "
+                             "so masks cannot be sized before an image is seen: set size={'height': s, 'width': s}")
+        return size.height, size.width
+
+    def patch_grid(self, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(rows, columns) of `patch_size` patches in images of `image_size` pixels (default: `output_size()`)."""
+        height, width = image_size or self.output_size()
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(f"images of {height}x{width} px do not split into {self.patch_size} px patches: set size "
+                             f"to a multiple of patch_size={self.patch_size}, e.g. {{'height': s, 'width': s}}")
+        return height // self.patch_size, width // self.patch_size
 
     @classmethod
     def for_model_config(cls, config, **kwargs):
@@ -173,14 +240,17 @@ class MimImageProcessor(PilBackend):
     def for_evaluation(cls, config, crop_pct: float | None = None, **kwargs):
         """The processor of evaluation and inference: the shorter side resized (bicubic) to
         image_size / crop_pct, then the centre image_size square, as the official evaluation transforms of all
-        five methods. `crop_pct` defaults to their rule, `official_crop_pct`; 1 keeps the whole short side."""
+        five methods. `crop_pct` defaults to their rule, `official_crop_pct`; 1 keeps the whole short side.
+        `size` is the model's input (transformers' convention), so clients that read it feed the right shape."""
         crop_pct = official_crop_pct(config.image_size) if crop_pct is None else crop_pct
-        if not 0 < crop_pct <= 1:
-            raise ValueError(f"crop_pct={crop_pct}: the centre crop's share of the resized short side must be in "
-                             "(0, 1], e.g. 0.875 (resize to 256, crop 224) or 1 (the whole short side)")
         side = config.image_size
-        return cls(**{"size": {"shortest_edge": int(side / crop_pct)}, "do_center_crop": True,
+        return cls(**{"size": {"height": side, "width": side}, "crop_pct": crop_pct, "do_center_crop": True,
                       "crop_size": {"height": side, "width": side}, **cls.kwargs_from_config(config), **kwargs})
+
+    def evaluation_sides(self) -> tuple[int, int]:
+        """(short side after the resize, centre crop side) of an evaluation processor, for logs and cards."""
+        resize = resize_size_for_crop(as_size_dict(self.size), self.crop_pct or 1.0)
+        return resize.shortest_edge or min(resize.height, resize.width), self.output_size()[0]
 
     @classmethod
     def kwargs_from_config(cls, config) -> dict:
@@ -191,15 +261,55 @@ class MimImageProcessor(PilBackend):
         return {}
 
     def _preprocess(self, images, return_bool_masked_pos=False, mask_seed=None, return_tensors=None, **kwargs):
-        batch = super()._preprocess(images, return_tensors=None, **kwargs)
+        resize_to = kwargs["size"]
+        if kwargs.get("crop_pct") and kwargs.get("do_resize"):
+            resize_to = resize_size_for_crop(resize_to, kwargs["crop_pct"])
+        batch = super()._preprocess(images, return_tensors=None, **{**kwargs, "size": resize_to})
         data = dict(batch)
+        image_size = self.batch_image_size(data["pixel_values"], kwargs["size"])
         rng = random.Random(mask_seed)
         if return_bool_masked_pos:
-            data["bool_masked_pos"] = np.stack([self.generate_mask(rng).reshape(-1) for _ in images]).astype(bool)
-        data.update(self.extra_views(images, rng=rng, **kwargs))
+            grid_size = image_size()
+            data["bool_masked_pos"] = np.stack(
+                [self.generate_mask(rng, grid_size).reshape(-1) for _ in images]).astype(bool)
+        data.update(self.extra_views(images, rng=rng, image_size=image_size, **kwargs))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def extra_views(self, images, rng: random.Random | None = None, **kwargs) -> dict:
+    @staticmethod
+    def batch_image_size(pixel_values: list[np.ndarray], size: SizeDict):
+        """A function giving the one (height, width) of the processed batch, for what is drawn per patch (masks,
+        noise); it raises when `size` gave the images different shapes."""
+        shapes = sorted({tuple(image.shape[-2:]) for image in pixel_values})
+
+        def image_size() -> tuple[int, int]:
+            if len(shapes) != 1:
+                raise ValueError(f"size={set_fields(size)} gave these images the shapes "
+                                 f"{shapes}; masks and noise need one shape: set size={{'height': s, 'width': s}}")
+            return shapes[0]
+        return image_size
+
+    def codebook_views(self, images, side: int, image_size, source_images=None, do_rescale=True,
+                       rescale_factor=1 / 255, do_center_crop=False, crop_pct=None, **kwargs) -> np.ndarray:
+        """The tokenizer view of BEiT and CAE, (batch, C, side, side) float32: each input resized (LANCZOS) from
+        the input itself, not the encoder view, rescaled to [0, 1] as the main view is, then map_pixels'd into
+        [0.1, 0.9]. The caller crops beforehand, so both views show the same region; an encoder view that is not
+        the whole input as a square (a centre crop, an aspect-keeping resize) would not match it."""
+        height, width = image_size()
+        if do_center_crop or crop_pct or height != width:
+            raise ValueError(
+                "the tokenizer view is the whole image as a square, so pretraining inputs need the encoder view to be "
+                f"one too, not a {height}x{width} centre crop or aspect-keeping resize: use size={{'height': s, "
+                "'width': s}} without crop_pct or do_center_crop (`for_model_config(config)` gives it)")
+        views = []
+        for image, source in zip(images, source_images or [None] * len(images)):
+            view = self.resized_view(image, source, side, self.codebook_resample)
+            if do_rescale:
+                view = self.rescale(view, rescale_factor)
+            views.append(map_pixels(np.asarray(view, dtype=np.float32)).astype(np.float32))
+        return np.stack(views)
+
+    def extra_views(self, images, rng: random.Random | None = None, image_size=None, **kwargs) -> dict:
         """Further inputs made from the same images (BEiT's tokenizer view, MAE's masking noise); none by default.
-        `rng` is the call's seeded generator, drawn after the masks."""
+        `rng` is the call's seeded generator, drawn after the masks; `image_size()` is the processed batch's one
+        (height, width), raising when the images came out in different shapes (None outside a call)."""
         return {}

@@ -1,11 +1,10 @@
-"""SimMIM image processor (method_spec §3): 224 bicubic, ImageNet mean/std; for pretraining, SimMIM's coarse
+"""SimMIM image processor: 224 bicubic, ImageNet mean/std; for pretraining, SimMIM's coarse
 random mask: exactly ceil(mask_ratio * cells) cells of `mask_patch_size` pixels, each spread over the patches it
 covers (120 of 196 patches at the defaults, in aligned 2x2 blocks)."""
 
 import random
 
 import numpy as np
-from transformers.image_utils import SizeDict
 
 from .image_processing_mim import MimImageProcessor, MimImageProcessorKwargs
 from .masking import simmim_mask
@@ -37,12 +36,11 @@ class MimSimMIMImageProcessor(MimImageProcessor):
     def pretraining_kwargs(self) -> dict:
         return {"return_bool_masked_pos": True}
 
-    def generate_mask(self, rng: random.Random) -> np.ndarray:
+    def generate_mask(self, rng: random.Random, image_size: tuple[int, int] | None = None) -> np.ndarray:
         """SimMIM's mask on the patch grid, (grid, grid) bool, True = masked, drawn from `rng`."""
-        size = SizeDict(**self.size) if isinstance(self.size, dict) else self.size
-        if size.height != size.width:
+        height, width = image_size or self.output_size()
+        if height != width:
             raise ValueError(
-                f"SimMIM masks need a square image, got size {size.height}x{size.width}; set size to "
-                "{'height': s, 'width': s}"
+                f"SimMIM masks need a square image, got {height}x{width}; set size to {{'height': s, 'width': s}}"
             )
-        return simmim_mask(size.height, self.mask_patch_size, self.patch_size, self.mask_ratio, rng=rng)
+        return simmim_mask(height, self.mask_patch_size, self.patch_size, self.mask_ratio, rng=rng)

@@ -151,8 +151,7 @@ def build_loaders(args, settings, model, train, evaluation):
         num_workers=args.dataloader_num_workers, drop_last=len(train_set) > args.per_device_train_batch_size,
     )
     eval_processor = processors.for_evaluation(model.config, crop_pct=args.eval_crop_pct, **normalization)
-    logger.info("evaluation: short side to %d px, centre crop %d px", eval_processor.size.shortest_edge,
-                eval_processor.crop_size.height)
+    logger.info("evaluation: short side to %d px, centre crop %d px", *eval_processor.evaluation_sides())
     eval_loader = None
     if evaluation is not None:
         eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True,
@@ -260,7 +259,7 @@ def write_outputs(args, method, config, train, plan, summary, best, eval_process
     (out_dir / "finetune_results.json").write_text(json.dumps(summary, indent=2))
     card_results = []
     if best["epoch"] is not None:
-        crop = f"short side {eval_processor.size.shortest_edge}, centre crop {eval_processor.crop_size.height}"
+        crop = "short side {}, centre crop {}".format(*eval_processor.evaluation_sides())
         card_results = [{"metric": "accuracy", "value": best["accuracy"], "protocol": f"fine-tune top-1 ({crop})"},
                         {"metric": "top5_accuracy", "value": best["top5_accuracy"],
                          "protocol": f"fine-tune top-5 ({crop})"}]

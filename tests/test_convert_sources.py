@@ -419,7 +419,8 @@ def test_transformers_beit_classifier_converts_and_classifies_through_the_pipeli
     summary = convert.main(["--from", "hf-beit", "--checkpoint", str(tmp_path / "hf"), "--output_dir", str(tmp_path / "o")])
     assert summary["classifier"] and summary["max_abs_difference"] < 1e-5
     saved = json.loads((tmp_path / "o" / "preprocessor_config.json").read_text())  # the official evaluation crop
-    assert saved["size"] == {"shortest_edge": int(config.image_size / 0.875)} and saved["do_center_crop"]
+    assert saved["size"] == {"height": config.image_size, "width": config.image_size} and saved["do_center_crop"]
+    assert saved["crop_pct"] == 0.875
     classify = pipeline("image-classification", model=str(tmp_path / "o"))
     predictions = classify(Image.new("RGB", (40, 30), (200, 80, 20)), top_k=3)
     assert {p["label"] for p in predictions} == set(labels.values())

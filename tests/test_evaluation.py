@@ -238,7 +238,7 @@ def test_images_go_through_the_processor_and_load_encoder(tmp_path):
     tiny_mae().save_pretrained(tmp_path / "mae")
     encoder, processor = load_encoder(str(tmp_path / "mae"))
     assert type(encoder).__name__ == "MimMaeModel"
-    assert processor.size.shortest_edge == 18 and processor.crop_size.height == 16  # int(16 / 0.875), centre 16
+    assert processor.size.height == 16 and processor.evaluation_sides() == (18, 16)  # int(16 / 0.875), centre 16
     assert list(processor.image_mean) == [0.485, 0.456, 0.406]  # nothing saved beside the model: the defaults
     data = load_image_dataset(split="test")
     data = dataclasses.replace(data, dataset=data.dataset.select(range(6)))
@@ -261,6 +261,6 @@ def test_load_encoder_keeps_the_saved_normalisation_and_the_asked_crop(tmp_path)
     MimMaeImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(tmp_path / "mae")
     _, processor = load_encoder(str(tmp_path / "mae"), crop_pct=1.0)
     assert list(processor.image_mean) == [0.5] * 3 and list(processor.image_std) == [0.5] * 3
-    assert processor.size.shortest_edge == 16 and processor.do_center_crop
+    assert processor.evaluation_sides() == (16, 16) and processor.crop_pct == 1.0 and processor.do_center_crop
     with pytest.raises(ValueError, match="crop_pct=1.5"):
         load_encoder(str(tmp_path / "mae"), crop_pct=1.5)

@@ -39,7 +39,8 @@ def test_finetune_on_the_sample_then_classify_with_a_pipeline(tmp_path, pretrain
     assert "model-index" in card and "accuracy" in card
     saved = json.loads((out / "preprocessor_config.json").read_text())  # the pipeline's: the official eval crop
     side = config["image_size"]
-    assert saved["size"] == {"shortest_edge": int(side / 0.875)} and saved["do_center_crop"] is True
+    assert saved["size"] == {"height": side, "width": side} and saved["crop_pct"] == 0.875  # size: the model input
+    assert saved["do_center_crop"] is True
     assert saved["crop_size"] == {"height": side, "width": side}
     assert f"fine-tune top-1 (short side {int(side / 0.875)}, centre crop {side})" in card  # how it was scored
     from PIL import Image
@@ -93,7 +94,8 @@ def test_every_flag_on_image_folders_from_scratch(tmp_path, pretrained, monkeypa
     config = json.loads((out / "config.json").read_text())
     assert config["pooling"] == "cls" and config["drop_path_rate"] == 0.05 and config["id2label"] == {"0": "coat", "1": "shoe"}
     saved = json.loads((out / "preprocessor_config.json").read_text())
-    assert saved["size"] == {"shortest_edge": config["image_size"]}  # --eval_crop_pct 1: the whole short side
+    assert saved["size"] == {"height": config["image_size"], "width": config["image_size"]}
+    assert saved["crop_pct"] == 1  # --eval_crop_pct 1: the whole short side
     assert (cache / "models--org--mae-vit-tiny-ft" / "refs" / "main").exists()
     assert "random initialisation" in (out / "README.md").read_text()
 

@@ -149,3 +149,36 @@ def test_pipeline_on_a_training_decoded_16_bit_image_scores_what_training_saw(tm
     assert torch.equal(classifier.preprocess(decode_image(path))["pixel_values"], trained_pixels)
     clipped_pixels = classifier.preprocess(str(path))["pixel_values"]
     assert (clipped_pixels - trained_pixels).abs().max() > 1.0  # the path loses the picture
+
+
+def test_push_script_dry_run_checks_and_lists_the_upload_offline(tmp_path, monkeypatch, capsys):
+    """--dry_run: the same checks, then the files that would go up (checkpoints and logs stay local), no Hub call;
+    a card whose base_model is a local folder stops a push until --base_model names a Hub id."""
+    import hf_mim.hub as hub
+    from helpers import load_script
+    from hf_mim.hub import write_model_card
+
+    push = load_script("push_to_hub")
+    monkeypatch.setattr(hub, "HfApi", lambda: pytest.fail("a dry run must not reach the Hub"))
+    base, folder = tmp_path / "pretrain", tmp_path / "model"
+    MimMaeForPreTraining(MimMaeConfig(**TINY)).save_pretrained(base)
+    MimMaeForImageClassification(MimMaeConfig(**TINY, num_labels=2)).save_pretrained(folder)
+    MimMaeImageProcessor.for_evaluation(MimMaeConfig(**TINY)).save_pretrained(folder)
+    import hf_mim
+
+    write_model_card(folder, model_name="x", method=hf_mim.get_method("mae"), config=MimMaeConfig(**TINY),
+                     data_source="sample", steps=1, effective_batch=8, learning_rate=1e-3, final_loss=0.5,
+                     command="python scripts/finetune.py", weights_from=str(base), is_classifier=True)
+    (folder / "checkpoints" / "step_1").mkdir(parents=True)
+    (folder / "checkpoints" / "step_1" / "model.safetensors").write_text("state")
+    (folder / "train_log.jsonl").write_text("{}\n")
+    args = ["--model_dir", str(folder), "--hub_model_id", "org/x", "--dry_run"]
+    with pytest.raises(ValueError, match="a local folder, and the Hub accepts only model ids: push that model first"):
+        push.main(args)
+    assert push.main(args + ["--base_model", "org/mae-pretrain"]) is None
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    everything = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    assert listed == [name for name in everything if name not in ("checkpoints/step_1/model.safetensors",
+                                                                  "train_log.jsonl")]
+    assert {"README.md", "config.json", "preprocessor_config.json", "model.safetensors"} <= set(listed)
+    assert ModelCard.load(folder / "README.md").data.base_model == str(base)  # a dry run changes nothing

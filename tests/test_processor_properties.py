@@ -150,7 +150,8 @@ def test_evaluation_crop_against_pil_and_the_plain_resize_of_square_images():
 
     config = MimMaeConfig(image_size=32, patch_size=4)
     evaluation = MimMaeImageProcessor.for_evaluation(config)
-    assert evaluation.size.shortest_edge == 36 and evaluation.crop_size.height == 32  # int(32 / 0.875)
+    assert evaluation.size.height == 32 and evaluation.crop_pct == 0.875  # `size` is the model's input
+    assert evaluation.evaluation_sides() == (36, 32)  # int(32 / 0.875)
     wide = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
     reference = np.asarray(wide.resize((54, 36), Image.Resampling.BICUBIC).crop((11, 2, 43, 34)))
     expected = ((reference / 255).astype(np.float32) - np.float32(evaluation.image_mean)) / np.float32(evaluation.image_std)
