@@ -180,16 +180,21 @@ class Attention(nn.Module):
                     "relative position bias needs the full patch grid (no token dropping) at the trained image size"
                 )
             bias = bias.to(q.dtype)
-        dropout = self.attn_drop if self.training else 0.0
-        if (bias is not None and bias.requires_grad and torch.is_grad_enabled()
-                and not sdpa_returns_bias_gradient(q.device)):
-            out = attention_with_learned_bias(q, k, v, bias, dropout)
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if bias is None else bias.unsqueeze(0), dropout_p=dropout
-            )
+        out = biased_attention(q, k, v, bias, self.attn_drop if self.training else 0.0)
         out = out.transpose(1, 2).reshape(batch, length, dim)
         return self.proj_drop(self.proj(out))
+
+
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                     dropout: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v for (B, H, N, d) x3 and an optional (H, N, N) bias: SDPA, or
+    `attention_with_learned_bias` where SDPA cannot return the gradient of a trainable bias."""
+    if (bias is not None and bias.requires_grad and torch.is_grad_enabled()
+            and not sdpa_returns_bias_gradient(q.device)):
+        return attention_with_learned_bias(q, k, v, bias, dropout)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if bias is None else bias.unsqueeze(0), dropout_p=dropout
+    )
 
 
 def sdpa_returns_bias_gradient(device: torch.device) -> bool:
