@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from .vit import Attention, Block, PatchEmbed, biased_attention, relative_position_index
+from .vit import Attention, Block, PatchEmbed, biased_attention, relative_position_index, substitute_mask_token
 
 # The official shifted-window mask: logits between tokens of different regions get -100, not -inf, so a window
 # whose tokens all come from one region still softmaxes over real numbers.
@@ -221,15 +221,7 @@ class SwinEncoder(nn.Module):
         self.check_image_size(pixel_values)
         x = self.patch_embed(pixel_values.to(self.patch_embed.proj.weight.dtype))
         if bool_masked_pos is not None:
-            if self.mask_token is None:
-                raise ValueError("this encoder has no mask token (a classifier); it cannot take bool_masked_pos")
-            if bool_masked_pos.shape != x.shape[:2]:
-                raise ValueError(
-                    f"bool_masked_pos must be (batch, num_patches)={tuple(x.shape[:2])} at the model's patch size "
-                    f"{self.config.patch_size}, got {tuple(bool_masked_pos.shape)}"
-                )
-            w = bool_masked_pos.unsqueeze(-1).type_as(x)
-            x = x * (1 - w) + self.mask_token.to(x.dtype) * w
+            x = substitute_mask_token(x, bool_masked_pos, self.mask_token)
         if self.absolute_pos_embed is not None:
             x = x + self.absolute_pos_embed
         return x

@@ -299,6 +299,20 @@ def build_blocks(config, depth: int | None = None, dim: int | None = None, num_h
     )
 
 
+def substitute_mask_token(x: torch.Tensor, bool_masked_pos: torch.Tensor, mask_token: nn.Parameter | None):
+    """(B, L, D) patch embeddings with the masked ones, (B, L) True, replaced by the (1, 1, D) `mask_token`:
+    x * (1 - w) + token * w, as BEiT and SimMIM write it."""
+    if mask_token is None:
+        raise ValueError("this encoder has no mask token (config.use_mask_token=False, or a classifier); it cannot "
+                         "take bool_masked_pos")
+    if bool_masked_pos.shape != x.shape[:2]:
+        raise ValueError(
+            f"bool_masked_pos must be (batch, num_patches)={tuple(x.shape[:2])}, got {tuple(bool_masked_pos.shape)}"
+        )
+    w = bool_masked_pos.unsqueeze(-1).type_as(x)
+    return x * (1 - w) + mask_token.to(x.dtype) * w
+
+
 class ViTEncoder(nn.Module):
     """The encoder all five methods share.
 
@@ -358,14 +372,7 @@ class ViTEncoder(nn.Module):
         grid = self.check_image_size(pixel_values, interpolate_pos_encoding)
         x = self.patch_embed(pixel_values.to(self.patch_embed.proj.weight.dtype))
         if bool_masked_pos is not None:
-            if self.mask_token is None:
-                raise ValueError("this encoder has no mask token (config.use_mask_token=False); it cannot take bool_masked_pos")
-            if bool_masked_pos.shape != x.shape[:2]:
-                raise ValueError(
-                    f"bool_masked_pos must be (batch, num_patches)={tuple(x.shape[:2])}, got {tuple(bool_masked_pos.shape)}"
-                )
-            w = bool_masked_pos.unsqueeze(-1).type_as(x)
-            x = x * (1 - w) + self.mask_token.to(x.dtype) * w
+            x = substitute_mask_token(x, bool_masked_pos, self.mask_token)
         if self.pos_embed is not None:
             x = x + self.resized_pos_embed(grid)[:, 1:]
         return x
