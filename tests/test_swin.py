@@ -312,6 +312,15 @@ def test_gradient_checkpointing_recomputes_blocks_and_changes_nothing():
         torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_torch_compile_traces_to_one_graph():
+    """Windows, rolls and masks are fixed by the config: no data-dependent shape, no graph break."""
+    model = MimSimMIMSwinForPreTraining(tiny_config()).train()
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(**inputs(model.config))
+    torch._dynamo.reset()
+    assert explanation.graph_break_count == 0, [str(b.reason)[:300] for b in explanation.break_reasons]
+
+
 def test_picture_view_and_after_optimizer_step():
     model = MimSimMIMSwinForPreTraining(tiny_config()).eval()
     batch = inputs(model.config)
