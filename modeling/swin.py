@@ -82,6 +82,7 @@ class WindowAttention(Attention):
         }
 
     def forward(self, x: torch.Tensor, shared_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, grid**2, C) -> same. `shared_bias` is unused (Swin has a table per block): `vit.Block` passes it."""
         batch, length, dim = x.shape
         grid, shift = self.grid_size, self.shift_size
         x = x.view(batch, grid, grid, dim)
@@ -109,7 +110,8 @@ class WindowAttention(Attention):
 
 
 class SwinBlock(Block):
-    """`vit.Block` with window attention (shifted by `shift_size`) and no layer scale."""
+    """`vit.Block` with window attention (shifted by `shift_size`) and no layer scale. The plain attention that
+    `Block.__init__` builds is replaced before any weight is drawn or loaded."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, grid_size: int, window_size: int,
                  shift_size: int = 0, *, qkv_bias: str = "full", drop_path: float = 0.0, eps: float = 1e-5,
@@ -208,7 +210,9 @@ class SwinEncoder(nn.Module):
     def check_image_size(self, pixel_values: torch.Tensor) -> None:
         size, channels = self.config.image_size, self.config.num_channels
         if pixel_values.ndim != 4 or pixel_values.shape[1] != channels:
-            raise ValueError(f"pixel_values must be (batch, {channels}, height, width), got {tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"pixel_values must be (batch, {channels}, height, width), got {tuple(pixel_values.shape)}"
+            )
         if tuple(pixel_values.shape[-2:]) != (size, size):
             height, width = pixel_values.shape[-2:]
             raise ValueError(
