@@ -14,6 +14,7 @@ import torch
 
 from .convert import KeyMap, merge_split_qkv, rename_keys
 from .modeling.configuration_simmim_swin import MimSimMIMSwinConfig
+from .modeling.vit import resize_relative_position_table
 
 _BLOCK = r"swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\."
 _OURS = r"swin.layers.\1.blocks.\2."
@@ -81,3 +82,16 @@ def config_from_hf_swin(hf_config, **overrides) -> MimSimMIMSwinConfig:
     if hf_config.num_labels and getattr(hf_config, "id2label", None):
         values["id2label"] = dict(hf_config.id2label)
     return MimSimMIMSwinConfig(**{**values, **overrides})
+
+
+def resize_window_bias_tables(state_dict: dict[str, torch.Tensor], window_size: int) -> list[str]:
+    """Resample every block's relative position bias table (our names) in place for another window size, as the
+    official fine-tuning does from 192 px / window 6 to 224 px / window 7 (bicubic per head, offset 0 kept at the
+    centre; see `resize_relative_position_table`). Returns the keys it changed."""
+    changed = []
+    for key in [k for k in state_dict if k.endswith(".attn.relative_position_bias_table")]:
+        resized = resize_relative_position_table(state_dict[key], (window_size, window_size), num_cls_rows=0)
+        if resized is not state_dict[key]:
+            state_dict[key] = resized
+            changed.append(key)
+    return changed

@@ -435,7 +435,8 @@ def unpatchify(patches: torch.Tensor, patch_size: int, num_channels: int, grid: 
     return x.permute(0, 5, 1, 3, 2, 4).reshape(batch, num_channels, h * patch_size, w * patch_size)
 
 
-def resize_relative_position_table(table: torch.Tensor, new_grid: tuple[int, int]) -> torch.Tensor:
+def resize_relative_position_table(table: torch.Tensor, new_grid: tuple[int, int],
+                                   num_cls_rows: int = 3) -> torch.Tensor:
     """Resample a BEiT relative position bias table ((2g-1)^2 + 3, heads) for another patch grid.
 
     The (2g-1) x (2g-1) offset part is interpolated bicubically per head, with the extreme offsets mapped onto the
@@ -443,11 +444,12 @@ def resize_relative_position_table(table: torch.Tensor, new_grid: tuple[int, int
     patch -> cls, cls <-> cls) are kept as they are. The official BEiT fine-tuning code resamples instead on a
     geometric-progression (denser near offset 0) grid with scipy's cubic interpolation; the two agree on the
     identity and differ slightly elsewhere. Returns the table itself when the grid is unchanged.
+    `num_cls_rows=0` for tables without cls rows (Swin's window tables, where the grid is the window).
     """
-    num_pairs, num_heads = table.shape[0] - 3, table.shape[1]
+    num_pairs, num_heads = table.shape[0] - num_cls_rows, table.shape[1]
     old_side = int(math.isqrt(num_pairs))
     if old_side * old_side != num_pairs or old_side % 2 == 0:
-        raise ValueError(f"a relative position bias table has (2g-1)^2 + 3 rows; got {table.shape[0]}")
+        raise ValueError(f"a relative position bias table has (2g-1)^2 + {num_cls_rows} rows; got {table.shape[0]}")
     new_side = (2 * new_grid[0] - 1, 2 * new_grid[1] - 1)
     if new_side == (old_side, old_side):
         return table

@@ -16,7 +16,12 @@ from safetensors.torch import load_file
 from transformers import SwinConfig, SwinForImageClassification, SwinForMaskedImageModeling
 
 from hf_mim.convert import load_converted, rename_keys
-from hf_mim.convert_swin import SIMMIM_SWIN_OFFICIAL, config_from_hf_swin, convert_hf_swin_state_dict
+from hf_mim.convert_swin import (
+    SIMMIM_SWIN_OFFICIAL,
+    config_from_hf_swin,
+    convert_hf_swin_state_dict,
+    resize_window_bias_tables,
+)
 from hf_mim.modeling.configuration_simmim_swin import MimSimMIMSwinConfig
 from hf_mim.modeling.image_processing_simmim import MimSimMIMImageProcessor
 from hf_mim.modeling.masking import simmim_mask
@@ -134,6 +139,24 @@ def test_official_simmim_key_map_drops_derived_buffers_and_strips_the_encoder_pr
     official["encoder.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(16, 16, dtype=torch.long)
     renamed = rename_keys(official, SIMMIM_SWIN_OFFICIAL)
     assert renamed.keys() == model.state_dict().keys()
+
+
+def test_window_bias_tables_resample_for_another_window_size():
+    """Pretraining's window 4 -> fine-tuning's window 8 (64 px): tables (7*7, heads) -> (15*15, heads), loadable."""
+    torch.manual_seed(0)
+    state_dict = MimSimMIMSwinForImageClassification(tiny_config(num_labels=2)).state_dict()
+    table = state_dict["swin.layers.1.blocks.0.attn.relative_position_bias_table"]
+    with torch.no_grad():
+        table.copy_(torch.arange(7.0).repeat_interleave(7)[:, None].expand(-1, 4))  # bias = row offset + 3
+    changed = resize_window_bias_tables(state_dict, 8)
+    assert len(changed) == 4 and not resize_window_bias_tables(state_dict, 8)
+    resized = state_dict["swin.layers.1.blocks.0.attn.relative_position_bias_table"]
+    assert resized.shape == (225, 4)
+    torch.testing.assert_close(resized.reshape(15, 15, 4)[7, 7], torch.full((4,), 3.0))  # offset 0 stays 0's value
+    column = resized.reshape(15, 15, 4)[:, 0, 0]  # extreme offsets map onto the new extremes
+    assert column[0].item() == 0.0 and abs(column[-1].item() - 6.0) < 1e-5 and torch.all(column.diff() > 0)
+    larger = MimSimMIMSwinForImageClassification(tiny_config(image_size=64, window_size=8, num_labels=2))
+    load_converted(larger, state_dict)
 
 
 def test_unknown_key_fails_naming_it():
