@@ -195,16 +195,21 @@ class Attention(nn.Module):
                     "pass interpolate_pos_encoding=True"
                 )
             bias = bias.to(q.dtype)
-        dropout = self.attn_drop if self.training else 0.0
-        if (bias is not None and bias.requires_grad and torch.is_grad_enabled()
-                and not sdpa_returns_bias_gradient(q.device)):
-            out = attention_with_learned_bias(q, k, v, bias, dropout)
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if bias is None else bias.unsqueeze(0), dropout_p=dropout
-            )
+        out = biased_attention(q, k, v, bias, self.attn_drop if self.training else 0.0)
         out = out.transpose(1, 2).reshape(batch, length, dim)
         return self.proj_drop(self.proj(out))
+
+
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                     dropout: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v for (B, H, N, d) x3 and an optional (H, N, N) bias: SDPA, or
+    `attention_with_learned_bias` where SDPA cannot return the gradient of a trainable bias."""
+    if (bias is not None and bias.requires_grad and torch.is_grad_enabled()
+            and not sdpa_returns_bias_gradient(q.device)):
+        return attention_with_learned_bias(q, k, v, bias, dropout)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if bias is None else bias.unsqueeze(0), dropout_p=dropout
+    )
 
 
 def sdpa_returns_bias_gradient(device: torch.device) -> bool:
@@ -310,6 +315,20 @@ def build_blocks(config, depth: int | None = None, dim: int | None = None, num_h
     )
 
 
+def substitute_mask_token(x: torch.Tensor, bool_masked_pos: torch.Tensor, mask_token: nn.Parameter | None):
+    """(B, L, D) patch embeddings with the masked ones, (B, L) True, replaced by the (1, 1, D) `mask_token`:
+    x * (1 - w) + token * w, as BEiT and SimMIM write it."""
+    if mask_token is None:
+        raise ValueError("this encoder has no mask token (config.use_mask_token=False, or a classifier); it cannot "
+                         "take bool_masked_pos")
+    if bool_masked_pos.shape != x.shape[:2]:
+        raise ValueError(
+            f"bool_masked_pos must be (batch, num_patches)={tuple(x.shape[:2])}, got {tuple(bool_masked_pos.shape)}"
+        )
+    w = bool_masked_pos.unsqueeze(-1).type_as(x)
+    return x * (1 - w) + mask_token.to(x.dtype) * w
+
+
 class ViTEncoder(nn.Module):
     """The encoder all five methods share.
 
@@ -370,14 +389,7 @@ class ViTEncoder(nn.Module):
         grid = self.check_image_size(pixel_values, interpolate_pos_encoding)
         x = self.patch_embed(pixel_values.to(self.patch_embed.proj.weight.dtype))
         if bool_masked_pos is not None:
-            if self.mask_token is None:
-                raise ValueError("this encoder has no mask token (config.use_mask_token=False); it cannot take bool_masked_pos")
-            if bool_masked_pos.shape != x.shape[:2]:
-                raise ValueError(
-                    f"bool_masked_pos must be (batch, num_patches)={tuple(x.shape[:2])}, got {tuple(bool_masked_pos.shape)}"
-                )
-            w = bool_masked_pos.unsqueeze(-1).type_as(x)
-            x = x * (1 - w) + self.mask_token.to(x.dtype) * w
+            x = substitute_mask_token(x, bool_masked_pos, self.mask_token)
         if self.pos_embed is not None:
             x = x + self.resized_pos_embed(grid)[:, 1:]
         return x
@@ -441,7 +453,8 @@ def unpatchify(patches: torch.Tensor, patch_size: int, num_channels: int, grid: 
     return x.permute(0, 5, 1, 3, 2, 4).reshape(batch, num_channels, h * patch_size, w * patch_size)
 
 
-def resize_relative_position_table(table: torch.Tensor, new_grid: tuple[int, int]) -> torch.Tensor:
+def resize_relative_position_table(table: torch.Tensor, new_grid: tuple[int, int],
+                                   num_cls_rows: int = 3) -> torch.Tensor:
     """Resample a BEiT relative position bias table ((2g-1)^2 + 3, heads) for another patch grid.
 
     The (2g-1) x (2g-1) offset part is interpolated bicubically per head, with the extreme offsets mapped onto the
@@ -449,11 +462,12 @@ def resize_relative_position_table(table: torch.Tensor, new_grid: tuple[int, int
     patch -> cls, cls <-> cls) are kept as they are. The official BEiT fine-tuning code resamples instead on a
     geometric-progression (denser near offset 0) grid with scipy's cubic interpolation; the two agree on the
     identity and differ slightly elsewhere. Returns the table itself when the grid is unchanged.
+    `num_cls_rows=0` for tables without cls rows (Swin's window tables, where the grid is the window).
     """
-    num_pairs, num_heads = table.shape[0] - 3, table.shape[1]
+    num_pairs, num_heads = table.shape[0] - num_cls_rows, table.shape[1]
     old_side = int(math.isqrt(num_pairs))
     if old_side * old_side != num_pairs or old_side % 2 == 0:
-        raise ValueError(f"a relative position bias table has (2g-1)^2 + 3 rows; got {table.shape[0]}")
+        raise ValueError(f"a relative position bias table has (2g-1)^2 + {num_cls_rows} rows; got {table.shape[0]}")
     new_side = (2 * new_grid[0] - 1, 2 * new_grid[1] - 1)
     if new_side == (old_side, old_side):
         return table
