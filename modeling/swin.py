@@ -81,8 +81,10 @@ class WindowAttention(Attention):
             "shift_mask": shifted_window_mask(self.grid_size, self.window_size, self.shift_size),
         }
 
-    def forward(self, x: torch.Tensor, shared_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, grid**2, C) -> same. `shared_bias` is unused (Swin has a table per block): `vit.Block` passes it."""
+    def forward(self, x: torch.Tensor, shared_bias: torch.Tensor | None = None,
+                grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B, grid**2, C) -> same. `shared_bias` and `grid` are unused (Swin has a table per block at a fixed
+        grid): `vit.Block` passes them."""
         batch, length, dim = x.shape
         grid, shift = self.grid_size, self.shift_size
         x = x.view(batch, grid, grid, dim)
