@@ -13,6 +13,7 @@ from transformers import (
     AutoModelForPreTraining,
 )
 
+from .backbones import register_backbones
 from .methods import METHODS, Backbone, Method, backbone_of_config, get_method, method_of_config
 from .modeling.configuration_dvae import MimDvaeConfig
 from .modeling.modeling_dvae import MimDvaeModel
@@ -36,6 +37,9 @@ for _method in METHODS.values():
 # The visual tokenizer of BEiT and CAE is a model of its own.
 AutoConfig.register(MimDvaeConfig.model_type, MimDvaeConfig, exist_ok=True)
 AutoModel.register(MimDvaeConfig, MimDvaeModel, exist_ok=True)
+
+# Every ViT encoder is also a transformers backbone: `AutoBackbone.from_pretrained(folder, out_indices=[...])`.
+register_backbones()
 
 __all__ = ["METHODS", "Backbone", "Method", "backbone_of_config", "get_method", "method_of_config"]
 __version__ = "0.1.0"
