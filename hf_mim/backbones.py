@@ -1,4 +1,4 @@
-"""Registration of the hf-mim backbones with `AutoBackbone`.
+"""Registration of the hf-mim backbones with `AutoBackbone`, and transformers' UperNet built on them.
 
 `register_backbones()` maps each method's config class to its backbone class, so
 `AutoBackbone.from_pretrained(folder, out_indices=[...])` and transformers' `load_backbone` (UperNet, ...) build
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
-from transformers import AutoBackbone
+from transformers import AutoBackbone, SegformerImageProcessorPil, UperNetConfig, UperNetForSemanticSegmentation
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
-from .modeling.backbone_vit import BACKBONE_CLASSES
+from .modeling.backbone_vit import BACKBONE_CLASSES, set_backbone_fields
 
 
 def register_backbones() -> None:
@@ -39,3 +39,31 @@ def load_local_folders_in_auto_backbone() -> None:
     from_pretrained.loads_local_folders = True
     from_pretrained.__doc__ = hub_first.__doc__
     AutoBackbone.from_pretrained = classmethod(from_pretrained)
+
+
+def upernet_config(backbone_config, id2label: dict[int, str], **upernet_fields) -> UperNetConfig:
+    """transformers' UperNet on an hf-mim backbone config (its out_indices/add_fpn set by `set_backbone_fields`,
+    the 4-level pyramid by default). UperNet's head widths are `hidden_size` / `auxiliary_channels` here."""
+    if not getattr(backbone_config, "add_fpn", False):
+        set_backbone_fields(backbone_config)
+    id2label = {int(k): v for k, v in id2label.items()}
+    return UperNetConfig(backbone_config=backbone_config, id2label=id2label,
+                         label2id={v: k for k, v in id2label.items()}, **upernet_fields)
+
+
+def upernet_from_pretrained_encoder(name_or_path, id2label: dict[int, str], out_indices=None, config_overrides=None,
+                                    **upernet_fields) -> UperNetForSemanticSegmentation:
+    """UperNet whose backbone holds the encoder weights of any hf-mim pretraining, fine-tuned or converted folder
+    (the neck and heads start from their own init). `config_overrides` changes backbone fields (drop path ...)."""
+    backbone = AutoBackbone.from_pretrained(name_or_path, out_indices=out_indices, **(config_overrides or {}))
+    model = UperNetForSemanticSegmentation(upernet_config(backbone.config, id2label, **upernet_fields))
+    model.backbone.load_state_dict(backbone.state_dict())
+    return model
+
+
+def segmentation_image_processor(image_size: int, image_mean, image_std) -> SegformerImageProcessorPil:
+    """The processor transformers' image-segmentation pipeline uses for UperNet (resize to the training size,
+    the encoder's normalisation; `post_process_semantic_segmentation` gives the label maps). PIL backend, the
+    same numbers in training and in the pipeline."""
+    return SegformerImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=list(image_mean),
+                                      image_std=list(image_std), do_reduce_labels=False)
