@@ -94,11 +94,10 @@ def demo_note(method, config) -> str | None:
     """A warning line for the CPU demo model (`--model_size demo`, the default on the embedded sample): it shows
     the pipeline working, not features worth reusing. None for any other shape."""
     from hf_mim.methods import METHODS
-    from hf_mim.recipes import demo_config_kwargs
 
     if method.name not in METHODS:  # the tokenizer: not a ViT
         return None
-    demo = demo_config_kwargs(method.name)
+    demo = METHODS[method.name].backbone().demo_config
     if any(getattr(config, field, None) != demo.get(field) for field in DEMO_SHAPE_FIELDS):
         return None
     return (f"**A {config.image_size} px demo model.** The CPU demo's tiny ViT ({config.num_hidden_layers} blocks "

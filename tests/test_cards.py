@@ -11,7 +11,6 @@ from huggingface_hub import ModelCard, ModelCardData
 
 import hf_mim
 from hf_mim.hub import write_model_card
-from hf_mim.recipes import demo_config_kwargs
 from helpers import TINY_OVERRIDES, load_script
 
 STANDARD_KEYS = set(inspect.signature(ModelCardData).parameters) - {"ignore_metadata_errors", "kwargs",
@@ -27,7 +26,7 @@ def card_for(folder, method_name, config, **kwargs):
 
 
 def demo_config(name, **overrides):
-    return hf_mim.get_method(name).config_class(**{**demo_config_kwargs(name), **overrides})
+    return hf_mim.get_method(name).config_class(**{**hf_mim.get_method(name).backbone().demo_config, **overrides})
 
 
 def test_fine_tuned_card_names_its_base_model_with_standard_keys_only(tmp_path):

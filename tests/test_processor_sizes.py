@@ -9,7 +9,6 @@ from PIL import Image
 
 import hf_mim
 from hf_mim.methods import METHODS
-from hf_mim.recipes import demo_config_kwargs
 
 SIZE_FORMS = ("height_width", "shortest_edge", "shortest_and_longest_edge", "int")
 
@@ -20,7 +19,7 @@ def size_form(form: str, side: int):
 
 
 def demo_config(name: str):
-    return hf_mim.get_method(name).config_class(**demo_config_kwargs(name))
+    return hf_mim.get_method(name).config_class(**hf_mim.get_method(name).backbone().demo_config)
 
 
 def picture(height: int, width: int, seed: int = 0) -> Image.Image:
@@ -93,7 +92,7 @@ def test_fine_tuned_processor_asked_for_pretraining_inputs(name):
     side = config.image_size
     processor = hf_mim.get_method(name).image_processor_class.for_evaluation(config)
     image = picture(side + 12, side + 4)
-    if hf_mim.get_method(name).needs_tokenizer:
+    if config.needs_tokenizer:
         with pytest.raises(ValueError) as error:
             processor(image, return_tensors="np", **processor.pretraining_kwargs())
         assert "for_model_config(config)" in one_line_error(error)
