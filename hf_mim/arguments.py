@@ -132,8 +132,10 @@ def image_checks(args: argparse.Namespace) -> dict:
 
 
 def apply_config_overrides(config, overrides: str, flag: str = "--config_overrides", recheck: bool = True):
-    """`config.update_from_string("k=v,k=v")` pair by pair, so a bad value names its field; then (`recheck`) the
-    config is re-built, which runs its checks on the combination. Returns the config; raises UsageError."""
+    """`config.update_from_string("k=v,k=v")`: every pair is checked to be field=value of an existing field, then
+    all are applied together (the config's own update parses each by its field's type and checks the result,
+    naming the field); then (`recheck`) the config is re-built, which runs its checks on the combination.
+    Returns the config; raises UsageError."""
     if not overrides:
         return config
     for pair in overrides.split(","):
@@ -142,12 +144,10 @@ def apply_config_overrides(config, overrides: str, flag: str = "--config_overrid
             raise UsageError(f"{flag} {overrides!r}: {pair!r} is not field=value; write them as \"k=v,k=v\"")
         if not hasattr(config, name.strip()):
             raise UsageError(f"{flag}: {type(config).__name__} has no field {name.strip()!r}")
-        try:
-            config.update_from_string(f"{name.strip()}={value.strip()}")
-        except ValueError as error:
-            current = getattr(config, name.strip())
-            raise UsageError(f"{flag}: field {name.strip()} = {value!r} is not valid (it holds "
-                             f"{type(current).__name__} values such as {current!r}): {error}") from None
+    try:
+        config.update_from_string(",".join(pair.strip() for pair in overrides.split(",")))
+    except ValueError as error:
+        raise UsageError(f"{flag}: {error}") from None
     if not recheck:
         return config
     try:

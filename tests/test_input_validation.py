@@ -92,7 +92,7 @@ def test_validator_messages_name_the_range():
 
 
 def test_config_override_that_does_not_parse_names_the_field(tmp_path):
-    with pytest.raises(UsageError, match=r"--config_overrides: field mask_ratio = 'abc' is not valid \(it holds float"):
+    with pytest.raises(UsageError, match=r"--config_overrides: mask_ratio='abc' is of the wrong type: mask_ratio must be a number"):
         pretrain.main(BASE + ["--config_overrides", "mask_ratio=abc", "--output_dir", str(tmp_path)])
     with pytest.raises(UsageError, match="has no field 'mask_ratios'"):
         pretrain.main(BASE + ["--config_overrides", "mask_ratios=0.5", "--output_dir", str(tmp_path)])
@@ -258,7 +258,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
                                          r"No space left on device\. Nothing of it was kept; the previous checkpoint "
                                          rf"\({out / 'checkpoints' / 'step_1'}\) is intact"):
         pretrain.main(BASE + ["--max_train_steps", "3", "--checkpointing_steps", "1", "--output_dir", str(out)])
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["README.md", "step_1"]
 
 
 def test_a_final_save_that_fails_leaves_no_half_folder(tmp_path, monkeypatch):

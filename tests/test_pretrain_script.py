@@ -49,7 +49,7 @@ def test_every_training_flag_on_an_image_folder(tmp_path):
         "--max_nonfinite_skips", "1", "--report_to", "tensorboard",
     )
     assert summary["steps"] == 3
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["README.md", "step_2"]
     assert list(out.rglob("events.out.tfevents*")), "tensorboard wrote nothing"
 
 
