@@ -234,7 +234,7 @@ class AugmentationDraw:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """The pretraining augmentations of method_spec §7: one random-resized-crop box (returned un-resized, so
+    """The pretraining augmentations of the recipes: one random-resized-crop box (returned un-resized, so
     the processor can make the 224 and the tokenizer views from the same crop), a horizontal flip, and an
     optional colour jitter (BEiT). `draw` and `apply` are split so the accelerator path
     (hf_mim.device_augmentation) makes exactly the same random choices from the same seed."""

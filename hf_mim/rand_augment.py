@@ -1,4 +1,4 @@
-"""RandAugment and random erasing, the two fine-tuning augmentations every recipe of method_spec §7 takes from
+"""RandAugment and random erasing, the two fine-tuning augmentations every method's recipe takes from
 timm ("rand-m9-mstd0.5-inc1", random erasing 0.25) and that no dependency of ours ships.
 
 Both follow timm's definitions (op list, level-to-argument rules, per-op probability 0.5, Gaussian magnitude

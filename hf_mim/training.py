@@ -28,7 +28,7 @@ SAVE_ERRORS = (OSError, SafetensorError)  # a full disk, a read-only or vanished
 
 
 def layer_id(model: torch.nn.Module, num_layers: int) -> dict[int, int]:
-    """BEiT's layer-id rule (method_spec §0.6), by module identity rather than by parameter name:
+    """BEiT's layer-id rule, by module identity rather than by parameter name:
     patch embedding, cls/mask tokens and positions are layer 0, block i is i + 1, everything else L + 1."""
     ids: dict[int, int] = {}
     encoder = model.vit

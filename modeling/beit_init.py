@@ -1,4 +1,4 @@
-"""Initialisation pieces BEiT and SimMIM share (method_spec §0.3): both official codebases build the same BEiT-style
+"""Initialisation pieces BEiT and SimMIM share: both official codebases build the same BEiT-style
 ViT, so their residual depth scaling and the init of relative position bias, q/v biases and layer scales are one
 rule. Each model keeps its own `_init_weights` for what differs (truncation bounds, heads)."""
 

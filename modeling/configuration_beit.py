@@ -1,5 +1,4 @@
-"""BEiT v1 configuration: defaults are the canonical BEiT-B/16 pretraining checkpoint (microsoft/unilm,
-method_spec §2)."""
+"""BEiT v1 configuration: defaults are the canonical BEiT-B/16 pretraining checkpoint (microsoft/unilm)."""
 
 from .configuration_dvae import MimDvaeConfig
 from .configuration_vit import BlockMaskConfigMixin, MimViTConfig
@@ -67,7 +66,7 @@ class MimBeitConfig(VisualTokenConfigMixin, BlockMaskConfigMixin, MimViTConfig):
     position bias table shared by every block, mean pooling (+ fc_norm) for classification, LayerNorm eps 1e-6.
     vocab_size: classes of the token head, the tokenizer's codebook size (8192 for DALL-E's dVAE).
     num_masking_patches / min_num_patches / max_num_patches / min_aspect / max_aspect: the block-wise mask
-        (method_spec §0.5): 75 of 196 patches in blocks of at least 16, aspect in [0.3, 1/0.3] (max_aspect None).
+       : 75 of 196 patches in blocks of at least 16, aspect in [0.3, 1/0.3] (max_aspect None).
         The processor draws it; the count may fall short of num_masking_patches and differs between images.
     tokenizer_config: the frozen tokenizer's `MimDvaeConfig` fields; None means DALL-E's encoder with `vocab_size`
         classes. `MimBeitForPreTraining.load_tokenizer` writes the loaded tokenizer's fields here.
@@ -77,7 +76,7 @@ class MimBeitConfig(VisualTokenConfigMixin, BlockMaskConfigMixin, MimViTConfig):
 
     model_type = "mim_beit"
     _auto_class = "AutoConfig"
-    # What the fine-tuning recipe changes (method_spec §2): one relative position bias per block, each started from
+    # What the fine-tuning recipe changes: one relative position bias per block, each started from
     # a copy of the shared table (done when the classifier loads a pretraining checkpoint), drop path 0.1, mean pooling.
     finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
 

@@ -1,4 +1,4 @@
-"""CAE configuration: defaults are the canonical ViT-B/16 checkpoint of lxtGH/CAE (800 epochs, method_spec §5)."""
+"""CAE configuration: defaults are the canonical ViT-B/16 checkpoint of lxtGH/CAE (800 epochs)."""
 
 from .configuration_beit import VisualTokenConfigMixin
 from .configuration_dvae import MimDvaeConfig
@@ -37,7 +37,7 @@ class MimCaeConfig(VisualTokenConfigMixin, BlockMaskConfigMixin, MimViTConfig):
 
     model_type = "mim_cae"
     _auto_class = "AutoConfig"
-    # What the fine-tuning recipe changes (method_spec §5): per-layer relative position bias (freshly zero),
+    # What the fine-tuning recipe changes: per-layer relative position bias (freshly zero),
     # drop path 0.1, mean pooling; `norm` -> `fc_norm` is done when the classifier loads a pretraining checkpoint.
     finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
 

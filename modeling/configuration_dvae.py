@@ -1,4 +1,4 @@
-"""dVAE tokenizer configuration: defaults are OpenAI's DALL-E dVAE (method_spec §6), the visual tokenizer of BEiT
+"""dVAE tokenizer configuration: defaults are OpenAI's DALL-E dVAE, the visual tokenizer of BEiT
 and CAE, at the 112 px tokenizer view those methods feed it."""
 
 from .configuration_vit import CheckedConfig

@@ -1,4 +1,4 @@
-"""MAE configuration: defaults are the canonical ViT-B/16 checkpoint (facebookresearch/mae, method_spec §1)."""
+"""MAE configuration: defaults are the canonical ViT-B/16 checkpoint (facebookresearch/mae)."""
 
 from .configuration_vit import MimViTConfig, check_choice, check_divisible, check_ratio
 
@@ -13,7 +13,7 @@ class MimMaeConfig(MimViTConfig):
 
     model_type = "mim_mae"
     _auto_class = "AutoConfig"
-    # What the fine-tuning recipe changes (method_spec §1): positions become trainable, drop path 0.1.
+    # What the fine-tuning recipe changes: positions become trainable, drop path 0.1.
     finetune_overrides = {"train_position_embeddings": True, "drop_path_rate": 0.1, "pooling": "mean"}
 
     backbone_defaults = dict(qkv_bias="full", layer_scale_init_value=0.0, position_embedding_type="sincos_mae",

@@ -1,5 +1,5 @@
 """MaskFeat configuration: defaults are the official ViT-B/16 image pretraining config (facebookresearch/SlowFast
-`in1k_VIT_B_MaskFeat_PT.yaml`, method_spec §4)."""
+`in1k_VIT_B_MaskFeat_PT.yaml`)."""
 
 from .configuration_vit import BlockMaskConfigMixin, MimViTConfig, check_divisible
 
@@ -11,7 +11,7 @@ class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
     Encoder defaults: timm-style full qkv bias, no layer scale, drop path 0, learned absolute positions, no
     relative position bias, LayerNorm eps 1e-6, mean pooling (+ a new fc_norm) for classification.
     num_masking_patches / min_num_patches / max_num_patches / min_aspect / max_aspect: the block-wise mask
-        (method_spec §0.5) with the early stop: round(0.4 * 196) = 78 of 196 patches in blocks of at least
+        with the early stop: round(0.4 * 196) = 78 of 196 patches in blocks of at least
         78 // 5 = 15, aspect in [0.3, 1/0.3] (max_aspect None). The count may fall short and differs between images.
     hog_nbins: orientation bins over 180 degrees (9).
     hog_cell_size: pixels per HOG cell side (8); each patch has (patch_size / hog_cell_size)^2 cells.
@@ -23,7 +23,7 @@ class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
 
     model_type = "mim_maskfeat"
     _auto_class = "AutoConfig"
-    # What the fine-tuning recipe changes (method_spec §4): drop path 0.1, mean pooling of the patch tokens into a
+    # What the fine-tuning recipe changes: drop path 0.1, mean pooling of the patch tokens into a
     # new LayerNorm; learned absolute positions and everything else stay.
     finetune_overrides = {"drop_path_rate": 0.1, "pooling": "mean"}
 

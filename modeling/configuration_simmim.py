@@ -1,5 +1,5 @@
 """SimMIM configuration: defaults are the official ViT-B/16 pretraining config (microsoft/SimMIM
-`simmim_pretrain__vit_base__img224__800ep.yaml`, method_spec §3)."""
+`simmim_pretrain__vit_base__img224__800ep.yaml`)."""
 
 from .configuration_vit import MimViTConfig, check_divisible, check_ratio
 
@@ -22,7 +22,7 @@ class MimSimMIMConfig(MimViTConfig):
 
     model_type = "mim_simmim"
     _auto_class = "AutoConfig"
-    # What the fine-tuning recipe changes (method_spec §3): per-layer relative position bias, each block's table
+    # What the fine-tuning recipe changes: per-layer relative position bias, each block's table
     # started from a copy of the shared pretrained one (done when the classifier loads a pretraining checkpoint),
     # drop path 0.1, mean pooling + fc_norm; no absolute positions.
     finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}

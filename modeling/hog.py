@@ -1,6 +1,6 @@
 """MaskFeat's regression target: per-patch histograms of oriented gradients (HOG), as SlowFast's image model.
 
-Pipeline, per colour channel (method_spec §4): reflect-pad 1 px -> Sobel-like 3x3 cross-correlation for gx, gy ->
+Pipeline, per colour channel: reflect-pad 1 px -> Sobel-like 3x3 cross-correlation for gx, gy ->
 magnitude and unsigned orientation `atan2(gx, gy)` (argument order as the official code) -> hard vote of the
 magnitude into one of `nbins` bins (optionally weighted by a tiled Gaussian window, mmpretrain's variant) ->
 sum over non-overlapping `cell_size` cells -> L2-normalise each cell's histogram per channel -> group the cells of

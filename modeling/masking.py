@@ -112,7 +112,7 @@ def block_mask(
     exact: bool = False,
     rng: random.Random | None = None,
 ) -> np.ndarray:
-    """BEiT's block-wise mask (method_spec §0.5): rectangles of random area and aspect until N cells are masked.
+    """BEiT's block-wise mask: rectangles of random area and aspect until N cells are masked.
 
     exact=False (BEiT, MaskFeat) stops at the first call whose 10 attempts all fail, so it may undershoot N; it never
     overshoots. exact=True (CAE, whose encoder needs a fixed visible length) keeps calling until exactly N are
@@ -223,7 +223,7 @@ def simmim_mask(
     mask_ratio: float = 0.6,
     rng: np.random.Generator | random.Random | None = None,
 ) -> np.ndarray:
-    """SimMIM's mask (method_spec §3): exactly ceil(ratio * cells) coarse cells of mask_patch_size pixels, drawn by
+    """SimMIM's mask: exactly ceil(ratio * cells) coarse cells of mask_patch_size pixels, drawn by
     a random permutation, each repeated over the (mask_patch_size / model_patch_size)^2 patches it covers.
 
     Returns: (input_size / model_patch_size,) * 2 bool, True = masked; at defaults 120 of 196, in aligned 2x2 blocks.

@@ -1,6 +1,5 @@
 """BEiT v1 (Bao et al. 2022): block-wise masking, all patches through the encoder with masked ones replaced by a
-mask token, a linear head predicting the frozen dVAE tokenizer's visual token of each masked patch. Facts in
-method_spec §2; layout of the pipeline as microsoft/unilm `beit/modeling_pretrain.py`."""
+mask token, a linear head predicting the frozen dVAE tokenizer's visual token of each masked patch. Layout of the pipeline as microsoft/unilm `beit/modeling_pretrain.py`."""
 
 from __future__ import annotations
 
@@ -68,7 +67,7 @@ class MimBeitPreTrainedModel(SharedToPerLayerBiasMixin, MimPreTrainedModel):
     config_class = MimBeitConfig
 
     def _init_weights(self, module: nn.Module) -> None:
-        """BEiT init (method_spec §0.3): trunc-normal(0.02) cut at +-1 std for Linear and conv weights and the
+        """BEiT init: trunc-normal(0.02) cut at +-1 std for Linear and conv weights and the
         cls/mask tokens, zero biases, LayerNorm (1, 0), zero relative-position tables; the residual output
         projections of block l are drawn at std 0.02/sqrt(2 l) (the official init-then-divide, in one draw, so it
         cannot be applied twice, and `transformers.initialization` skips tensors loaded from a checkpoint).

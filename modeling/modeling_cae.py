@@ -1,7 +1,7 @@
 """CAE (Chen et al., Context Autoencoder, IJCV 2023): block masks with an exact count, encoder on the visible patches
 only, a latent regressor that predicts the masked patches' representations from the visible ones, aligned with the
 encoder's own stop-gradient encoding of the masked patches, and a decoder from those predictions to visual tokens.
-Facts in method_spec §5; parameter names follow lxtGH/CAE `models/modeling_cae_helper.py` (RegressorBlock).
+Parameter names follow lxtGH/CAE `models/modeling_cae_helper.py` (RegressorBlock).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class CrossAttention(nn.Module):
 
 
 class RegressorBlock(GradientCheckpointingLayer):
-    """CAE's latent-regressor block (method_spec §5):
+    """CAE's latent-regressor block:
 
     x = q + DropPath(gamma_1 * CrossAttn(LN_q(q + pos_q), LN_k(kv + pos_kv), LN_v(kv)))   (no position on V)
     x = LN2(x)                                                                             (the residual stream)
@@ -242,7 +242,7 @@ class MimCaePreTrainedModel(MimPreTrainedModel):
     _keep_in_fp32_modules = ["tokenizer"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """CAE's init with its xavier override (method_spec §5): every Linear xavier-uniform with zero bias (encoder,
+        """CAE's init with its xavier override: every Linear xavier-uniform with zero bias (encoder,
         regressor, decoder, token head), LayerNorm (1, 0), the patch conv, cls token and mask token trunc-normal(0.02)
         cut at +-1 std, layer scales at their init values, per-layer relative position bias tables zero; the EMA
         teacher starts as a copy of the encoder.

@@ -1,4 +1,4 @@
-"""DALL-E's discrete VAE (Ramesh et al. 2021), the visual tokenizer of BEiT and CAE (method_spec §6).
+"""DALL-E's discrete VAE (Ramesh et al. 2021), the visual tokenizer of BEiT and CAE.
 
 The encoder's state-dict keys are exactly those of OpenAI's `dall_e.encoder.Encoder` (`encoder.blocks.input.w`,
 `encoder.blocks.group_1.block_1.res_path.conv_1.w`, ...) so the published weights load by name; the decoder mirrors
@@ -86,7 +86,7 @@ def codebook_statistics(codes: torch.Tensor, vocab_size: int) -> tuple[torch.Ten
 def gumbel_temperature(step: int, start: float = 1.0, end: float = 1 / 16, anneal_steps: int = 150_000) -> float:
     """Relaxation temperature tau at `step`: cosine from `start` to `end` over `anneal_steps`, then `end`.
 
-    Cosine because the DALL-E paper (appendix A.2, method_spec §6) anneals its tau, KL weight and step size with
+    Cosine because the DALL-E paper (appendix A.2) anneals its tau, KL weight and step size with
     cosine schedules; an exponential decay would spend more updates at low tau, where gradients are noisiest.
     """
     if anneal_steps <= 0 or step >= anneal_steps:

@@ -1,5 +1,5 @@
 """MAE (He et al. 2022): random high-ratio masking, encoder on visible patches only, light decoder, pixel MSE on
-the removed patches. Facts in method_spec §1; layout of the pipeline as facebookresearch/mae `models_mae.py`."""
+the removed patches. Layout of the pipeline as facebookresearch/mae `models_mae.py`."""
 
 from __future__ import annotations
 

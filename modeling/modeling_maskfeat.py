@@ -1,6 +1,6 @@
 """MaskFeat (Wei et al. 2022), image version with a ViT: block-wise masking, all patches through the encoder with
 masked ones replaced by a mask token, a linear head regressing each masked patch's histograms of oriented
-gradients (HOG), MSE on the masked patches. Facts in method_spec §4; layout as facebookresearch/SlowFast
+gradients (HOG), MSE on the masked patches. Layout as facebookresearch/SlowFast
 `slowfast/models/masked.py` (MaskMViT with PRED_HOG) and mmpretrain's MaskFeat.
 
 The head's LayerNorm is the encoder's final norm (`vit.norm`, mmpretrain's layout) and `pred_head` is a bare
@@ -68,7 +68,7 @@ class MimMaskFeatPreTrainedModel(MimPreTrainedModel):
     config_class = MimMaskFeatConfig
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Official MaskFeat ViT init (SlowFast MViT in ViT mode, method_spec §4): Linear weights (the HOG head
+        """Official MaskFeat ViT init (SlowFast MViT in ViT mode): Linear weights (the HOG head
         too) trunc-normal(0.02) with the default +-2 absolute bounds, biases 0, LayerNorm (1, 0); cls, mask and
         position tokens trunc-normal(0.02); the patch-embedding conv keeps PyTorch's Conv2d default
         (kaiming-uniform a=sqrt(5)), which SlowFast never overrides. No depth rescale (SCALE_INIT_BY_DEPTH off).

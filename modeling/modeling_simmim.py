@@ -1,6 +1,6 @@
 """SimMIM (Xie et al. 2022): coarse random masking (32-px cells), all patches through the encoder with masked ones
 replaced by a mask token, a one-layer head (1x1 conv + PixelShuffle) regressing the normalised pixels, L1 on the
-masked pixels only. Facts in method_spec §3; layout of the pipeline as microsoft/SimMIM `models/simmim.py`."""
+masked pixels only. Layout of the pipeline as microsoft/SimMIM `models/simmim.py`."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class MimSimMIMPreTrainedModel(SharedToPerLayerBiasMixin, MimPreTrainedModel):
     config_class = MimSimMIMConfig
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Official SimMIM ViT init (BEiT-style, method_spec §0.3/§3): Linear and patch-conv weights, cls token
+        """Official SimMIM ViT init (BEiT-style): Linear and patch-conv weights, cls token
         and learned positions trunc-normal(0.02) with timm's default (+-2 absolute) bounds; the mask token
         trunc-normal(0.02) cut at +-1 std; biases 0, LayerNorm (1, 0), relative position tables 0, q/v biases 0,
         layer scales at `layer_scale_init_value`. The residual output projections of block l are drawn at

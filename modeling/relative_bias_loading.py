@@ -1,4 +1,4 @@
-"""Fine-tuning's start for models with per-layer relative position bias (BEiT, SimMIM; method_spec §2, §3): when
+"""Fine-tuning's start for models with per-layer relative position bias (BEiT, SimMIM): when
 the checkpoint only has pretraining's shared table, every block's table begins as a copy of it instead of zeros.
 
 transformers' loader cannot express "initialise this missing key from that other key", so the models read the

@@ -5,7 +5,7 @@
     python scripts/train_tokenizer.py        # CPU demo: a small dVAE on the embedded Fashion-MNIST sample
 
 Gumbel-softmax relaxation in forward and backward, temperature annealed 1 -> 1/16 (cosine), KL weight rising
-linearly 0 -> 6.6, Adam with a cosine step size (method_spec §6). Codebook usage (fraction of codes used,
+linearly 0 -> 6.6, Adam with a cosine step size. Codebook usage (fraction of codes used,
 perplexity) is logged, since a collapsed codebook makes useless BEiT targets. The result loads with
 `MimDvaeModel.from_pretrained` and feeds `scripts/pretrain.py --tokenizer_name_or_path`.
 """
