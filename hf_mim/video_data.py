@@ -70,8 +70,9 @@ def decode_clip(path) -> list[Image.Image] | None:
 
 
 def encode_video(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264", options: dict | None = None) -> None:
-    """Write (T, H, W, 3) uint8 frames as a video file. The default is near-lossless H.264 (crf 1, one thread,
-    so the bytes are reproducible); H and W must be even for yuv420p."""
+    """Write (T, H, W, 3) uint8 frames as a video file. The default is near-lossless H.264 (crf 1, yuv420p, one
+    thread; H and W must be even). x264 is not bit-reproducible across processes: a few files in a hundred may
+    decode a few grey levels apart between two runs."""
     av = import_av()
     options = {"crf": "1", "threads": "1"} if options is None and codec == "libx264" else (options or {})
     with av.open(str(path), mode="w") as container:
@@ -79,8 +80,11 @@ def encode_video(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264",
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         stream.thread_count = 1
-        for array in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+        for index, array in enumerate(frames):
+            # explicit pts and colour conversion: left to the encoder, the bytes differed more often between runs
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24").reformat(format="yuv420p")
+            frame.pts = index
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())
 
 

@@ -9,8 +9,8 @@ is labelled by its garment's class and stored as near-lossless H.264 (crf 1, yuv
 
     python scripts/make_video_sample.py            # rewrites hf_mim/sample_data/fashion_mnist_video/
 
-Needs PyAV (`pip install -e ".[video]"`). The same arguments give the same frames (and, with the same PyAV build,
-the same bytes).
+Needs PyAV (`pip install -e ".[video]"`). The same arguments render the same frames; the encoder (x264) is not
+bit-reproducible across processes, so a few files in a hundred may decode a few grey levels apart between runs.
 """
 
 from __future__ import annotations
