@@ -20,22 +20,30 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_maskfeat_video import MimMaskFeatVideoConfig
-from .hog import HOGTarget, gaussian_window_kernel, sobel_kernels
+from .hog import HOGTarget
 from .losses import masked_mse_loss
-from .modeling_maskfeat import HEAD_INIT_SCALE, patch_targets_to_cell_histograms
+from .modeling_maskfeat import MimMaskFeatPreTrainedModel, patch_targets_to_cell_histograms
 from .remote_code import RemoteCodeMixin
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
 from .video_vit import TubeletEmbed, VideoViTEncoder
 
 
-def tubelet_hog_targets(hog: HOGTarget, pixel_values: torch.Tensor, tubelet_size: int) -> torch.Tensor:
-    """(B, T, C, H, W) -> (B, t*h*w, tubelet_size * K): the image HOG target (B', h*w, K) of every frame, the
-    vectors of one tubelet's frames concatenated in frame order. Tokens in (t, h, w) order, t = T / tubelet_size."""
-    batch, frames = pixel_values.shape[:2]
-    per_frame = hog(pixel_values.flatten(0, 1))  # (B*T, h*w, K)
-    length, dim = per_frame.shape[1:]
-    per_frame = per_frame.reshape(batch, frames // tubelet_size, tubelet_size, length, dim)
-    return per_frame.permute(0, 1, 3, 2, 4).reshape(batch, frames // tubelet_size * length, tubelet_size * dim)
+class TubeletHOGTarget(HOGTarget):
+    """The image MaskFeat `HOGTarget` applied frame by frame: (B, T, C, H, W) -> (B, t*h*w, tubelet_size * K),
+    each token's vector the image targets (K per patch) of its tubelet's frames concatenated in frame order.
+    Tokens in (t, h, w) order, t = T / tubelet_size. Frozen, fp32, no grad, no state-dict keys, as its base."""
+
+    def __init__(self, tubelet_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.tubelet_size = tubelet_size
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        batch, frames = pixel_values.shape[:2]
+        per_frame = super().forward(pixel_values.flatten(0, 1))  # (B*T, h*w, K)
+        length, dim = per_frame.shape[1:]
+        temporal = frames // self.tubelet_size
+        per_frame = per_frame.reshape(batch, temporal, self.tubelet_size, length, dim)
+        return per_frame.permute(0, 1, 3, 2, 4).reshape(batch, temporal * length, self.tubelet_size * dim)
 
 
 @dataclass
@@ -84,34 +92,21 @@ class MimMaskFeatVideoPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     }
 
     def _init_weights(self, module: nn.Module) -> None:
-        """The image MaskFeat init carried to video: Linear trunc-normal(0.02) (the classifier x 0.001), biases 0,
-        LayerNorm (1, 0), cls/mask/position tokens trunc-normal(0.02), the tubelet Conv3d PyTorch's default
-        (kaiming-uniform a=sqrt(5)); the frozen HOG filters (non-persistent buffers) are rebuilt."""
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            scale = HEAD_INIT_SCALE if module is getattr(self, "head", None) else 1.0
-            init.trunc_normal_(module.weight, std=std * scale, a=-2.0 * scale, b=2.0 * scale)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, TubeletEmbed):
+        """The image MaskFeat init (`MimMaskFeatPreTrainedModel._init_weights`: Linear trunc-normal(0.02), the
+        classifier x 0.001, LayerNorm (1, 0), cls and mask tokens trunc-normal(0.02), the HOG filters rebuilt),
+        carried to video: the tubelet Conv3d keeps PyTorch's default (kaiming-uniform a=sqrt(5)) as the image
+        model's Conv2d, and the separable position tables are trunc-normal(0.02) as its joint table."""
+        if isinstance(module, TubeletEmbed):
             weight = module.proj.weight
             init.kaiming_uniform_(weight, a=math.sqrt(5))
             bound = 1.0 / math.sqrt(weight[0].numel())
             init.uniform_(module.proj.bias, -bound, bound)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, VideoViTEncoder):
-            for token in (module.cls_token, module.mask_token, module.pos_embed_spatial, module.pos_embed_temporal,
-                          module.pos_embed_class):
-                if token is not None:
-                    init.trunc_normal_(token, std=std)
-        elif isinstance(module, HOGTarget):
-            kernel_x, kernel_y = sobel_kernels(module.num_channels)
-            init.copy_(module.kernel_x, kernel_x)
-            init.copy_(module.kernel_y, kernel_y)
-            if module.window is not None:
-                init.copy_(module.window, gaussian_window_kernel(module.gaussian_window))
+            return
+        MimMaskFeatPreTrainedModel._init_weights(self, module)
+        if isinstance(module, VideoViTEncoder):
+            for table in (module.pos_embed_spatial, module.pos_embed_temporal, module.pos_embed_class):
+                if table is not None:
+                    init.trunc_normal_(table, std=self.config.initializer_range)
 
 
 class MimMaskFeatVideoModel(EncoderModelMixin, MimMaskFeatVideoPreTrainedModel):
@@ -132,8 +127,8 @@ class MimMaskFeatVideoForPreTraining(MimMaskFeatVideoPreTrainedModel):
         super().__init__(config)
         self.vit = VideoViTEncoder(config)
         self.pred_head = nn.Linear(config.hidden_size, config.target_dim)
-        self.hog = HOGTarget(
-            nbins=config.hog_nbins, cell_size=config.hog_cell_size, patch_size=config.patch_size,
+        self.hog = TubeletHOGTarget(
+            config.tubelet_size, nbins=config.hog_nbins, cell_size=config.hog_cell_size, patch_size=config.patch_size,
             gaussian_window=config.hog_gaussian_window, num_channels=config.num_channels,
         )
         self.post_init()
@@ -157,7 +152,7 @@ class MimMaskFeatVideoForPreTraining(MimMaskFeatVideoPreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
         logits = self.pred_head(hidden[:, 1:])
-        targets = tubelet_hog_targets(self.hog, pixel_values, self.config.tubelet_size)
+        targets = self.hog(pixel_values)
         # mean over the masked tubelets (and over the target_dim values of each)
         loss = masked_mse_loss(logits, targets, bool_masked_pos)
         out = MimMaskFeatVideoPreTrainingOutput(loss=loss, logits=logits, hog_targets=targets,
