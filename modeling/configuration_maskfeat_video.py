@@ -109,7 +109,9 @@ class MimMaskFeatVideoConfig(MimViTConfig):
         check_choice("position_embedding_type", self.position_embedding_type, ("learned", "none"))
         check_choice("relative_position_bias", self.relative_position_bias, ("none",))
         if not self.use_mask_token:
-            raise ValueError("use_mask_token must be True: MaskFeat replaces the masked tubelets by a learned mask token")
+            raise ValueError(
+                "use_mask_token must be True: MaskFeat replaces the masked tubelets by a learned mask token"
+            )
         check_ratio("mask_ratio", self.mask_ratio)
         if not 0 < self.num_masking_patches < self.num_patches:
             raise ValueError(
@@ -118,7 +120,9 @@ class MimMaskFeatVideoConfig(MimViTConfig):
             )
         self.validate_cube_fields()
         if isinstance(self.hog_nbins, bool) or not isinstance(self.hog_nbins, int) or self.hog_nbins < 1:
-            raise ValueError(f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {self.hog_nbins!r}")
+            raise ValueError(
+                f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {self.hog_nbins!r}"
+            )
         check_divisible("patch_size", self.patch_size, "hog_cell_size", self.hog_cell_size)
         if self.hog_gaussian_window is None or self.hog_gaussian_window < 0:
             raise ValueError(
@@ -141,7 +145,9 @@ class MimMaskFeatVideoConfig(MimViTConfig):
                 f"grid, got {self.max_num_patches!r}"
             )
         if not self.min_aspect > 0:
-            raise ValueError(f"min_aspect must be > 0 (cube face height/width ratio; 0.3 by default), got {self.min_aspect!r}")
+            raise ValueError(
+                f"min_aspect must be > 0 (cube face height/width ratio; 0.3 by default), got {self.min_aspect!r}"
+            )
         if self.max_aspect is not None and not self.max_aspect >= self.min_aspect:
             raise ValueError(f"max_aspect must be >= min_aspect={self.min_aspect}, or None, got {self.max_aspect!r}")
         longest = self.temporal_size if self.max_cube_frames is None else self.max_cube_frames

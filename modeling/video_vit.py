@@ -61,8 +61,9 @@ class VideoViTEncoder(ViTEncoder):
         frames, height, width = pixel_values.shape[1], pixel_values.shape[-2], pixel_values.shape[-1]
         if frames % config.tubelet_size or height % config.patch_size or width % config.patch_size:
             raise ValueError(
-                f"a {frames}-frame {height}x{width} clip does not split into tubelets of {config.tubelet_size} frames x "
-                f"{config.patch_size}x{config.patch_size} pixels; sample frames and resize with the model's processor"
+                f"a {frames}-frame {height}x{width} clip does not split into tubelets of {config.tubelet_size} "
+                f"frames x {config.patch_size}x{config.patch_size} pixels; sample frames and resize with the model's "
+                "processor"
             )
         same = (frames, height, width) == (config.num_frames, config.image_size, config.image_size)
         if not same and self.pos_embed_spatial is not None and not interpolate_pos_encoding:
@@ -82,7 +83,8 @@ class VideoViTEncoder(ViTEncoder):
             spatial = resize_position_table(padded, (height, width))[:, 1:]
         time = self.pos_embed_temporal
         if temporal != self.temporal_size:
-            time = F.interpolate(time.transpose(1, 2), size=temporal, mode="linear", align_corners=False).transpose(1, 2)
+            time = F.interpolate(time.transpose(1, 2), size=temporal, mode="linear", align_corners=False)
+            time = time.transpose(1, 2)
         return (time[:, :, None, :] + spatial[:, None, :, :]).flatten(1, 2)
 
     def patch_tokens(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,

@@ -161,13 +161,14 @@ def test_remote_code_and_pipeline_load_without_hf_mim(tmp_path):
     av = pytest.importorskip("av")  # noqa: F841
     from hf_mim.video_data import encode_video
 
-    config = tiny_config(num_labels=3, id2label={0: "coat", 1: "bag", 2: "shoe"}, label2id={"coat": 0, "bag": 1,
-                                                                                            "shoe": 2})
+    labels = ["coat", "bag", "shoe"]
+    config = tiny_config(num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     model = build(MimMaskFeatVideoForVideoClassification, config)
     model.save_pretrained(tmp_path)
     MimMaskFeatVideoProcessor.for_model_config(config, sample_rate=1).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert {"AutoConfig", "AutoModel", "AutoModelForVideoClassification", "AutoImageProcessor"} <= set(saved["auto_map"])
+    entries = {"AutoConfig", "AutoModel", "AutoModelForVideoClassification", "AutoImageProcessor"}
+    assert entries <= set(saved["auto_map"])
     pixel_values = clip_batch()
     torch.save(pixel_values, tmp_path / "inputs.pt")
     expected = model(pixel_values=pixel_values).logits
