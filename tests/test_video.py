@@ -284,7 +284,7 @@ def test_processor_round_trips(tmp_path):
 # ----------------------------------------------------------------------------------------------- data
 
 
-def write_clip_folder(root, av_needed=True):
+def write_clip_folder(root):
     from PIL import Image
 
     from hf_mim.video_data import encode_video
