@@ -13,10 +13,11 @@ setup(
     packages=["hf_mim", "hf_mim.modeling", "hf_mim.model_cards", "hf_mim.metrics"],
     package_dir={"hf_mim": "hf_mim", "hf_mim.modeling": "modeling", "hf_mim.model_cards": "model_cards"},
     package_data={
-        "hf_mim": ["sample_data/*/*.parquet", "sample_data/*/*.md"],
+        "hf_mim": ["sample_data/*/*.parquet", "sample_data/*/*.md", "sample_data/fashion_mnist_video/*.csv",
+                   "sample_data/fashion_mnist_video/*/*.mp4"],
         "hf_mim.model_cards": ["*.md"],
         "hf_mim.metrics": ["*/*.py"],
     },
     install_requires=["torch>=2.4", "transformers>=5.0", "safetensors>=0.4", "huggingface_hub>=1.0", "numpy", "pillow"],
-    extras_require={"train": TRAIN, "test": TEST},
+    extras_require={"train": TRAIN, "test": TEST, "video": ["av>=14"]},
 )

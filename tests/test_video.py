@@ -55,7 +55,7 @@ def build(cls, config):
     ({"hog_cell_size": 3}, "patch_size=8 must be a positive multiple of hog_cell_size=3"),
     ({"position_embedding_type": "sincos_mae"}, "position_embedding_type='sincos_mae' is not supported"),
     ({"relative_position_bias": "shared"}, "relative_position_bias='shared' is not supported"),
-    ({"mask_ratio": 1.0}, "mask_ratio must be strictly between 0 and 1"),
+    ({"mask_ratio": 1.0}, r"mask_ratio must be a number in \(0, 1\)"),
     ({"max_cube_frames": 3}, r"max_cube_frames \(3\) <= temporal_size \(2"),
     ({"min_num_patches": 17}, r"min_num_patches must be an integer in \[1, 16\]"),
     ({"use_mask_token": False}, "use_mask_token must be True"),
