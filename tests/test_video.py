@@ -347,3 +347,15 @@ def test_missing_pyav_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)
     with pytest.raises(ImportError, match=r'pip install -e "\.\[video\]"'):
         video_data.decode_video("clip.mp4")
+
+
+def test_sample_script_writes_labelled_clips_with_every_flag(tmp_path):
+    pytest.importorskip("av")
+    from helpers import load_script
+
+    script = load_script("make_video_sample")
+    script.main(["--output_dir", str(tmp_path), "--train_per_class", "1", "--test_per_class", "1",
+                 "--num_frames", "4", "--size", "16", "--seed", "3"])
+    clips = sorted(tmp_path.glob("*/*.mp4"))
+    assert len(clips) == 20  # 10 classes x (1 train + 1 test)
+    assert (tmp_path / "metadata.csv").read_text().count("\n") >= 20
