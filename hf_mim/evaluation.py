@@ -94,15 +94,17 @@ def feature_cache_key(model_name_or_path: str, split: str, pooling: str, *, rand
 # ----------------------------------------------------------------------------------------------- features
 
 
-def pool_tokens(hidden_states: torch.Tensor, pooling: str) -> torch.Tensor:
+def pool_tokens(hidden_states: torch.Tensor, pooling: str, has_cls_token: bool = True) -> torch.Tensor:
     """(B, 1 + L, D) encoder output -> (B, D) for "cls" / "mean" (patch tokens, cls excluded), or the (B, L, D)
-    patch tokens for "tokens" (what the attentive probe attends over)."""
+    patch tokens for "tokens" (what the attentive probe attends over). An encoder without a cls token (B, L, D)
+    has no "cls" feature: its "cls" is the mean of its tokens, as its own classifier pools them."""
+    patches = hidden_states[:, 1:] if has_cls_token else hidden_states
     if pooling == "cls":
-        return hidden_states[:, 0]
+        return hidden_states[:, 0] if has_cls_token else patches.mean(dim=1)
     if pooling == "mean":
-        return hidden_states[:, 1:].mean(dim=1)
+        return patches.mean(dim=1)
     if pooling == "tokens":
-        return hidden_states[:, 1:]
+        return patches
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
 
 
@@ -127,7 +129,8 @@ def feature_loader(dataset_or_loader, processor=None, batch_size: int = 256, num
 
 @torch.no_grad()
 def encode_batches(model, loader, pooling: str, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the frozen encoder (`model.vit`: blocks + final norm where the model has one) over every batch."""
+    """Run the frozen encoder (`model.encoder_tokens`: blocks + final norm where the model has one) over every
+    batch."""
     from tqdm.auto import tqdm
 
     model.eval().to(device)
@@ -135,8 +138,8 @@ def encode_batches(model, loader, pooling: str, device) -> tuple[torch.Tensor, t
     for batch in tqdm(loader, desc=f"features ({pooling})", leave=False):
         if "pixel_values" not in batch:  # every image of this batch was unreadable
             continue
-        hidden = model.vit(batch["pixel_values"].to(device))[0]
-        pooled = pool_tokens(hidden, pooling)
+        hidden = model.encoder_tokens(batch["pixel_values"].to(device))
+        pooled = pool_tokens(hidden, pooling, model.has_cls_token)
         # Patch tokens are 1 + L times larger than a pooled vector: half precision keeps a full split in memory and
         # loses nothing a probe can use (the values come out of a LayerNorm).
         features.append(pooled.to(torch.float16 if pooling == "tokens" else torch.float32).cpu())

@@ -37,7 +37,8 @@ DEFAULT_BACKBONE = "vit"
 
 @dataclass(frozen=True)
 class Backbone:
-    """One encoder family of a method: its classes, and the config fields of the CPU-sized demo model."""
+    """One encoder family of a method: its classes, the config fields of the CPU-sized demo model, and the
+    modality its inputs are ("image": (B, C, H, W); "video": (B, T, C, H, W) clips)."""
 
     config_class: type
     image_processor_class: type
@@ -45,6 +46,7 @@ class Backbone:
     pretraining_class: type
     classification_class: type
     demo_config: dict = field(default_factory=dict, hash=False)
+    modality: str = "image"
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,21 @@ class Method:
     conversion_sources: dict[str, sources.Source] = field(default_factory=dict, hash=False)
     benchmark_peer: BenchmarkPeer | None = None
 
-    def backbone(self, family: str = DEFAULT_BACKBONE) -> Backbone:
+    def backbone(self, family: str | None = None, modality: str = "image") -> Backbone:
+        """The backbone `family` (`--backbone`), or the method's first one of `modality` (`--modality`)."""
+        if family is None:
+            of_modality = [name for name, backbone in self.backbones.items() if backbone.modality == modality]
+            if not of_modality:
+                raise ValueError(f"{self.name} has no {modality} backbone; its backbones take "
+                                 f"{', '.join(sorted({b.modality for b in self.backbones.values()}))}")
+            family = DEFAULT_BACKBONE if DEFAULT_BACKBONE in of_modality else of_modality[0]
         if family not in self.backbones:
             raise ValueError(f"{self.name} has no {family!r} backbone; it has {', '.join(sorted(self.backbones))}")
-        return self.backbones[family]
+        backbone = self.backbones[family]
+        if backbone.modality != modality:
+            raise ValueError(f"the {self.name} {family!r} backbone takes {backbone.modality}, not {modality}; "
+                             f"drop --modality {modality} or pick another --backbone")
+        return backbone
 
     @property
     def can_use_tokenizer(self) -> bool:
@@ -203,6 +216,14 @@ METHODS: dict[str, Method] = {
 }
 
 
+def backbone_families() -> list[str]:
+    """Every `--backbone` some method has."""
+    return sorted({family for method in METHODS.values() for family in method.backbones})
+
+
+MODALITIES = ("image", "video")
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
@@ -234,5 +255,5 @@ def conversion_source_ids() -> list[str]:
     return sorted(source_id for method in METHODS.values() for source_id in method.conversion_sources)
 
 
-__all__ = ["METHODS", "Backbone", "Method", "backbone_of_config", "conversion_source", "get_method",
+__all__ = ["METHODS", "MODALITIES", "Backbone", "Method", "backbone_families", "backbone_of_config", "conversion_source", "get_method",
            "method_of_config"]

@@ -27,38 +27,19 @@ SAVE_ERRORS = (OSError, SafetensorError)  # a full disk, a read-only or vanished
 # ----------------------------------------------------------------------------------------------- optimiser
 
 
-def layer_id(model: torch.nn.Module, num_layers: int) -> dict[int, int]:
-    """BEiT's layer-id rule, by module identity rather than by parameter name:
-    patch embedding, cls/mask tokens and positions are layer 0, block i is i + 1, everything else L + 1."""
-    ids: dict[int, int] = {}
-    encoder = model.vit
-    for name in ("patch_embed",):
-        for p in getattr(encoder, name).parameters():
-            ids[id(p)] = 0
-    for p in (encoder.cls_token, encoder.pos_embed, encoder.mask_token):
-        if p is not None:
-            ids[id(p)] = 0
-    for index, block in enumerate(encoder.blocks):
-        for p in block.parameters():
-            ids[id(p)] = index + 1
-    return {pid: ids.get(pid, num_layers + 1) for pid in (id(p) for p in model.parameters())}
-
-
 def parameter_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
-    """AdamW groups: weight decay on tensors of rank >= 2 except position embeddings and the cls token; with
-    `layer_decay`, lr scale decay ** (L + 1 - layer_id). Frozen parameters (targets, teachers) are left out."""
-    no_decay_ids = set()
-    encoder = getattr(model, "vit", None)
-    if encoder is not None:
-        no_decay_ids = {id(p) for p in (encoder.pos_embed, encoder.cls_token) if p is not None}
-    num_layers = len(encoder.blocks) if encoder is not None else 0
-    ids = layer_id(model, num_layers) if (layer_decay and encoder is not None) else {}
+    """AdamW groups: weight decay on tensors of rank >= 2 except those the model names (position tables, the cls
+    token); with `layer_decay`, lr scale decay ** (L + 1 - layer id) by the model's own `layer_ids` (embeddings 0,
+    block i is i + 1, heads L + 1). Frozen parameters (targets, teachers) are left out."""
+    no_decay_ids = {id(p) for p in model.no_weight_decay_parameters()} if hasattr(model, "layer_ids") else set()
+    ids = model.layer_ids() if (layer_decay and hasattr(model, "layer_ids")) else {}
+    top = max(ids.values()) if ids else 0
     groups: dict[tuple, dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = param.ndim >= 2 and id(param) not in no_decay_ids
-        scale = layer_decay ** (num_layers + 1 - ids[id(param)]) if ids else 1.0
+        scale = layer_decay ** (top - ids[id(param)]) if ids else 1.0
         key = (decay, scale)
         group = groups.setdefault(key, {"params": [], "names": [], "weight_decay": weight_decay if decay else 0.0,
                                         "lr_scale": scale})

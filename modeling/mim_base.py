@@ -94,6 +94,36 @@ class MimPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         model.after_loading(pretrained_model_name_or_path, kwargs)
         return loaded
 
+    # ---- the encoder surface the training and evaluation tools call, whatever the encoder family ----------------
+
+    has_cls_token = True  # whether `encoder_tokens` starts with a [CLS] token (a Swin or pooled encoder has none)
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return getattr(self, self.base_model_prefix)
+
+    def encoder_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) output tokens of the encoder (after its final norm where it has one), for probes."""
+        return self.encoder(pixel_values)[0]
+
+    def layer_ids(self) -> dict[int, int]:
+        """Layer-wise lr decay ids by parameter identity: embeddings, cls/mask tokens and positions 0, block i is
+        i + 1, everything else (final norm, heads) L + 1 (BEiT's rule). Families with other layouts override it."""
+        encoder = self.encoder
+        blocks = list(encoder.blocks)
+        ids = {id(p): 0 for p in encoder.patch_embed.parameters()}
+        ids.update({id(p): 0 for p in (getattr(encoder, name, None) for name in ("cls_token", "pos_embed",
+                                                                                  "mask_token")) if p is not None})
+        for index, block in enumerate(blocks):
+            ids.update({id(p): index + 1 for p in block.parameters()})
+        return {id(p): ids.get(id(p), len(blocks) + 1) for p in self.parameters()}
+
+    def no_weight_decay_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters of rank >= 2 that AdamW must not decay (position tables, the cls token)."""
+        encoder = self.encoder
+        return [p for p in (getattr(encoder, "pos_embed", None), getattr(encoder, "cls_token", None))
+                if isinstance(p, torch.nn.Parameter)]
+
     def after_loading(self, pretrained_model_name_or_path, kwargs: dict) -> None:
         """A method's own rule for the weights it just loaded (e.g. per-layer tables from a shared one)."""
 

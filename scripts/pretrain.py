@@ -23,6 +23,7 @@ import hf_mim
 from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
                               check_loop_arguments, image_checks, make_accelerator, non_negative_float, positive_int,
                               run_main)
+from hf_mim.methods import MODALITIES, backbone_families
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
 from hf_mim.hub import push_folder, write_model_card
@@ -37,6 +38,9 @@ logger = logging.getLogger("hf_mim.pretrain")
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", required=True, choices=sorted(hf_mim.METHODS))
+    p.add_argument("--backbone", choices=backbone_families(), default=None,
+                   help="encoder family (default: the method's first of --modality, a ViT)")
+    p.add_argument("--modality", choices=MODALITIES, default="image", help="what the model takes: images or video clips")
     p.add_argument("--model_name_or_path", help="start from these weights (a folder or Hub id) instead of random init")
     p.add_argument("--config_overrides", default="", help='config fields, "k=v,k=v", e.g. "hidden_size=384,mask_ratio=0.6"')
     p.add_argument("--model_size", choices=["demo", "base"], default=None,
@@ -68,21 +72,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     check_loop_arguments(p, args)
     if args.augmentation_source_size is not None and not args.augment_on_device:
         p.error("--augmentation_source_size only applies with --augment_on_device; add it or drop the size")
-    if args.tokenizer_name_or_path and not hf_mim.get_method(args.method).can_use_tokenizer:
+    method = hf_mim.get_method(args.method)
+    if args.tokenizer_name_or_path and not method.can_use_tokenizer:
         p.error(f"--method {args.method} predicts no visual tokens; drop --tokenizer_name_or_path")
+    try:
+        method.backbone(args.backbone, args.modality)
+    except ValueError as error:
+        p.error(str(error))
     return args
 
 
-def build_config(args, method):
+def build_config(args, method, backbone):
     """Canonical config (or the demo one), then the pretrained folder's, then `--config_overrides`."""
     uses_sample = not (args.dataset_name or args.train_dir)
     size = args.model_size or ("demo" if uses_sample else "base")
     if args.model_name_or_path:
         config = AutoConfig.from_pretrained(args.model_name_or_path)
-        if not isinstance(config, method.config_class):
-            raise ValueError(f"{args.model_name_or_path} holds a {config.model_type} model, not --method {method.name}")
+        if not isinstance(config, backbone.config_class):
+            raise ValueError(f"{args.model_name_or_path} holds a {config.model_type} model, not --method "
+                             f"{method.name} on a {backbone.config_class.model_type} backbone")
     else:
-        config = method.config_class(**(method.backbone().demo_config if size == "demo" else {}))
+        config = backbone.config_class(**(backbone.demo_config if size == "demo" else {}))
     if args.tokenizer_name_or_path:
         # the token head predicts the tokenizer's vocabulary
         tokenizer_config = AutoConfig.from_pretrained(args.tokenizer_name_or_path)
@@ -92,15 +102,15 @@ def build_config(args, method):
                                    if k in known and k not in ("architectures", "auto_map", "transformers_version")}
     if args.config_overrides:
         config = apply_config_overrides(config, args.config_overrides)
-    config = method.config_class(**config.to_dict())  # re-validate the combination
+    config = backbone.config_class(**config.to_dict())  # re-validate the combination
     return config, size
 
 
-def build_model(args, method, config):
+def build_model(args, method, backbone, config):
     if args.model_name_or_path:
-        model = method.pretraining_class.from_pretrained(args.model_name_or_path, config=config)
+        model = backbone.pretraining_class.from_pretrained(args.model_name_or_path, config=config)
     else:
-        model = method.pretraining_class(config)
+        model = backbone.pretraining_class(config)
     if config.needs_tokenizer:
         if not args.tokenizer_name_or_path and not args.model_name_or_path:
             raise SystemExit(
@@ -122,12 +132,13 @@ def main(argv=None) -> dict:
     args.output_dir = args.output_dir or f"outputs/{method.name}-pretrain"
     accelerator = make_accelerator(args)
 
-    config, size = build_config(args, method)
+    backbone = method.backbone(args.backbone, args.modality)
+    config, size = build_config(args, method, backbone)
     settings = with_overrides(method.pretraining_recipe(size), args)
-    model = build_model(args, method, config)
+    model = build_model(args, method, backbone, config)
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    processor = method.image_processor_class.for_model_config(config)
+    processor = backbone.image_processor_class.for_model_config(config)
     data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column, **image_checks(args))
     dataset, train_dataset, on_device = build_datasets(args, settings, data, processor, config)
     batch_size = settings.per_device_train_batch_size
