@@ -47,6 +47,10 @@ class Backbone:
     classification_class: type
     demo_config: dict = field(default_factory=dict, hash=False)
     modality: str = "image"
+    # where the family trains by another recipe or is timed against another peer than the method's ViT
+    pretrain_recipe: PretrainRecipe | None = None
+    finetune_recipe: FinetuneRecipe | None = None
+    benchmark_peer: BenchmarkPeer | None = None
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,18 @@ class Method:
         """Some configuration predicts visual tokens (whether a given config does: `config.needs_tokenizer`)."""
         return "tokens" in self.targets
 
-    def pretraining_recipe(self, size: str) -> PretrainRecipe:
-        """The recipe for `--model_size` demo (the tiny CPU model) or base (the canonical one)."""
-        return self.pretrain_recipe.for_demo() if size == "demo" else self.pretrain_recipe
+    def pretraining_recipe(self, size: str, backbone: Backbone | None = None) -> PretrainRecipe:
+        """The recipe for `--model_size` demo (the tiny CPU model) or base (the canonical one), the backbone
+        family's own where it has one."""
+        recipe = (backbone.pretrain_recipe if backbone else None) or self.pretrain_recipe
+        return recipe.for_demo() if size == "demo" else recipe
+
+    def finetuning_recipe(self, backbone: Backbone | None = None) -> FinetuneRecipe:
+        return (backbone.finetune_recipe if backbone else None) or self.finetune_recipe
+
+    def peer(self, backbone: Backbone | None = None) -> BenchmarkPeer | None:
+        """The transformers model the backbone family is timed against (`scripts/benchmark.py`)."""
+        return (backbone.benchmark_peer if backbone else None) or self.benchmark_peer
 
     # The default backbone's classes, as every caller that does not choose a family reads them.
     config_class = property(lambda self: self.backbone().config_class)

@@ -113,7 +113,7 @@ def build_classifier(args, train):
     checkpoint, and the recipe with the flags given."""
     config = AutoConfig.from_pretrained(args.model_name_or_path)
     method = hf_mim.method_of_config(config)
-    settings = with_overrides(method.finetune_recipe, args)
+    settings = with_overrides(method.finetuning_recipe(hf_mim.backbone_of_config(config)), args)
     is_pretraining = any("ForImageClassification" not in a for a in (config.architectures or ["?"]))
     if is_pretraining:
         config.update(dict(type(config).finetune_overrides))

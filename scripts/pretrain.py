@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
 
     backbone = method.backbone(args.backbone, args.modality)
     config, size = build_config(args, method, backbone)
-    settings = with_overrides(method.pretraining_recipe(size), args)
+    settings = with_overrides(method.pretraining_recipe(size, backbone), args)
     model = build_model(args, method, backbone, config)
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
