@@ -45,7 +45,7 @@ class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
     @property
     def target_dim(self) -> int:
         """Length of one patch's HOG target (108 for ViT-B/16 with 9 bins, 8-px cells and RGB)."""
-        return self.num_channels * self.hog_nbins * (self.patch_size // self.hog_cell_size) ** 2
+        return hog_patch_dim(self)
 
     def validate_maskfeat(self) -> None:
         if not self.use_mask_token:
@@ -53,18 +53,28 @@ class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
                 "use_mask_token must be True: MaskFeat replaces the masked patches by a learned mask token"
             )
         self.validate_block_mask("MaskFeat")
-        if isinstance(self.hog_nbins, bool) or not isinstance(self.hog_nbins, int) or self.hog_nbins < 1:
-            raise ValueError(
-                f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {self.hog_nbins!r}"
-            )
-        check_divisible("patch_size", self.patch_size, "hog_cell_size", self.hog_cell_size)
-        if self.hog_gaussian_window is None or self.hog_gaussian_window < 0:
-            raise ValueError(
-                f"hog_gaussian_window must be 0 (off, the official image model) or a positive window size, got "
-                f"{self.hog_gaussian_window!r}"
-            )
+        check_hog_fields(self)
         if self.encoder_stride != self.patch_size:
             raise ValueError(f"encoder_stride={self.encoder_stride} must equal patch_size={self.patch_size}: the head "
                              "predicts one HOG target per patch")
-        if self.hog_gaussian_window:
-            check_divisible("image_size", self.image_size, "hog_gaussian_window", self.hog_gaussian_window)
+
+
+def hog_patch_dim(config) -> int:
+    """One patch's HOG vector of one image: num_channels * hog_nbins * (patch_size / hog_cell_size)^2."""
+    return config.num_channels * config.hog_nbins * (config.patch_size // config.hog_cell_size) ** 2
+
+
+def check_hog_fields(config) -> None:
+    """The HOG fields of an image or video MaskFeat config, each named with its fix."""
+    if isinstance(config.hog_nbins, bool) or not isinstance(config.hog_nbins, int) or config.hog_nbins < 1:
+        raise ValueError(
+            f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {config.hog_nbins!r}"
+        )
+    check_divisible("patch_size", config.patch_size, "hog_cell_size", config.hog_cell_size)
+    if config.hog_gaussian_window is None or config.hog_gaussian_window < 0:
+        raise ValueError(
+            f"hog_gaussian_window must be 0 (off, the official image model) or a positive window size, got "
+            f"{config.hog_gaussian_window!r}"
+        )
+    if config.hog_gaussian_window:
+        check_divisible("image_size", config.image_size, "hog_gaussian_window", config.hog_gaussian_window)

@@ -5,6 +5,7 @@ Field names follow transformers' ViT and VideoMAE (`image_size`, `patch_size`, `
 VideoMAE's base model and MaskFeat's Kinetics pretraining input (16 frames, 40% of the tokens masked).
 """
 
+from .configuration_maskfeat import check_hog_fields, hog_patch_dim
 from .configuration_vit import MimViTConfig, check_choice, check_divisible, check_ratio
 
 
@@ -82,12 +83,13 @@ class MimMaskFeatVideoConfig(MimViTConfig):
 
     @property
     def num_patches_per_frame(self) -> int:
-        return self.grid_size**2
+        """Patches of one frame (the image ViT's num_patches)."""
+        return super().num_patches
 
     @property
     def num_patches(self) -> int:
         """Space-time tokens of a clip (cls excluded): temporal_size * grid_size^2."""
-        return self.temporal_size * self.grid_size**2
+        return self.temporal_size * self.num_patches_per_frame
 
     @property
     def num_masking_patches(self) -> int:
@@ -97,7 +99,7 @@ class MimMaskFeatVideoConfig(MimViTConfig):
     @property
     def frame_target_dim(self) -> int:
         """One frame's HOG vector at one patch (the image MaskFeat target: 108 for 16-px patches, 8-px cells)."""
-        return self.num_channels * self.hog_nbins * (self.patch_size // self.hog_cell_size) ** 2
+        return hog_patch_dim(self)
 
     @property
     def target_dim(self) -> int:
@@ -119,17 +121,7 @@ class MimMaskFeatVideoConfig(MimViTConfig):
                 "least one must be masked and one visible: raise or lower mask_ratio"
             )
         self.validate_cube_fields()
-        if isinstance(self.hog_nbins, bool) or not isinstance(self.hog_nbins, int) or self.hog_nbins < 1:
-            raise ValueError(
-                f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {self.hog_nbins!r}"
-            )
-        check_divisible("patch_size", self.patch_size, "hog_cell_size", self.hog_cell_size)
-        if self.hog_gaussian_window is None or self.hog_gaussian_window < 0:
-            raise ValueError(
-                f"hog_gaussian_window must be 0 (off) or a positive window size, got {self.hog_gaussian_window!r}"
-            )
-        if self.hog_gaussian_window:
-            check_divisible("image_size", self.image_size, "hog_gaussian_window", self.hog_gaussian_window)
+        check_hog_fields(self)
 
     def validate_cube_fields(self) -> None:
         frame_grid = self.num_patches_per_frame

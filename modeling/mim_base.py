@@ -11,6 +11,7 @@ import torch
 from transformers import PreTrainedModel
 
 from .remote_code import RemoteCodeMixin
+from .vit import ViTEncoder
 
 PICTURE_KINDS = ("pixels", "hog", "tokens")
 
@@ -24,12 +25,17 @@ class PictureView:
     "tokens": predicted (B, 3, h, w) in [0, 1], the tokenizer's decoding of the true tokens at the visible patches
         and the predicted ones at the masked patches; target (B, 3, h, w) in [0, 1], the decoding of all true tokens.
     bool_masked_pos: (B, L) True = masked.
+    frames: None for image models (the batch's pixel_values are the originals); a video model shows chosen frames
+        as images, (N, C, H, W), with the fields above per frame (N rows).
     """
 
     kind: str
     bool_masked_pos: torch.Tensor
     predicted: torch.Tensor
     target: torch.Tensor | None = None
+    # the images the view is drawn over when they are not the batch's pixel_values: a video model's frames
+    # (N, C, H, W), one row of bool_masked_pos / predicted / target per frame
+    frames: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.kind not in PICTURE_KINDS:
@@ -67,6 +73,7 @@ class MimPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     base_model_prefix = "vit"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    encoder_class = ViTEncoder  # what the shared model bodies (`task_heads`) build under `base_model_prefix`
     _no_split_modules = ["Block"]
     _supports_sdpa = True
     supports_gradient_checkpointing = True

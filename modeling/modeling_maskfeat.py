@@ -64,6 +64,14 @@ def patch_targets_to_cell_histograms(targets: torch.Tensor, grid: tuple[int, int
     return cells.reshape(batch, num_channels, nbins, height * k, width * k)
 
 
+def init_conv_as_pytorch(conv: nn.Module) -> None:
+    """PyTorch's own Conv2d/Conv3d init (kaiming-uniform a=sqrt(5), bias uniform +-1/sqrt(fan_in)), which the
+    official MaskFeat code keeps for its patch embedding; redone here because the load starts on the meta device."""
+    init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
+    bound = 1.0 / math.sqrt(conv.weight[0].numel())
+    init.uniform_(conv.bias, -bound, bound)
+
+
 class MimMaskFeatPreTrainedModel(MimPreTrainedModel):
     config_class = MimMaskFeatConfig
 
@@ -81,10 +89,7 @@ class MimMaskFeatPreTrainedModel(MimPreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, PatchEmbed):
-            weight = module.proj.weight
-            init.kaiming_uniform_(weight, a=math.sqrt(5))
-            bound = 1.0 / math.sqrt(weight[0].numel())
-            init.uniform_(module.proj.bias, -bound, bound)
+            init_conv_as_pytorch(module.proj)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -113,15 +118,19 @@ class MimMaskFeatForPreTraining(MimMaskFeatPreTrainedModel):
     always runs in fp32 without grad, also under autocast.
     """
 
+    output_class = MimMaskFeatPreTrainingOutput
+
     def __init__(self, config: MimMaskFeatConfig):
         super().__init__(config)
-        self.vit = ViTEncoder(config)
+        self.vit = self.encoder_class(config)
         self.pred_head = nn.Linear(config.hidden_size, config.target_dim)
-        self.hog = HOGTarget(
-            nbins=config.hog_nbins, cell_size=config.hog_cell_size, patch_size=config.patch_size,
-            gaussian_window=config.hog_gaussian_window, num_channels=config.num_channels,
-        )
+        self.hog = self.build_hog_target(config)
         self.post_init()
+
+    @staticmethod
+    def build_hog_target(config) -> HOGTarget:
+        return HOGTarget(nbins=config.hog_nbins, cell_size=config.hog_cell_size, patch_size=config.patch_size,
+                         gaussian_window=config.hog_gaussian_window, num_channels=config.num_channels)
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
                 interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
@@ -132,7 +141,7 @@ class MimMaskFeatForPreTraining(MimMaskFeatPreTrainedModel):
         """
         if bool_masked_pos is None:
             raise ValueError(
-                "MimMaskFeatForPreTraining needs bool_masked_pos (batch, num_patches), True = masked: call the image "
+                f"{type(self).__name__} needs bool_masked_pos (batch, num_patches), True = masked: call the model's "
                 "processor with return_bool_masked_pos=True (see processor.pretraining_kwargs())"
             )
         bool_masked_pos = bool_masked_pos.flatten(1).bool()
@@ -145,8 +154,8 @@ class MimMaskFeatForPreTraining(MimMaskFeatPreTrainedModel):
         targets = self.hog(pixel_values)
         # mean over the masked patches (and over the target_dim values of each)
         loss = masked_mse_loss(logits, targets, bool_masked_pos)
-        out = MimMaskFeatPreTrainingOutput(loss=loss, logits=logits, hog_targets=targets,
-                                           bool_masked_pos=bool_masked_pos, hidden_states=all_hidden)
+        out = self.output_class(loss=loss, logits=logits, hog_targets=targets, bool_masked_pos=bool_masked_pos,
+                                hidden_states=all_hidden)
         return out if return_dict is not False else out.to_tuple()
 
     def picture_view(self, batch: dict, outputs: MimMaskFeatPreTrainingOutput) -> PictureView:

@@ -16,7 +16,7 @@ from transformers import PretrainedConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.utils import logging
 
-from .vit import ViTEncoder, pool_features
+from .vit import pool_features
 
 logger = logging.get_logger(__name__)
 
@@ -32,7 +32,7 @@ class EncoderModelMixin:
 
     def __init__(self, config):
         super().__init__(config)
-        self.vit = ViTEncoder(config)
+        self.vit = self.encoder_class(config)
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
@@ -71,9 +71,9 @@ class ImageClassificationMixin:
         """Make a config read from a pretraining (or feature) folder the classifier's, in place: the method's
         fine-tuning switches (`type(config).finetune_overrides`, e.g. MAE's trainable positions, per-layer relative
         position bias for BEiT/SimMIM/CAE, drop path 0.1) on every field still at its `saved` value (fields the caller
-        changed are kept), and `architectures` naming this class, so it is applied once. A classifier's config is
-        left alone. Returns the fields changed, {field: (old, new)}."""
-        if any("ForImageClassification" in name for name in (config.architectures or [])):
+        changed are kept), and `architectures` naming this class, so it is applied once. A classifier's config (image
+        or video) is left alone. Returns the fields changed, {field: (old, new)}."""
+        if any(name.endswith("Classification") for name in (config.architectures or [])):
             return {}
         saved = config if saved is None else saved
         changes = {}
@@ -115,7 +115,7 @@ class ImageClassificationMixin:
         super().__init__(config)
         self.num_labels = config.num_labels
         mean_pooling = config.pooling == "mean"
-        self.vit = ViTEncoder(config, add_final_norm=not mean_pooling)
+        self.vit = self.encoder_class(config, add_final_norm=not mean_pooling)
         # no mask token: nothing is masked in fine-tuning, and an unused trainable parameter would break DDP
         self.vit.mask_token = None
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if mean_pooling else None

@@ -91,6 +91,26 @@ def test_shapes_of_the_three_models():
     assert classifier.vit.mask_token is None and classifier.vit.norm is None
 
 
+def test_encoder_surface_names_the_position_tables_for_decay_and_layer_ids():
+    from hf_mim.modeling.mim_base import MimPreTrainedModel
+    from hf_mim.training import parameter_groups
+
+    model = build(MimMaskFeatVideoForVideoClassification, tiny_config(num_labels=3))
+    assert isinstance(model, MimPreTrainedModel) and model.input_modalities == ("video",)
+    encoder = model.encoder
+    tables = [encoder.pos_embed_spatial, encoder.pos_embed_temporal, encoder.pos_embed_class, encoder.cls_token]
+    assert [id(p) for p in model.no_weight_decay_parameters()] == [id(p) for p in tables]
+    ids = model.layer_ids()
+    assert {ids[id(p)] for p in tables} | {ids[id(encoder.patch_embed.proj.weight)]} == {0}
+    assert ids[id(encoder.blocks[0].attn.qkv.weight)] == 1 and ids[id(model.head.weight)] == 2
+    groups = parameter_groups(model, weight_decay=0.05, layer_decay=0.5)
+    no_decay = {name for group in groups if group["weight_decay"] == 0.0 for name in group["names"]}
+    assert {"vit.pos_embed_spatial", "vit.pos_embed_temporal", "vit.cls_token"} <= no_decay
+    assert "vit.patch_embed.proj.weight" not in no_decay
+    features = build(MimMaskFeatVideoModel, tiny_config())
+    assert features.encoder_tokens(clip_batch()).shape == (2, 33, 32)
+
+
 def test_inputs_of_the_wrong_layout_fail_with_the_fix():
     model = build(MimMaskFeatVideoModel, tiny_config())
     with pytest.raises(ValueError, match=r"pixel_values must be \(batch, frames, 3, height, width\)"):
