@@ -1,6 +1,7 @@
 """hf-mim: Masked Image Modeling (BEiT, MAE, SimMIM, MaskFeat, CAE) as Hugging Face `transformers` models.
 
-`import hf_mim` registers every config, model and image processor with the Auto classes, so
+`import hf_mim` registers every config, model and image (or video) processor with the Auto classes (video models
+with `AutoModelForVideoClassification`), so
 `AutoModel.from_pretrained(folder_or_hub_id)` works without `trust_remote_code`.
 """
 
@@ -11,6 +12,7 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForMaskedImageModeling,
     AutoModelForPreTraining,
+    AutoModelForVideoClassification,
 )
 
 from .backbones import register_backbones
@@ -24,8 +26,11 @@ def _register(backbone: Backbone) -> None:
     AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     AutoModel.register(config_class, backbone.model_class, exist_ok=True)
     AutoModelForPreTraining.register(config_class, backbone.pretraining_class, exist_ok=True)
-    AutoModelForMaskedImageModeling.register(config_class, backbone.pretraining_class, exist_ok=True)
-    AutoModelForImageClassification.register(config_class, backbone.classification_class, exist_ok=True)
+    if backbone.modality == "video":
+        AutoModelForVideoClassification.register(config_class, backbone.classification_class, exist_ok=True)
+    else:
+        AutoModelForMaskedImageModeling.register(config_class, backbone.pretraining_class, exist_ok=True)
+        AutoModelForImageClassification.register(config_class, backbone.classification_class, exist_ok=True)
     AutoImageProcessor.register(config_class, image_processor_classes={"pil": backbone.image_processor_class},
                                 exist_ok=True)
 

@@ -40,11 +40,13 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
         for r in (results or [])
     ]
     base_model = base_model or (weights_from if names_a_model(weights_from) else None)
+    video = video_summary(config)
     card_data = ModelCardData(
         # model_name is no Hub metadata key of its own: only the name of the model-index that results need
         model_name=model_name if eval_results else None, base_model=base_model, library_name="transformers",
-        license="apache-2.0", tags=["hf-mim", "masked-image-modeling", method.name, "vision"] + (tags or []),
-        pipeline_tag="image-classification" if is_classifier else "image-feature-extraction",
+        license="apache-2.0", tags=["hf-mim", "masked-image-modeling", method.name, "vision"] + (tags or []) +
+        (["video"] if video else []),
+        pipeline_tag=("video" if video else "image") + "-classification" if is_classifier else "image-feature-extraction",
         eval_results=eval_results or None, datasets=[dataset_name] if dataset_name else None,
     )
     table = ""
@@ -58,7 +60,7 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
         final_loss="n/a" if final_loss is None else f"{final_loss:.4f}", weights_from=weights_from,
         architecture=architecture_summary(config), results_table=table, picture=picture,
         picture_title=picture_title, picture_caption=picture_caption, command=command, is_classifier=is_classifier,
-        tokenizer=tokenizer_summary(config, tokenizer), demo_note=demo_note(method, config),
+        tokenizer=tokenizer_summary(config, tokenizer), demo_note=demo_note(method, config), video=video,
     )
     card.save(str(Path(output_dir) / "README.md"))
     return card
@@ -97,7 +99,7 @@ def demo_note(method, config) -> str | None:
 
     if method.name not in METHODS:  # the tokenizer: not a ViT
         return None
-    demo = METHODS[method.name].backbone().demo_config
+    demo = backbone_of(config).demo_config if backbone_of(config) else METHODS[method.name].backbone().demo_config
     if any(getattr(config, field, None) != demo.get(field) for field in DEMO_SHAPE_FIELDS):
         return None
     return (f"**A {config.image_size} px demo model.** The CPU demo's tiny ViT ({config.num_hidden_layers} blocks "
@@ -133,6 +135,29 @@ def add_eval_results(folder: str | Path, results: list[dict], *, dataset_name: s
     card.text = text.rstrip("\n") + "\n\n" + block
     card.save(str(path))
     return card
+
+
+def backbone_of(config):
+    """The hf-mim backbone family of a config, or None (the tokenizer, a foreign config)."""
+    from hf_mim.methods import backbone_of_config
+
+    try:
+        return backbone_of_config(config)
+    except ValueError:
+        return None
+
+
+def video_summary(config) -> str | None:
+    """What a video model's tokens are, for its card; None for image models."""
+    backbone = backbone_of(config)
+    if backbone is None or backbone.modality != "video":
+        return None
+    grid = config.image_size // config.patch_size
+    return (f"It takes clips as pixel_values (batch, frames, channels, height, width): {config.num_frames} frames "
+            f"of {config.image_size}x{config.image_size} px, cut into tubelets of {config.tubelet_size} frames x "
+            f"{config.patch_size}x{config.patch_size} px ({config.num_frames // config.tubelet_size} x {grid} x {grid} "
+            f"space-time tokens). In pretraining, random space-time cubes cover {config.mask_ratio:.0%} of the tokens "
+            "and the head predicts, at each masked tubelet, the HOG of each of its frames.")
 
 
 def architecture_summary(config) -> str:

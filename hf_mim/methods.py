@@ -7,6 +7,7 @@ its files in `modeling/` and one entry here; no script or tool names a method.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from . import checkpoint_sources as sources
@@ -19,16 +20,20 @@ from .modeling.configuration_beit import MimBeitConfig
 from .modeling.configuration_cae import MimCaeConfig
 from .modeling.configuration_mae import MimMaeConfig
 from .modeling.configuration_maskfeat import MimMaskFeatConfig
+from .modeling.configuration_maskfeat_video import MimMaskFeatVideoConfig
 from .modeling.configuration_simmim import MimSimMIMConfig
 from .modeling.image_processing_beit import MimBeitImageProcessor
 from .modeling.image_processing_cae import MimCaeImageProcessor
 from .modeling.image_processing_mae import MimMaeImageProcessor
 from .modeling.image_processing_maskfeat import MimMaskFeatImageProcessor
 from .modeling.image_processing_simmim import MimSimMIMImageProcessor
+from .modeling.video_processing_maskfeat import MimMaskFeatVideoProcessor
 from .modeling.modeling_beit import MimBeitForImageClassification, MimBeitForPreTraining, MimBeitModel
 from .modeling.modeling_cae import MimCaeForImageClassification, MimCaeForPreTraining, MimCaeModel
 from .modeling.modeling_mae import MimMaeForImageClassification, MimMaeForPreTraining, MimMaeModel
 from .modeling.modeling_maskfeat import MimMaskFeatForImageClassification, MimMaskFeatForPreTraining, MimMaskFeatModel
+from .modeling.modeling_maskfeat_video import (MimMaskFeatVideoForPreTraining, MimMaskFeatVideoForVideoClassification,
+                                               MimMaskFeatVideoModel)
 from .modeling.modeling_simmim import MimSimMIMForImageClassification, MimSimMIMForPreTraining, MimSimMIMModel
 from .recipes import DEMO_BACKBONE, FinetuneRecipe, PretrainRecipe
 
@@ -112,6 +117,25 @@ class Method:
 
 def vit_backbone(config, processor, model, pretraining, classification, **demo_overrides) -> dict[str, Backbone]:
     return {"vit": Backbone(config, processor, model, pretraining, classification, {**DEMO_BACKBONE, **demo_overrides})}
+
+
+MASKFEAT_FINETUNE = FinetuneRecipe(1e-3, 256, warmup_epochs=20)  # 8e-3 at batch 2048
+
+# MaskFeat on video: a ViT over tubelets of 2 frames x 16x16 px of 16-frame clips (VideoMAE's ViT-B layout), cube
+# masks of 40% of the tokens. Pretraining as MaskFeat's Kinetics runs: AdamW 8e-4 at batch 512, warm-up 30 of 300
+# epochs, gradient clip 0.02, relative random-resized crops (area 0.5-1). Fine-tuning keeps the image recipe with
+# mixup/cutmix over whole clips (one box for all frames); RandAugment and random erasing are off, as the clip
+# loader applies only the spatial crop and flip (one draw for all frames).
+VIDEO_VIT = Backbone(
+    MimMaskFeatVideoConfig, MimMaskFeatVideoProcessor, MimMaskFeatVideoModel, MimMaskFeatVideoForPreTraining,
+    MimMaskFeatVideoForVideoClassification,
+    # 8 frames of the embedded 16-frame 32 px clips: 4 x 4 x 4 = 64 tubelets of 2 frames x 8x8 px, 4-px HOG cells
+    demo_config={**DEMO_BACKBONE, "patch_size": 8, "hog_cell_size": 4, "num_frames": 8, "tubelet_size": 2,
+                 "min_num_patches": 2},
+    modality="video",
+    pretrain_recipe=PretrainRecipe(8e-4, 512, (0.9, 0.999), 0.05, 30, 1e-6, 0.02, (0.5, 1.0), num_train_epochs=300),
+    finetune_recipe=dataclasses.replace(MASKFEAT_FINETUNE, rand_augment="", random_erasing=0.0),
+)
 
 
 PIXELS_CAPTION = ("Rows: input with masked patches grey; prediction; prediction with the visible patches pasted back; "
@@ -210,11 +234,12 @@ METHODS: dict[str, Method] = {
         summary="About 40% of the patches are masked in blocks and replaced by a mask token; the encoder sees every "
         "patch and a linear head regresses, at each masked patch, the histograms of oriented gradients (HOG) of "
         "its pixels.",
-        backbones=vit_backbone(MimMaskFeatConfig, MimMaskFeatImageProcessor, MimMaskFeatModel,
-                               MimMaskFeatForPreTraining, MimMaskFeatForImageClassification, image_size=64,
-                               patch_size=8, hog_cell_size=4, num_masking_patches=26, min_num_patches=4),
+        backbones={**vit_backbone(MimMaskFeatConfig, MimMaskFeatImageProcessor, MimMaskFeatModel,
+                                  MimMaskFeatForPreTraining, MimMaskFeatForImageClassification, image_size=64,
+                                  patch_size=8, hog_cell_size=4, num_masking_patches=26, min_num_patches=4),
+                   "video-vit": VIDEO_VIT},
         pretrain_recipe=PretrainRecipe(2e-4, 256, (0.9, 0.999), 0.05, 30, 1e-6, 0.02, (0.5, 1.0)),
-        finetune_recipe=FinetuneRecipe(1e-3, 256, warmup_epochs=20),  # 8e-3 at batch 2048
+        finetune_recipe=MASKFEAT_FINETUNE,
         targets=("hog",),
         picture_captions={"hog": "Rows: input with masked patches grey; HOG target glyphs; predicted HOG glyphs "
                           "(meaningful at the masked patches)."},

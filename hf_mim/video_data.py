@@ -25,6 +25,7 @@ from hf_mim.modeling.video_processing_maskfeat import sample_frame_indices
 logger = logging.getLogger(__name__)
 
 VIDEO_SAMPLE_DIR = Path(__file__).parent / "sample_data" / "fashion_mnist_video"
+SAMPLE_CLIP_FRAMES = 16  # frames of every embedded clip (scripts/make_video_sample.py --num_frames)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -100,6 +101,7 @@ class VideoClips:
     label_column: str | None
     label_names: list[str] | None
     source: str
+    frames_per_clip: int | None = None  # known for the embedded sample (16), None for a folder of clips
 
 
 def is_clip(path: Path) -> bool:
@@ -137,7 +139,8 @@ def load_video_sample(split: str = "train") -> VideoClips:
         raise ValueError(f"the embedded video sample has splits 'train' and 'test', not {split!r}")
     clips = [{"video": str(VIDEO_SAMPLE_DIR / row["file_name"]), "label": int(row["label"])}
              for row in rows if row["split"] == split]
-    return VideoClips(clips, "video", "label", list(LABELS), "embedded Fashion-MNIST video sample (hf_mim/sample_data)")
+    return VideoClips(clips, "video", "label", list(LABELS), "embedded Fashion-MNIST video sample (hf_mim/sample_data)",
+                      frames_per_clip=SAMPLE_CLIP_FRAMES)
 
 
 def load_video_dataset(train_dir=None, split: str = "train") -> VideoClips:
@@ -177,3 +180,40 @@ class SeededVideoDataset(SeededImageDataset):
         if self.with_labels:
             example["labels"] = torch.tensor(row[self.data.label_column], dtype=torch.long)
         return example
+
+
+# ----------------------------------------------------------------------------------------------- script entry points
+
+
+def video_processor(processor_class, config, clips: VideoClips, **kwargs):
+    """The processor of a model of `config` for these clips. On the embedded sample the model's frames span the
+    whole 16-frame clip (sample_rate = 16 / num_frames); elsewhere the processor's sample rate (4, as on Kinetics)."""
+    if clips.frames_per_clip:
+        kwargs.setdefault("sample_rate", max(1, clips.frames_per_clip // config.num_frames))
+    return processor_class.for_model_config(config, **kwargs)
+
+
+def check_video_arguments(args) -> None:
+    """The data flags a video run cannot take, refused with the fix."""
+    if getattr(args, "dataset_name", None):
+        raise SystemExit("--modality video reads clips from --train_dir (video files or folders of frames, one "
+                         "sub-folder per class) or the embedded sample; --dataset_name is for images")
+    if getattr(args, "augment_on_device", False):
+        raise SystemExit("--augment_on_device is for images; drop it for --modality video (clips are augmented "
+                         "on the CPU, one crop and flip for all frames)")
+
+
+def video_pretraining_data(args, backbone, config, settings):
+    """(clips, processor, dataset) of a video pretraining run: `--train_dir` or the embedded sample, the crop
+    and flip of the recipe drawn once per clip, the cube mask from the processor."""
+    from hf_mim.data import Augmentation
+
+    check_video_arguments(args)
+    clips = load_video_dataset(args.train_dir)
+    processor = video_processor(backbone.image_processor_class, config, clips)
+    augmentation = Augmentation(crop_scale=settings.crop_scale, color_jitter=settings.color_jitter)
+    dataset = SeededVideoDataset(clips, processor, augmentation, seed=args.seed,
+                                 processor_kwargs=processor.pretraining_kwargs())
+    logger.info("video: %d clips, %d frames %d apart, tubelets of %d frames x %d px", len(clips.dataset),
+                processor.num_frames, processor.sample_rate, config.tubelet_size, config.patch_size)
+    return clips, processor, dataset

@@ -76,8 +76,10 @@ def pretraining_picture(model, dataset, processor, captions: dict[str, str], num
     model.train(was_training)
     if view is None:
         return None
-    rows, labels = RENDERERS[view.kind](model, view, batch["pixel_values"].float().cpu(), processor)
-    return image_grid(rows, labels), f"{captions[view.kind]} Training images, loss {float(outputs.loss):.4f}."
+    shown = batch["pixel_values"] if view.frames is None else view.frames  # a video model shows chosen frames
+    rows, labels = RENDERERS[view.kind](model, view, shown.float().cpu(), processor)
+    shown_what = "Training images" if view.frames is None else "Columns: the first frame of every tubelet, clip by clip"
+    return image_grid(rows, labels), f"{captions[view.kind]} {shown_what}, loss {float(outputs.loss):.4f}."
 
 
 def masked_input(view, pixel_values: torch.Tensor, processor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 
     accelerate launch scripts/pretrain.py --method mae --dataset_name DIR_OR_HUB_ID --output_dir outputs/mae
     python scripts/pretrain.py --method mae          # CPU demo: tiny ViT on the embedded Fashion-MNIST sample
+    python scripts/pretrain.py --method maskfeat --modality video    # video: the embedded Fashion-MNIST clips
 
 The script knows nothing method-specific beyond the classes and recipe picked by `--method`; masking, targets
 and losses live in the model and its image processor.
@@ -27,6 +28,7 @@ from hf_mim.methods import MODALITIES, backbone_families
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
 from hf_mim.hub import push_folder, write_model_card
+from hf_mim.video_data import video_pretraining_data
 from hf_mim.planning import command_line, plan_schedule, with_overrides
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, enable_activation_checkpointing,
                              describe_run, end_training_together, resolve_checkpoint,
@@ -138,9 +140,13 @@ def main(argv=None) -> dict:
     model = build_model(args, method, backbone, config)
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    processor = backbone.image_processor_class.for_model_config(config)
-    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column, **image_checks(args))
-    dataset, train_dataset, on_device = build_datasets(args, settings, data, processor, config)
+    if backbone.modality == "video":
+        data, processor, dataset = video_pretraining_data(args, backbone, config, settings)
+        train_dataset, on_device = dataset, None
+    else:
+        processor = backbone.image_processor_class.for_model_config(config)
+        data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column, **image_checks(args))
+        dataset, train_dataset, on_device = build_datasets(args, settings, data, processor, config)
     batch_size = settings.per_device_train_batch_size
     loader = torch.utils.data.DataLoader(train_dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
                                          num_workers=args.dataloader_num_workers, drop_last=len(dataset) > batch_size)
@@ -218,7 +224,9 @@ def save_outputs(args, method, model, processor, dataset, data, summary, command
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_pretrained_atomically(out_dir, model, processor)
-    picture = pretraining_picture(model, dataset, processor, method.picture_captions, num_images=8)
+    # a video picture shows every tubelet's first frame: two clips make a row as wide as eight images
+    num_images = 2 if "video" in model.input_modalities else 8
+    picture = pretraining_picture(model, dataset, processor, method.picture_captions, num_images=num_images)
     picture_name = None
     if picture is not None:
         picture_name = "reconstruction.png"
