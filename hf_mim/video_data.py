@@ -158,10 +158,26 @@ def temporal_crop(num_available: int, num_frames: int, sample_rate: int, rng: np
     return sample_frame_indices(num_available, num_frames, sample_rate, start=start)
 
 
+def clip_sample_rate(clips: VideoClips, processor) -> int:
+    """Frames between two sampled frames: on the embedded sample the model's frames span the whole 16-frame clip
+    (16 / num_frames); elsewhere the processor's `sample_rate` (4 by default, as on Kinetics)."""
+    if clips.frames_per_clip:
+        return max(1, clips.frames_per_clip // processor.num_frames)
+    return processor.sample_rate
+
+
 class SeededVideoDataset(SeededImageDataset):
-    """`SeededImageDataset` for clips: decode, pick a random temporal window (the processor's num_frames and
-    sample_rate), one spatial augmentation draw shared by all frames, then the video processor. (RandAugment and
-    random erasing are image-only for now.)"""
+    """`SeededImageDataset` for clips: decode, pick a temporal window (random in training, the centred one when
+    there is no augmentation, as in evaluation) of the processor's num_frames `clip_sample_rate` apart, one spatial
+    augmentation draw shared by all frames, then the video processor. An unreadable clip is skipped and counted.
+    RandAugment and random erasing are image-only: a clip dataset refuses them."""
+
+    def __init__(self, data: VideoClips, processor, augmentation=None, seed: int = 0, **kwargs):
+        if kwargs.get("rand_augment") is not None or kwargs.get("random_erasing") is not None:
+            raise ValueError("RandAugment and random erasing are applied to images only; for video clips pass "
+                             "--rand_augment none --random_erasing 0 (the video recipe's defaults)")
+        super().__init__(data, processor, augmentation, seed, **kwargs)
+        self.sample_rate = clip_sample_rate(data, processor)
 
     def __getitem__(self, index: int) -> dict:
         row = self.data.dataset[int(index)]
@@ -169,7 +185,10 @@ class SeededVideoDataset(SeededImageDataset):
         if frames is None:
             return {"skipped": 1}
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        indices = temporal_crop(len(frames), self.processor.num_frames, self.processor.sample_rate, rng)
+        if self.augmentation is None:
+            indices = sample_frame_indices(len(frames), self.processor.num_frames, self.sample_rate)
+        else:
+            indices = temporal_crop(len(frames), self.processor.num_frames, self.sample_rate, rng)
         frames = [frames[i] for i in indices]
         if self.augmentation is not None:
             draw = self.augmentation.draw(frames[0].size, rng)
@@ -183,14 +202,6 @@ class SeededVideoDataset(SeededImageDataset):
 
 
 # ----------------------------------------------------------------------------------------------- script entry points
-
-
-def video_processor(processor_class, config, clips: VideoClips, **kwargs):
-    """The processor of a model of `config` for these clips. On the embedded sample the model's frames span the
-    whole 16-frame clip (sample_rate = 16 / num_frames); elsewhere the processor's sample rate (4, as on Kinetics)."""
-    if clips.frames_per_clip:
-        kwargs.setdefault("sample_rate", max(1, clips.frames_per_clip // config.num_frames))
-    return processor_class.for_model_config(config, **kwargs)
 
 
 def check_video_arguments(args) -> None:
@@ -210,10 +221,29 @@ def video_pretraining_data(args, backbone, config, settings):
 
     check_video_arguments(args)
     clips = load_video_dataset(args.train_dir)
-    processor = video_processor(backbone.image_processor_class, config, clips)
+    processor = backbone.image_processor_class.for_model_config(config)
     augmentation = Augmentation(crop_scale=settings.crop_scale, color_jitter=settings.color_jitter)
     dataset = SeededVideoDataset(clips, processor, augmentation, seed=args.seed,
                                  processor_kwargs=processor.pretraining_kwargs())
     logger.info("video: %d clips, %d frames %d apart, tubelets of %d frames x %d px", len(clips.dataset),
-                processor.num_frames, processor.sample_rate, config.tubelet_size, config.patch_size)
+                processor.num_frames, dataset.sample_rate, config.tubelet_size, config.patch_size)
     return clips, processor, dataset
+
+
+def video_finetune_splits(args) -> tuple[VideoClips, VideoClips | None]:
+    """(train, evaluation) clips of a video fine-tuning or probe run: `--train_dir` (and `--validation_dir`), or
+    the embedded sample's train and test splits."""
+    check_video_arguments(args)
+    if args.train_dir:
+        evaluation = load_video_folder(args.validation_dir) if getattr(args, "validation_dir", None) else None
+        return load_video_folder(args.train_dir), evaluation
+    return load_video_sample("train"), load_video_sample("test")
+
+
+def is_video_model(model_name_or_path) -> bool:
+    """Whether the hf-mim model saved at `model_name_or_path` takes video clips (its backbone's modality)."""
+    from transformers import AutoConfig
+
+    from hf_mim.methods import backbone_of_config
+
+    return backbone_of_config(AutoConfig.from_pretrained(model_name_or_path)).modality == "video"

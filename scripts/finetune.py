@@ -3,6 +3,8 @@
 
     accelerate launch scripts/finetune.py --model_name_or_path outputs/mae-pretrain --output_dir outputs/mae-ft
     python -c 'from transformers import pipeline; print(pipeline("image-classification", model="outputs/mae-ft")(img))'
+    python scripts/finetune.py --model_name_or_path outputs/maskfeat-video --output_dir outputs/maskfeat-video-ft
+    python -c 'from transformers import pipeline; print(pipeline("video-classification", model=...)("clip.mp4"))'
 
 Loading a pretraining checkpoint applies the method's fine-tuning switches (`config.finetune_overrides`:
 e.g. trainable positions for MAE, per-layer relative position bias for BEiT) and the method's fine-tuning recipe:
@@ -31,6 +33,7 @@ from hf_mim.hub import push_folder, write_model_card
 from hf_mim.metrics import load_metric
 from hf_mim.planning import command_line, plan_schedule, with_overrides
 from hf_mim.recipes import check_values
+from hf_mim.video_data import SeededVideoDataset, is_video_model, video_finetune_splits
 from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, enable_activation_checkpointing,
                              describe_run, end_training_together, resolve_checkpoint,
                              save_pretrained_atomically)
@@ -91,6 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_splits(args):
+    if is_video_model(args.model_name_or_path):
+        return video_finetune_splits(args)
     if args.train_dir:
         train = load_image_dataset(train_dir=args.train_dir, image_column=args.image_column,
                                    label_column=args.label_column, **image_checks(args))
@@ -114,7 +119,7 @@ def build_classifier(args, train):
     config = AutoConfig.from_pretrained(args.model_name_or_path)
     method = hf_mim.method_of_config(config)
     settings = with_overrides(method.finetuning_recipe(hf_mim.backbone_of_config(config)), args)
-    is_pretraining = any("ForImageClassification" not in a for a in (config.architectures or ["?"]))
+    is_pretraining = any(not a.endswith("Classification") for a in (config.architectures or ["?"]))
     if is_pretraining:
         config.update(dict(type(config).finetune_overrides))
     names = train.label_names or sorted({str(v) for v in train.dataset[train.label_column]})
@@ -141,11 +146,13 @@ def build_loaders(args, settings, model, train, evaluation):
     train_processor = processors.for_model_config(model.config, **normalization)
     rand_augment = parse_rand_augment(settings.rand_augment, train_processor.image_mean)
     erasing = settings.random_erasing
-    train_set = SeededImageDataset(train, train_processor, Augmentation(crop_scale=settings.crop_scale), seed=args.seed,
-                                   with_labels=True, rand_augment=rand_augment,
-                                   random_erasing=RandomErasing(erasing) if erasing > 0 else None)
-    logger.info("augmentation: crop scale %s, RandAugment %s, random erasing %.2f", settings.crop_scale,
-                rand_augment, erasing)
+    dataset_class = SeededVideoDataset if "video" in model.input_modalities else SeededImageDataset
+    train_set = dataset_class(train, train_processor, Augmentation(crop_scale=settings.crop_scale), seed=args.seed,
+                              with_labels=True, rand_augment=rand_augment,
+                              random_erasing=RandomErasing(erasing) if erasing > 0 else None)
+    logger.info("augmentation: crop scale %s, RandAugment %s, random erasing %.2f, mixup %.2f, cutmix %.2f%s",
+                settings.crop_scale, rand_augment, erasing, settings.mixup, settings.cutmix,
+                " (clips: one crop, flip and cutmix box for all frames)" if dataset_class is SeededVideoDataset else "")
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate,
         num_workers=args.dataloader_num_workers, drop_last=len(train_set) > args.per_device_train_batch_size,
@@ -154,8 +161,8 @@ def build_loaders(args, settings, model, train, evaluation):
     logger.info("evaluation: short side to %d px, centre crop %d px", *eval_processor.evaluation_sides())
     eval_loader = None
     if evaluation is not None:
-        eval_set = SeededImageDataset(evaluation, eval_processor, None, seed=args.seed, with_labels=True,
-                                      replace_unreadable=False)
+        eval_set = dataset_class(evaluation, eval_processor, None, seed=args.seed, with_labels=True,
+                                 replace_unreadable=False)
         eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.per_device_eval_batch_size,
                                                   collate_fn=collate, num_workers=args.dataloader_num_workers)
     return train_set, train_loader, eval_processor, eval_loader
