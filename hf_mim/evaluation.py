@@ -52,7 +52,7 @@ def load_encoder(model_name_or_path: str, random_init: bool = False, seed: int =
 
     config = AutoConfig.from_pretrained(model_name_or_path)
     backbone = backbone_of_config(config)
-    is_classifier = any("ForImageClassification" in a for a in (config.architectures or []))
+    is_classifier = any(a.endswith("Classification") for a in (config.architectures or []))  # image or video
     model_class = backbone.classification_class if is_classifier else backbone.model_class
     if random_init:
         with torch.random.fork_rng(devices=[]):

@@ -247,3 +247,11 @@ def is_video_model(model_name_or_path) -> bool:
     from hf_mim.methods import backbone_of_config
 
     return backbone_of_config(AutoConfig.from_pretrained(model_name_or_path)).modality == "video"
+
+
+def as_feature_dataset(data, processor):
+    """What `hf_mim.evaluation.extract_features` reads: clips become a `SeededVideoDataset` (centred windows, no
+    augmentation, unreadable clips dropped with their labels); image data is returned as it is."""
+    if not isinstance(data, VideoClips):
+        return data
+    return SeededVideoDataset(data, processor, None, with_labels=True, replace_unreadable=False)

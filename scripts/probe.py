@@ -4,6 +4,7 @@
     python scripts/probe.py --model_name_or_path outputs/mae-pretrain --protocol knn      # the embedded sample
     python scripts/probe.py --model_name_or_path outputs/mae-pretrain --protocol linear --dataset_name DIR
     python scripts/probe.py --model_name_or_path outputs/mae-pretrain --protocol knn --random_init   # baseline
+    python scripts/probe.py --model_name_or_path outputs/maskfeat-video --protocol knn   # video: the embedded clips
 
 Features are computed once per (model, split, pooling) and cached under `--feature_cache_dir`, so running the
 other protocols, k values or seeds afterwards does not touch the images again. Results go to
@@ -26,6 +27,7 @@ from hf_mim.data import load_image_dataset
 from hf_mim.evaluation import (attentive_probe, classification_metrics, extract_features, feature_cache_key,
                                knn_classify, linear_probe, load_encoder)
 from hf_mim.planning import command_line
+from hf_mim.video_data import as_feature_dataset, is_video_model, video_finetune_splits
 
 logger = logging.getLogger("hf_mim.probe")
 PROTOCOL_POOLING = {"knn": "cls", "linear": "cls", "attentive": "tokens"}
@@ -81,8 +83,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_splits(args):
-    """(train, evaluation) ImageDatasets with labels, from the sample, a datasets folder/Hub id or image folders."""
-    if args.train_dir:
+    """(train, evaluation) ImageDatasets with labels, from the sample, a datasets folder/Hub id or image folders
+    (video clips for a video model: hf_mim.video_data)."""
+    if is_video_model(args.model_name_or_path):
+        train, evaluation = video_finetune_splits(args)
+    elif args.train_dir:
         train = load_image_dataset(train_dir=args.train_dir, image_column=args.image_column, label_column=args.label_column)
         evaluation = load_image_dataset(train_dir=args.validation_dir, image_column=args.image_column,
                                         label_column=args.label_column)
@@ -103,7 +108,7 @@ def features_of(args, model, processor, data, split: str, pooling: str, device):
         data_source=f"{data.source}:{getattr(data.dataset, '_fingerprint', '')}", num_examples=len(data.dataset),
         preprocessing=processor.to_json_string(),
     )
-    return extract_features(model, data, pooling, args.feature_batch_size, device, processor=processor,
+    return extract_features(model, as_feature_dataset(data, processor), pooling, args.feature_batch_size, device, processor=processor,
                             cache_dir=args.feature_cache_dir, cache_key=key, num_workers=args.dataloader_num_workers)
 
 
