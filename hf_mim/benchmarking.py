@@ -127,7 +127,22 @@ def pixel_head_forward_flops(config, num_masked: float) -> float:
 def training_flops(method, config, num_masked: float) -> float:
     """Per image of one pretraining step, counting only the work the method needs (targets such as a tokenizer
     or HOG, and losses, are not counted), with the 3x rule: backward costs twice the forward."""
-    return 3 * method.benchmark_peer.forward_flops(config, num_masked)
+    from .methods import backbone_of_config
+
+    return 3 * method.peer(backbone_of_config(config)).forward_flops(config, num_masked)
+
+
+def video_encoder_flops(config) -> float:
+    """Tubelet embedding of every token + the encoder over cls + all t*h*w tokens, one clip."""
+    tokens = config.num_patches
+    embed = 2 * tokens * config.num_channels * config.tubelet_size * config.patch_size**2 * config.hidden_size
+    return float(embed + encoder_flops(tokens + 1, config.hidden_size, config.num_hidden_layers,
+                                       config.intermediate_size))
+
+
+def video_hog_head_forward_flops(config, num_masked: float) -> float:
+    """MaskFeat video: the encoder over every token, the linear HOG head on every tubelet token."""
+    return video_encoder_flops(config) + 2 * config.num_patches * config.hidden_size * config.target_dim
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -250,6 +265,7 @@ class MethodPairs:
     inference: Pair
     num_masked: float  # mean masked tokens per image (BEiT's head FLOPs)
     notes: list[str]
+    inference_flops: float | None = None  # per input, where it is not the image encoder's (a video encoder)
 
 
 def loss_of(output) -> torch.Tensor:
@@ -299,18 +315,26 @@ class BenchmarkPeer:
     size_overrides: Callable = lambda size: {}  # (BackboneSize) -> our config fields at that size
 
 
+def chosen_backbone(method, family: str | None = None):
+    """The method's backbone `family` (`--backbone`), or its default (image ViT) one."""
+    return method.backbones[family] if family else method.backbone()
+
+
 def build_pairs(method_name: str, size: BackboneSize, batch_size: int, device: torch.device, seed: int = 0,
-                overrides: str = "") -> MethodPairs:
-    """Our pretraining + encoder models and transformers' peers for one method and size. The models stay on the
-    CPU (the caller moves one side at a time, to measure each side's memory); the inputs go to `device`."""
+                overrides: str = "", family: str | None = None) -> MethodPairs:
+    """Our pretraining + encoder models and transformers' peers for one method, backbone family and size. The
+    models stay on the CPU (the caller moves one side at a time, to measure each side's memory); the inputs go
+    to `device`."""
     import hf_mim
 
     method = hf_mim.get_method(method_name)
-    if method.benchmark_peer is None:
+    backbone = chosen_backbone(method, family)
+    peer = method.peer(backbone)
+    if peer is None:
         raise ValueError(f"no transformers peer is known for method {method_name!r}; benchmark one of "
-                         f"{', '.join(methods_with_peers())}")
+                         f"{', '.join(methods_with_peers(family))}")
     torch.manual_seed(seed)
-    pairs = method.benchmark_peer.build(method, our_config(method, size, overrides), batch_size, seed)
+    pairs = peer.build(method, our_config(method, size, overrides, backbone), batch_size, seed)
     for pair in (pairs.train, pairs.inference):
         pair.inputs = {k: v.to(device) for k, v in pair.inputs.items()}
     pairs.train.ours.train()
@@ -320,27 +344,32 @@ def build_pairs(method_name: str, size: BackboneSize, batch_size: int, device: t
     return pairs
 
 
-def methods_with_peers() -> list[str]:
+def methods_with_peers(family: str | None = None) -> list[str]:
+    """The methods with a transformers peer for their backbone `family` (default: their default backbone)."""
     import hf_mim
 
-    return [name for name, method in hf_mim.METHODS.items() if method.benchmark_peer is not None]
+    return [name for name, method in hf_mim.METHODS.items()
+            if (family is None or family in method.backbones) and method.peer(chosen_backbone(method, family))]
 
 
-def our_config(method, size: BackboneSize, overrides: str = ""):
+def our_config(method, size: BackboneSize, overrides: str = "", backbone=None):
     """The method's canonical config at this backbone size, with the fields its peer needs at that size (e.g.
     mask sizes that scale with the grid off 14x14). `overrides` ("k=v,k=v", as pretrain.py's --config_overrides)
     sets the fields this method's config has and skips the others, so one string can shrink, say, MAE's decoder
     without touching BEiT."""
+    backbone = backbone or method.backbone()
+    peer = method.peer(backbone)
     kwargs = size.config_kwargs()
-    if method.benchmark_peer is not None:
-        kwargs.update(method.benchmark_peer.size_overrides(size))
-    config = method.config_class(**kwargs)
+    if peer is not None:
+        kwargs.update(peer.size_overrides(size))
+    config_class = backbone.config_class
+    config = config_class(**kwargs)
     if overrides:
         fields = dict(item.split("=", 1) for item in overrides.split(",") if item)
         known = ",".join(f"{k}={v}" for k, v in fields.items() if hasattr(config, k))
         if known:
             config.update_from_string(known)
-            config = method.config_class(**config.to_dict())  # re-validate the combination
+            config = config_class(**config.to_dict())  # re-validate the combination
     return config
 
 
@@ -416,6 +445,65 @@ def build_mae_pairs(method, config, batch_size, seed) -> MethodPairs:
                              pixels, strict=True)
     removed = config.num_patches - int(config.num_patches * (1 - config.mask_ratio))
     return MethodPairs(method.name, config, peer_config, weights, train, inference, removed, [])
+
+
+VIDEOMAE_MASK_RATIO = 0.9  # VideoMAE's tube masking: the same 90% of the frame grid in every frame
+
+
+def videomae_config(config):
+    """transformers' VideoMAE at our video encoder's size, its decoder as VideoMAE-B's (half the width, 4 blocks)."""
+    from transformers import VideoMAEConfig
+
+    return VideoMAEConfig(
+        image_size=config.image_size, patch_size=config.patch_size, num_channels=config.num_channels,
+        num_frames=config.num_frames, tubelet_size=config.tubelet_size, hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size, hidden_act=config.hidden_act, layer_norm_eps=config.layer_norm_eps,
+        decoder_hidden_size=config.hidden_size // 2, decoder_num_hidden_layers=4,
+        decoder_num_attention_heads=max(1, config.num_attention_heads // 2),
+        decoder_intermediate_size=2 * config.hidden_size, use_mean_pooling=True,
+    )
+
+
+def build_videomae_pairs(method, config, batch_size, seed) -> MethodPairs:
+    """MaskFeat video (ours) against VideoMAEForPreTraining / VideoMAEModel of the same encoder size. No key map:
+    VideoMAE has fixed sin-cos positions, q/v-only biases and no cls token, so each side keeps its own init."""
+    from transformers import VideoMAEForPreTraining, VideoMAEModel
+
+    from .methods import backbone_of_config
+
+    backbone = backbone_of_config(config)
+    peer_config = videomae_config(config)
+    ours, peer = backbone.pretraining_class(config), VideoMAEForPreTraining(peer_config)
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(batch_size, config.num_frames, config.num_channels, config.image_size, config.image_size,
+                         generator=generator)
+    processor = backbone.image_processor_class.for_model_config(config)
+    grid = (config.temporal_size, config.grid_size, config.grid_size)
+    rng = np.random.default_rng(seed)
+    mask = torch.from_numpy(np.stack([processor.generate_mask(grid, rng).reshape(-1) for _ in range(batch_size)]))
+    frame_grid = config.grid_size**2
+    tube = torch.rand(batch_size, frame_grid, generator=generator).argsort(1) < round(VIDEOMAE_MASK_RATIO * frame_grid)
+    tube = tube.repeat(1, config.temporal_size)
+    train = Pair(ours, peer, {"pixel_values": pixels, "bool_masked_pos": mask, "peer_masked_pos": tube},
+                 lambda m, x: loss_of(m(pixel_values=x["pixel_values"], bool_masked_pos=x["bool_masked_pos"])),
+                 lambda m, x: loss_of(m(pixel_values=x["pixel_values"], bool_masked_pos=x["peer_masked_pos"])))
+    inference = Pair(_encoder_copy(backbone.model_class, config, ours), VideoMAEModel(peer_config),
+                     {"pixel_values": pixels}, lambda m, x: first_tensor(m(**x)), lambda m, x: first_tensor(m(**x)))
+    notes = [
+        "targets differ: ours regresses the per-frame HOG of the masked tubelets (40% cube masks), VideoMAE the "
+        "normalised pixels of its 90% tube-masked tokens",
+        "pretraining work differs: our encoder runs over every token (+ cls), VideoMAE's over the visible 10% and "
+        "its decoder (half width, 4 blocks) over all; inference is the same encoder work (all tokens, same width, "
+        "depth, heads, MLP; ours adds one cls token)",
+    ]
+    return MethodPairs(method.name, config, peer_config, "independent random init (no key map to VideoMAE)", train,
+                       inference, float(mask.sum()) / batch_size, notes, inference_flops=video_encoder_flops(config))
+
+
+def video_size_overrides(size: BackboneSize) -> dict:
+    """VideoMAE-B's clip: 16 frames in tubelets of 2."""
+    return {"num_frames": 16, "tubelet_size": 2}
 
 
 def build_beit_pairs(method, config, batch_size, seed) -> MethodPairs:

@@ -46,7 +46,7 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
         model_name=model_name if eval_results else None, base_model=base_model, library_name="transformers",
         license="apache-2.0", tags=["hf-mim", "masked-image-modeling", method.name, "vision"] + (tags or []) +
         (["video"] if video else []),
-        pipeline_tag=("video" if video else "image") + "-classification" if is_classifier else "image-feature-extraction",
+        pipeline_tag=f"{'video' if video else 'image'}-classification" if is_classifier else "image-feature-extraction",
         eval_results=eval_results or None, datasets=[dataset_name] if dataset_name else None,
     )
     table = ""

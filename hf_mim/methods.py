@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from . import checkpoint_sources as sources
 from .benchmarking import (BenchmarkPeer, beit_size_overrides, build_beit_pairs, build_mae_pairs, build_simmim_pairs,
-                           mae_forward_flops, pixel_head_forward_flops, simmim_size_overrides,
-                           token_head_forward_flops)
+                           build_videomae_pairs, mae_forward_flops, pixel_head_forward_flops, simmim_size_overrides,
+                           token_head_forward_flops, video_hog_head_forward_flops, video_size_overrides)
 from .convert import (BEIT_UNILM, CAE_MMPRETRAIN, CAE_OFFICIAL, HF_BEIT, HF_VIT_MAE, HF_VIT_MIM, MAE_OFFICIAL,
                       MASKFEAT_MMPRETRAIN, MASKFEAT_SLOWFAST, SIMMIM_OFFICIAL)
 from .modeling.configuration_beit import MimBeitConfig
@@ -73,9 +73,11 @@ class Method:
     conversion_sources: dict[str, sources.Source] = field(default_factory=dict, hash=False)
     benchmark_peer: BenchmarkPeer | None = None
 
-    def backbone(self, family: str | None = None, modality: str = "image") -> Backbone:
-        """The backbone `family` (`--backbone`), or the method's first one of `modality` (`--modality`)."""
+    def backbone(self, family: str | None = None, modality: str | None = None) -> Backbone:
+        """The backbone `family` (`--backbone`; checked against `modality` when one is given), or the method's
+        first one of `modality` (`--modality`, image by default)."""
         if family is None:
+            modality = modality or "image"
             of_modality = [name for name, backbone in self.backbones.items() if backbone.modality == modality]
             if not of_modality:
                 raise ValueError(f"{self.name} has no {modality} backbone; its backbones take "
@@ -84,7 +86,7 @@ class Method:
         if family not in self.backbones:
             raise ValueError(f"{self.name} has no {family!r} backbone; it has {', '.join(sorted(self.backbones))}")
         backbone = self.backbones[family]
-        if backbone.modality != modality:
+        if modality is not None and backbone.modality != modality:
             raise ValueError(f"the {self.name} {family!r} backbone takes {backbone.modality}, not {modality}; "
                              f"drop --modality {modality} or pick another --backbone")
         return backbone
@@ -135,6 +137,8 @@ VIDEO_VIT = Backbone(
     modality="video",
     pretrain_recipe=PretrainRecipe(8e-4, 512, (0.9, 0.999), 0.05, 30, 1e-6, 0.02, (0.5, 1.0), num_train_epochs=300),
     finetune_recipe=dataclasses.replace(MASKFEAT_FINETUNE, rand_augment="", random_erasing=0.0),
+    benchmark_peer=BenchmarkPeer("VideoMAEForPreTraining / VideoMAEModel (other target: pixels)", build_videomae_pairs,
+                                 None, video_hog_head_forward_flops, video_size_overrides),
 )
 
 

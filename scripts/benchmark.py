@@ -34,9 +34,11 @@ import torch
 
 import hf_mim
 from hf_mim.arguments import ArgumentParser, non_negative_int, positive_float, positive_int, run_main
+from hf_mim.methods import backbone_families
 from hf_mim.benchmarking import (
     SIZES,
     build_pairs,
+    chosen_backbone,
     count_trainable,
     eval_loss_gap,
     inference_flops,
@@ -66,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=None,
                    help="comma list; default: every method of hf_mim.METHODS with a transformers peer")
+    p.add_argument("--backbone", choices=backbone_families(), default=None,
+                   help="encoder family to time, e.g. video-vit (MaskFeat video against VideoMAE); default: the ViT")
     p.add_argument("--sizes", default="tiny,small,base",
                    help="comma list of tiny (192/12/3), small (384/12/6), base (768/12/12), custom")
     p.add_argument("--custom_size", default=None,
@@ -99,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--device cuda but torch sees no GPU")
     if args.warmup < 0 or args.repeats < 1 or args.data_samples < 1:
         p.error("--warmup must be >= 0, --repeats and --data_samples >= 1")
-    args.methods = resolve_methods(p, args.methods)
+    args.methods = resolve_methods(p, args.methods, args.backbone)
     args.sizes = resolve_sizes(p, args.sizes, args.custom_size)
     args.batch_sizes = resolve_batch_sizes(p, args.batch_size, args.sizes, args.device)
     args.phases = [x for x in args.phases.split(",") if x]
@@ -110,8 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_methods(p, text):
-    available = methods_with_peers()
+def resolve_methods(p, text, family=None):
+    available = methods_with_peers(family)
     if text is None:
         return available
     methods = [m for m in text.split(",") if m]
@@ -210,7 +214,7 @@ def benchmark_phase(args, device, pairs, phase, size, batch_size) -> dict:
     if phase == "train":
         flops = training_flops(hf_mim.get_method(pairs.method), pairs.config, pairs.num_masked)
     else:
-        flops = inference_flops(size, pairs.config.num_channels)
+        flops = pairs.inference_flops or inference_flops(size, pairs.config.num_channels)
     result = {"flops_per_image": flops, "ratio": paired_ratio(times["ours"], times["peer"])}
     if device.type == "cpu":  # CPU seconds: the fairer clock when other jobs share the cores
         result["cpu_time_ratio"] = paired_ratio(cpu_times["ours"], cpu_times["peer"])
@@ -237,12 +241,13 @@ def run_models(args, device) -> list[dict]:
     results = []
     for method in args.methods:
         for size, batch_size in zip(args.sizes, args.batch_sizes):
-            peer = hf_mim.get_method(method).benchmark_peer.description
+            registered = hf_mim.get_method(method)
+            peer = registered.peer(chosen_backbone(registered, args.backbone)).description
             logger.info("%s %s batch %d: building ours and %s", method, size.name, batch_size, peer)
             entry = {"method": method, "size": size.name, "dims": {**asdict(size), "mlp": size.intermediate_size},
                      "batch_size": batch_size, "peer": peer}
             try:
-                pairs = build_pairs(method, size, batch_size, device, args.seed, args.config_overrides)
+                pairs = build_pairs(method, size, batch_size, device, args.seed, args.config_overrides, args.backbone)
             except Exception as error:  # one method's missing piece must not hide the others' numbers
                 logger.exception("skipping %s %s", method, size.name)
                 entry["error"] = f"{type(error).__name__}: {error}"

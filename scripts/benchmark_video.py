@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="outputs/benchmark-video")
     p.add_argument("--pretrain_steps", type=positive_int, default=150, help="pretraining updates")
-    p.add_argument("--finetune_steps", type=positive_int, default=60, help="fine-tuning updates, pretrained and scratch")
+    p.add_argument("--finetune_steps", type=positive_int, default=60,
+                   help="fine-tuning updates, pretrained and from scratch")
     p.add_argument("--batch_size", type=positive_int, default=32, help="clips per update (pretraining, fine-tuning)")
     p.add_argument("--pretrain_args", default="", help="extra scripts/pretrain.py arguments, quoted")
     p.add_argument("--finetune_args", default=FINETUNE_DEFAULT_ARGS,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification,
-                          AutoModelForMaskedImageModeling, AutoModelForPreTraining, PreTrainedConfig, PreTrainedModel)
+                          AutoModelForMaskedImageModeling, AutoModelForPreTraining, AutoModelForVideoClassification,
+                          PreTrainedConfig, PreTrainedModel)
 
 import hf_mim
 from hf_mim.recipes import FinetuneRecipe, PretrainRecipe
@@ -59,11 +60,12 @@ def test_classes_are_registered_with_the_auto_classes(name, tmp_path):
         backbone.image_processor_class.for_model_config(config).save_pretrained(tmp_path / family)
         folder = tmp_path / family
         assert type(AutoConfig.from_pretrained(folder)) is backbone.config_class
-        for auto in (AutoModelForMaskedImageModeling, AutoModelForPreTraining):
+        video = backbone.modality == "video"  # video models: no masked-image-modeling entry, a video classifier
+        for auto in (AutoModelForPreTraining,) if video else (AutoModelForMaskedImageModeling, AutoModelForPreTraining):
             assert type(auto.from_pretrained(folder)) is backbone.pretraining_class
         assert type(AutoModel.from_pretrained(folder)) is backbone.model_class
-        assert type(AutoModelForImageClassification.from_pretrained(folder, num_labels=2)) is \
-            backbone.classification_class
+        classifier = AutoModelForVideoClassification if video else AutoModelForImageClassification
+        assert type(classifier.from_pretrained(folder, num_labels=2)) is backbone.classification_class
         assert type(AutoImageProcessor.from_pretrained(folder)) is backbone.image_processor_class
 
 

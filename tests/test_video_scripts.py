@@ -24,7 +24,7 @@ finetune = load_script("finetune")
 probe = load_script("probe")
 
 TINY_VIDEO = "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,num_frames=4"
-PRETRAIN = ["--method", "maskfeat", "--modality", "video", "--config_overrides", TINY_VIDEO,
+PRETRAIN = ["--method", "maskfeat", "--backbone", "video-vit", "--modality", "video", "--config_overrides", TINY_VIDEO,
             "--per_device_train_batch_size", "8", "--logging_steps", "1", "--seed", "3", "--report_to", "none"]
 
 
@@ -150,3 +150,34 @@ def test_sigkill_then_resume_gives_bitwise_identical_weights(tmp_path):
     reset_accelerate()
     identical, worst = same_weights(straight, killed)
     assert identical, f"resumed weights differ by {worst}"
+
+
+def test_benchmark_times_the_video_encoder_against_videomae_and_says_what_differs(tmp_path):
+    benchmark = load_script("benchmark")
+    report = benchmark.main(["--methods", "maskfeat", "--backbone", "video-vit", "--sizes", "custom", "--custom_size",
+                             "32,1,2,32,8", "--batch_size", "2", "--warmup", "0", "--repeats", "1", "--threads", "1",
+                             "--output", str(tmp_path / "speed.json")])
+    entry = report["results"][0]
+    assert "error" not in entry, entry.get("error")
+    assert entry["peer"].startswith("VideoMAEForPreTraining / VideoMAEModel")
+    assert entry["config"]["num_frames"] == 16 and entry["num_masked"] == round(0.4 * 8 * 16)
+    assert any(note.startswith("targets differ") for note in entry["notes"])
+    # inference: cls + 8 x 4 x 4 tokens of width 32, tubelet embedding included
+    tokens = 8 * 16
+    expected = 2 * tokens * 3 * 2 * 8 * 8 * 32 + (8 * 129 * 32 * 32 + 4 * 129 * 32 * 128 + 4 * 129 * 129 * 32)
+    assert entry["inference"]["flops_per_image"] == expected
+    assert entry["train"]["ratio"]["median"] > 0
+
+
+def test_video_results_benchmark_runs_end_to_end(tmp_path):
+    benchmark_video = load_script("benchmark_video")
+    report = benchmark_video.main([
+        "--output_dir", str(tmp_path), "--pretrain_steps", "2", "--finetune_steps", "1", "--batch_size", "8",
+        "--pretrain_args", f"--config_overrides {TINY_VIDEO}", "--finetune_args", "--mixup 0 --cutmix 0",
+        "--pooling", "cls", "--probe_epochs", "1", "--num_threads", "1", "--seed", "1",
+    ])
+    reset_accelerate()
+    assert list(report["rows"]) == ["pretrained", "random init"] and report["pretrain_steps"] == 2
+    assert all(0 <= value <= 1 for row in report["rows"].values() for value in row.values())
+    table = (tmp_path / "results.md").read_text()
+    assert "| MaskFeat video demo ViT, random init |" in table and "scripts/benchmark_video.py" in table
