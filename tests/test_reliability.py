@@ -42,23 +42,28 @@ def same_weights(a, b, atol=0.0):
     return worst <= atol, worst
 
 
+def pretrain_until_checkpoint_then_sigkill(argv: list[str], output_dir, checkpoint: str, timeout: float = 120) -> None:
+    """scripts/pretrain.py `argv` in a subprocess writing to `output_dir`, SIGKILLed once `checkpoint` exists."""
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "pretrain.py"), *argv,
+                                "--output_dir", str(output_dir)], env=script_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (output_dir / "checkpoints" / checkpoint).exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output_dir / "model.safetensors").exists(), "the run finished before the kill"
+
+
 def test_sigkill_at_an_arbitrary_step_then_resume_gives_bitwise_identical_weights(tmp_path):
     steps = ["--max_train_steps", "40", "--checkpointing_steps", "5"]
     straight = tmp_path / "straight"
     pretrain.main(BASE + steps + ["--output_dir", str(straight)])
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "pretrain.py"), *BASE, *steps,
-                                "--output_dir", str(killed)], env=script_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step_10").exists():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "model.safetensors").exists(), "the run finished before the kill"
+    pretrain_until_checkpoint_then_sigkill(BASE + steps, killed, "step_10")
 
     from accelerate.state import AcceleratorState, GradientState
 

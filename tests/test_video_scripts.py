@@ -5,17 +5,15 @@ features, unreadable clips counted, and a SIGKILLed run resumed to the same weig
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
 from helpers import REPO_ROOT, load_script
-from test_reliability import same_weights, script_env
+from test_reliability import pretrain_until_checkpoint_then_sigkill, same_weights, script_env
 
 pytest.importorskip("av")
 
@@ -135,17 +133,7 @@ def test_sigkill_then_resume_gives_bitwise_identical_weights(tmp_path):
     pretrain.main(PRETRAIN + steps + ["--output_dir", str(straight)])
     reset_accelerate()
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "pretrain.py"), *PRETRAIN, *steps,
-                                "--output_dir", str(killed)], env=script_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step_6").exists():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "model.safetensors").exists(), "the run finished before the kill"
+    pretrain_until_checkpoint_then_sigkill(PRETRAIN + steps, killed, "step_6", timeout=300)
     pretrain.main(PRETRAIN + steps + ["--output_dir", str(killed), "--resume_from_checkpoint", "latest"])
     reset_accelerate()
     identical, worst = same_weights(straight, killed)
