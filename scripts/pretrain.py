@@ -140,13 +140,7 @@ def main(argv=None) -> dict:
     model = build_model(args, method, backbone, config)
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    if backbone.modality == "video":
-        data, processor, dataset = video_pretraining_data(args, backbone, config, settings)
-        train_dataset, on_device = dataset, None
-    else:
-        processor = backbone.image_processor_class.for_model_config(config)
-        data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column, **image_checks(args))
-        dataset, train_dataset, on_device = build_datasets(args, settings, data, processor, config)
+    data, processor, dataset, train_dataset, on_device = pretraining_data(args, backbone, settings, config)
     batch_size = settings.per_device_train_batch_size
     loader = torch.utils.data.DataLoader(train_dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
                                          num_workers=args.dataloader_num_workers, drop_last=len(dataset) > batch_size)
@@ -190,6 +184,17 @@ def main(argv=None) -> dict:
         save_outputs(args, method, unwrapped, processor, dataset, data, summary, command_line("scripts/pretrain.py", argv))
     end_training_together(accelerator)
     return summary
+
+
+def pretraining_data(args, backbone, settings, config):
+    """(data, processor, dataset, train_dataset, on_device): clips for a video backbone (hf_mim.video_data), else
+    images (`build_datasets`)."""
+    if backbone.modality == "video":
+        data, processor, dataset = video_pretraining_data(args, backbone, config, settings)
+        return data, processor, dataset, dataset, None
+    processor = backbone.image_processor_class.for_model_config(config)
+    data = load_image_dataset(args.dataset_name, args.train_dir, "train", args.image_column, **image_checks(args))
+    return (data, processor, *build_datasets(args, settings, data, processor, config))
 
 
 def build_datasets(args, settings, data, processor, config):
