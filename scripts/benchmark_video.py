@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does MaskFeat video pretraining help? The embedded Fashion-MNIST clips, the CPU demo video ViT, one budget.
 
-    python scripts/benchmark_video.py --output_dir outputs/benchmark-video                  # CPU, about 20 minutes
+    python scripts/benchmark_video.py --output_dir outputs/benchmark-video    # CPU: about 25 minutes on 2 busy cores
     python scripts/benchmark_video.py --pretrain_steps 3 --finetune_steps 3 --probe_epochs 2  # smoke run
 
 1. `scripts/pretrain.py --method maskfeat --modality video` pretrains the demo video ViT (8 frames of 32 px in
@@ -50,8 +50,8 @@ def image_benchmark():
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="outputs/benchmark-video")
-    p.add_argument("--pretrain_steps", type=positive_int, default=150, help="pretraining updates")
-    p.add_argument("--finetune_steps", type=positive_int, default=60,
+    p.add_argument("--pretrain_steps", type=positive_int, default=300, help="pretraining updates")
+    p.add_argument("--finetune_steps", type=positive_int, default=90,
                    help="fine-tuning updates, pretrained and from scratch")
     p.add_argument("--batch_size", type=positive_int, default=32, help="clips per update (pretraining, fine-tuning)")
     p.add_argument("--pretrain_args", default="", help="extra scripts/pretrain.py arguments, quoted")

@@ -33,11 +33,11 @@ def reset_accelerate() -> None:
     GradientState._reset_state()
 
 
-def run_without_hf_mim(code: str) -> str:
-    """Run `code` in a fresh Python where `import hf_mim` fails; its stdout."""
+def run_without_hf_mim(code: str, **env) -> str:
+    """Run `code` in a fresh Python where `import hf_mim` fails (with `env` added to the environment); its stdout."""
     prelude = "import sys\nsys.modules['hf_mim'] = None\n"
     result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                            env=script_env(), cwd="/", timeout=300)
+                            env={**script_env(), **env}, cwd="/", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -50,7 +50,9 @@ def pretrained(tmp_path_factory):
     return out, summary
 
 
-def test_pretraining_on_the_embedded_clips_saves_a_folder_that_loads_without_hf_mim(pretrained):
+def test_pretraining_on_the_embedded_clips_saves_a_folder_that_loads_without_hf_mim(pretrained, tmp_path):
+    from hf_mim.hub import seed_hub_cache
+
     out, summary = pretrained
     assert summary["steps"] == 3 and summary["skipped_images"] == 0 and np.isfinite(summary["final_loss"])
     config = json.loads((out / "config.json").read_text())
@@ -62,13 +64,15 @@ def test_pretraining_on_the_embedded_clips_saves_a_folder_that_loads_without_hf_
     from PIL import Image
 
     assert Image.open(out / "reconstruction.png").size[1] > 3 * 32  # three rows: masked, HOG target, predicted
+    seed_hub_cache(out, "org/maskfeat-video-tiny", tmp_path / "hub")
     printed = run_without_hf_mim(f"""
         import torch
         from transformers import AutoModel
-        model = AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True)
-        print(type(model).__name__, tuple(model(torch.randn(1, 4, 3, 32, 32)).last_hidden_state.shape))
-    """)
-    assert printed.split("\n")[-2] == "MimMaskFeatVideoModel (1, 33, 32)"
+        for name in ({str(out)!r}, "org/maskfeat-video-tiny"):  # the folder, then the offline hub cache
+            model = AutoModel.from_pretrained(name, trust_remote_code=True)
+            print(type(model).__name__, tuple(model(torch.randn(1, 4, 3, 32, 32)).last_hidden_state.shape))
+    """, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert printed.split("\n")[-3:-1] == ["MimMaskFeatVideoModel (1, 33, 32)"] * 2
 
 
 def test_finetuned_folder_loads_as_a_video_classifier_and_runs_in_the_pipeline(pretrained, tmp_path):
