@@ -8,6 +8,7 @@ per job (on the main process) rather than as a traceback per rank."""
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import math
 import os
@@ -72,9 +73,35 @@ def in_range(kind: type, low=None, high=None, **open_ends) -> Bounded:
     return Bounded(kind, low, high, **open_ends)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` keeps the description's layout (its command examples) and shows each flag's default: appended as
+    "(default: X)" unless the help text already says its default, the flag is required, a switch, or has no value
+    by default (None or "": the help says what is used instead). Flags without help text still show their default."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        says_default = "%(default)" in help_text or "default" in help_text.lower()
+        no_value = action.default in (None, "", argparse.SUPPRESS) or action.nargs == 0 or not action.option_strings
+        if says_default or no_value or action.required:
+            return help_text
+        return f"{help_text} (default: %(default)s)".strip()
+
+    def _format_action(self, action):
+        if not action.help and self._get_help_string(action):
+            action = copy.copy(action)
+            action.help = self._get_help_string(action)
+        return super()._format_action(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors ("pretrain.py: error: argument --logging_steps: got 0; need an integer >= 1"),
-    printed by the main process only: under `accelerate launch` every rank parses the same flags and exits."""
+    printed by the main process only: under `accelerate launch` every rank parses the same flags and exits. Its
+    `--help` shows defaults (`HelpFormatter`, also where a script asks for argparse's plain or raw formatter)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        if formatter_class in (argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter):
+            formatter_class = HelpFormatter
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (--help lists every flag)\n" if is_main_process() else None)
@@ -129,6 +156,23 @@ def check_loop_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
 def image_checks(args: argparse.Namespace) -> dict:
     """The keyword arguments of `hf_mim.data.load_image_dataset` that the data flags set."""
     return {"max_image_pixels": args.max_image_pixels, "max_bad_image_fraction": args.max_bad_image_fraction}
+
+
+def check_model_source(path: str, flag: str) -> None:
+    """Stop with one line when `path` is meant as a local folder but is not one: it exists but holds no
+    config.json, or it is missing and cannot be a Hub id ("org/name") or starts in a folder that exists here
+    (`outputs/typo`). Hub ids pass untouched."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise MissingInputError(f"{flag} {path}: the folder holds no config.json; pass a folder written by "
+                                    "save_pretrained (a run's --output_dir)")
+        return
+    parts = path.split("/")
+    looks_local = (path.startswith((".", "/", "~")) or os.sep != "/" and os.sep in path or len(parts) > 2
+                   or os.path.exists(path) or (len(parts) == 2 and os.path.isdir(parts[0])))
+    if looks_local:
+        raise MissingInputError(f"{flag} {path}: no such folder (from {os.getcwd()}); pass the --output_dir of an "
+                                "earlier run, e.g. outputs/mae-pretrain after `python scripts/pretrain.py --method mae`")
 
 
 def apply_config_overrides(config, overrides: str, flag: str = "--config_overrides", recheck: bool = True):
