@@ -237,5 +237,46 @@ def make_accelerator(args: argparse.Namespace):
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("hf_mim").setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
+    check_one_process_group(accelerator)
+    logging.getLogger("hf_mim.distributed").info(describe_distributed(accelerator))
     set_seed(args.seed)
     return accelerator
+
+
+def describe_distributed(accelerator) -> str:
+    """What runs: Accelerate's distributed type, the number of processes, mixed precision, and the sharding of
+    FSDP or DeepSpeed where one is in use."""
+    state = accelerator.state
+    kind = "none" if state.distributed_type.value == "NO" else state.distributed_type.value
+    parts = [f"distributed: {kind} ({accelerator.num_processes} process"
+             f"{'es' if accelerator.num_processes > 1 else ''} on {accelerator.device.type})",
+             f"mixed precision {state.mixed_precision}"]
+    if getattr(state, "fsdp_plugin", None) is not None:
+        parts.append(f"FSDP sharding {state.fsdp_plugin.sharding_strategy}")
+    if getattr(state, "deepspeed_plugin", None) is not None:
+        parts.append(f"DeepSpeed ZeRO stage {state.deepspeed_plugin.zero_stage}")
+    return ", ".join(parts)
+
+
+def check_one_process_group(accelerator) -> None:
+    """Refuse a launch that is not what it asked for, before any work: processes started as one job of N
+    (WORLD_SIZE) that each run alone (they would train apart and overwrite each other's output_dir), or FSDP or
+    DeepSpeed asked of `accelerate launch` that Accelerate did not set up (on CPU, FSDP falls back to DDP)."""
+    launched = int(os.environ.get("WORLD_SIZE", os.environ.get("LOCAL_WORLD_SIZE", "1")) or 1)
+    kind = accelerator.state.distributed_type.value
+    if launched > 1 and accelerator.num_processes == 1:
+        raise UsageError(
+            f"this process is one of {launched} launched together (WORLD_SIZE={launched}), but Accelerate runs it "
+            f"alone (distributed type {kind}): the processes would train apart and overwrite each other's "
+            "output_dir. On a machine without GPUs launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
+            "--num_processes N ...; with GPUs, check that torch sees them (torch.cuda.device_count()).")
+    for engine, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DEEPSPEED", "ACCELERATE_USE_DEEPSPEED")):
+        asked = os.environ.get(variable, "false").lower() in ("1", "true", "yes")
+        if asked and kind != engine:
+            raise UsageError(
+                f"accelerate launch asked for {engine} ({variable}=true) but Accelerate runs {kind} on "
+                f"{accelerator.device.type}, not {engine}: "
+                + ("FSDP needs GPUs (on CPU Accelerate falls back to plain data parallel). Drop --use_fsdp to train "
+                   "data-parallel on CPU (ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...), or run on GPUs."
+                   if engine == "FSDP" else
+                   "check that deepspeed is installed and the launch's DeepSpeed config, or drop --use_deepspeed."))

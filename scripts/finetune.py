@@ -38,8 +38,8 @@ from hf_mim.hub import demo_note, push_folder, write_model_card
 from hf_mim.metrics import load_metric
 from hf_mim.planning import command_line, plan_schedule, with_overrides
 from hf_mim.recipes import check_values
-from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, enable_activation_checkpointing,
-                             describe_run, end_training_together, resolve_checkpoint,
+from hf_mim.training import (SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
+                             enable_activation_checkpointing, describe_run, end_training_together, resolve_checkpoint,
                              save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.finetune")
@@ -179,7 +179,8 @@ def restrict_trainable(model, trainable_blocks: int) -> str:
         raise UsageError(f"--trainable_blocks: {type(model).__name__} is not a ViT classifier with encoder blocks "
                          "and a linear head; drop the flag")
     if trainable_blocks > len(blocks):
-        raise UsageError(f"--trainable_blocks {trainable_blocks}: the model has {len(blocks)} blocks; pass at most that")
+        raise UsageError(f"--trainable_blocks {trainable_blocks}: the model has {len(blocks)} blocks; "
+                         "pass at most that")
     model.requires_grad_(False)
     if trainable_blocks == 0:
         model.head = BatchNormLinear(model.head)
@@ -295,6 +296,7 @@ class BestModelKeeper:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    check_model_source(args.model_name_or_path, "--model_name_or_path")
     accelerator = make_accelerator(args)
     train, evaluation = load_splits(args)
     method, settings, model = build_classifier(args, train)
@@ -330,6 +332,7 @@ def main(argv=None) -> dict:
         checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm or None,
         max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps, forward=forward,
         on_epoch_end=keeper, progress_desc="finetune",
+        on_update=SlowRunWarning(accelerator.device.type, plan.max_steps),
         run_descriptor=describe_run(method.name, accelerator.unwrap_model(model).config, plan.effective_batch, args.seed,
                                     train.source),
         allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
