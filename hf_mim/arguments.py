@@ -107,6 +107,18 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (--help lists every flag)\n" if is_main_process() else None)
 
 
+def say_recipe_defaults(parser: argparse.ArgumentParser, recipe_class, source: str) -> None:
+    """Flags named like a field of `recipe_class` whose default is None take the recipe's value: say so in
+    `--help` (`source` names where that value comes from), unless their help already says its default."""
+    import dataclasses
+
+    fields = {field.name for field in dataclasses.fields(recipe_class)}
+    for action in parser._actions:
+        help_text = action.help or ""
+        if action.dest in fields and action.default is None and "default" not in help_text.lower():
+            action.help = f"{help_text} (default: {source})".strip()
+
+
 # ----------------------------------------------------------------------------------------------- shared flags
 
 

@@ -31,13 +31,13 @@ import hf_mim
 from hf_mim.arguments import (ArgumentParser, UsageError, add_data_arguments, add_loop_arguments,
                               apply_config_overrides, check_loop_arguments, check_model_source, image_checks, in_range,
                               make_accelerator, non_negative_float, non_negative_int, open_fraction, positive_int,
-                              run_main)
+                              run_main, say_recipe_defaults)
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
 from hf_mim.rand_augment import RandomErasing, parse_rand_augment
 from hf_mim.hub import demo_note, push_folder, write_model_card
 from hf_mim.metrics import load_metric
 from hf_mim.planning import command_line, plan_schedule, with_overrides
-from hf_mim.recipes import check_values
+from hf_mim.recipes import FinetuneRecipe, check_values
 from hf_mim.training import (SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
                              enable_activation_checkpointing, describe_run, end_training_together, resolve_checkpoint,
                              save_pretrained_atomically)
@@ -96,6 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "linear probe (a BatchNorm without affine before the linear head, folded into it on save). "
                         "Default: train everything")
     add_loop_arguments(p)
+    say_recipe_defaults(p, FinetuneRecipe, "the recipe's, see --recipe")
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
     try:

@@ -22,8 +22,9 @@ from transformers import AutoConfig
 import hf_mim
 from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
                               check_loop_arguments, image_checks, make_accelerator, non_negative_float, positive_int,
-                              run_main)
+                              run_main, say_recipe_defaults)
 from hf_mim.methods import MODALITIES, backbone_families
+from hf_mim.recipes import PretrainRecipe
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
 from hf_mim.hub import push_folder, write_model_card
@@ -68,6 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute each block in the backward pass: less activation memory, about one more forward")
     add_loop_arguments(p)
+    say_recipe_defaults(p, PretrainRecipe, "the method's recipe for the --model_size")
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
     if args.augmentation_source_size is not None and not args.augment_on_device:
