@@ -247,7 +247,11 @@ def save_outputs(args, method, model, processor, dataset, data, summary, command
         weights_from=args.model_name_or_path or "random initialisation, pretrained by this run",
         picture=picture_name, picture_caption=picture[1] if picture else "",
     )
-    logger.info("saved model, processor, card and picture to %s", out_dir)
+    if picture_name:
+        logger.info("saved model, processor, card and picture to %s", out_dir)
+    else:
+        logger.info("saved model, processor and card to %s; no picture: the model has nothing to draw (a tokenizer "
+                    "without a trained decoder, e.g. DALL-E's converted encoder, cannot decode tokens)", out_dir)
     if args.push_to_hub:
         commit = push_folder(out_dir, args.hub_model_id)
         logger.info("pushed to %s (%s)", args.hub_model_id, commit)

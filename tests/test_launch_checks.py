@@ -92,3 +92,16 @@ def test_finetune_from_a_missing_folder_or_an_unreachable_hub_id_is_one_line(tmp
     with pytest.raises(UsageError, match="--model_name_or_path org/not-here: no local folder of that name, and the "
                                          "Hub gave no model"):
         finetune.load_model_config("org/not-here")  # HF_HUB_OFFLINE=1 in the tests
+
+
+def test_the_saved_line_names_the_picture_only_when_one_was_drawn(tmp_path, monkeypatch, caplog):
+    import hf_mim.visualize
+
+    from helpers import TINY_OVERRIDES
+
+    monkeypatch.setattr(hf_mim.visualize, "pretraining_picture", lambda *args, **kwargs: None)
+    with caplog.at_level(logging.INFO, logger="hf_mim.pretrain"):
+        pretrain.main(["--method", "mae", "--config_overrides", TINY_OVERRIDES["mae"], "--output_dir",
+                       str(tmp_path / "out"), "--max_train_steps", "1", "--per_device_train_batch_size", "4"])
+    assert "saved model, processor and card to" in caplog.text and "no picture: the model has nothing to draw" in caplog.text
+    assert not (tmp_path / "out" / "reconstruction.png").exists()
