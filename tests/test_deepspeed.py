@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from helpers import REPO_ROOT, TINY_OVERRIDES
+from helpers import REPO_ROOT, TINY_OVERRIDES, run_launcher
 
 pytest.importorskip("deepspeed")
 
@@ -25,16 +23,7 @@ def launch_zero2(output_dir, *flags) -> str:
                str(REPO_ROOT / "scripts" / "pretrain.py"), "--method", "mae", "--config_overrides",
                TINY_OVERRIDES["mae"], "--per_device_train_batch_size", "8", "--max_train_steps", "4",
                "--checkpointing_steps", "2", "--seed", "5", "--output_dir", str(output_dir), *flags]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        _, stderr = process.communicate(timeout=900)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise
-    assert process.returncode == 0, stderr[-3000:]
-    return stderr
+    return run_launcher(command, env, timeout=900)
 
 
 def test_zero2_saves_resumes_bitwise_and_reloads(tmp_path):
