@@ -133,7 +133,9 @@ def build_classifier(args, train):
     cls = hf_mim.backbone_of_config(config).classification_class
     is_pretraining = any("ForImageClassification" not in a for a in (config.architectures or ["?"]))
     if is_pretraining:  # the switches now, so that the flags below win over them (the config then names the classifier)
-        cls.finetune_config(config)
+        switches = cls.finetune_config(config)
+        logger.info("pretraining checkpoint: the method's fine-tuning switches %s",
+                    ", ".join(f"{field}={new!r} (was {old!r})" for field, (old, new) in switches.items()) or "(none)")
     names = train.label_names or sorted({str(v) for v in train.dataset[train.label_column]})
     config.num_labels = len(names)
     config.id2label = {i: name for i, name in enumerate(names)}

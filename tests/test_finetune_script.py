@@ -143,11 +143,15 @@ def build_from(pretrained, *flags):
     return finetune.build_classifier(args, SimpleNamespace(label_names=["a", "b", "c"]))[2]
 
 
-def test_drop_path_and_config_overrides_win_over_the_methods_switches(pretrained):
+def test_drop_path_and_config_overrides_win_over_the_methods_switches(pretrained, caplog):
     """The flags are applied after the fine-tuning switches, also where they equal the pretraining value (MAE
     pretrains with drop path 0 and frozen positions; its switches say 0.1 and trainable)."""
     assert json.loads((pretrained / "config.json").read_text())["drop_path_rate"] == 0.0
-    model = build_from(pretrained, "--drop_path_rate", "0", "--config_overrides", "train_position_embeddings=false")
+    with caplog.at_level("INFO", logger="hf_mim.finetune"):
+        model = build_from(pretrained, "--drop_path_rate", "0", "--config_overrides",
+                           "train_position_embeddings=false")
+    assert ("the method's fine-tuning switches train_position_embeddings=True (was False), drop_path_rate=0.1 "
+            "(was 0.0)\n") in caplog.text
     assert model.config.drop_path_rate == 0.0 and model.config.train_position_embeddings is False
     assert not model.vit.pos_embed.requires_grad
     default = build_from(pretrained)
