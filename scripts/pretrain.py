@@ -21,8 +21,8 @@ from transformers import AutoConfig
 
 import hf_mim
 from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
-                              check_loop_arguments, image_checks, make_accelerator, non_negative_float, positive_int,
-                              run_main, say_recipe_defaults)
+                              check_loop_arguments, check_model_source, image_checks, make_accelerator,
+                              non_negative_float, positive_int, run_main, say_recipe_defaults)
 from hf_mim.methods import MODALITIES, backbone_families
 from hf_mim.recipes import PretrainRecipe
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
@@ -141,6 +141,9 @@ def build_model(args, method, backbone, config):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    for flag in ("model_name_or_path", "tokenizer_name_or_path"):
+        if getattr(args, flag):
+            check_model_source(getattr(args, flag), f"--{flag}")
     method = hf_mim.get_method(args.method)
     args.output_dir = args.output_dir or f"outputs/{method.name}-pretrain"
     accelerator = make_accelerator(args)

@@ -105,3 +105,15 @@ def test_the_saved_line_names_the_picture_only_when_one_was_drawn(tmp_path, monk
                        str(tmp_path / "out"), "--max_train_steps", "1", "--per_device_train_batch_size", "4"])
     assert "saved model, processor and card to" in caplog.text and "no picture: the model has nothing to draw" in caplog.text
     assert not (tmp_path / "out" / "reconstruction.png").exists()
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("pretrain", ["--method", "mae", "--model_name_or_path", "./nothing"]),
+    ("pretrain", ["--method", "beit", "--tokenizer_name_or_path", "./nothing"]),
+    ("probe", ["--model_name_or_path", "./nothing", "--protocol", "knn"]),
+])
+def test_every_model_path_flag_checks_a_local_path_before_any_work(script, argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingInputError, match=r"--\w+_name_or_path ./nothing: no such folder"):
+        load_script(script).main(argv)
+    assert list(tmp_path.iterdir()) == []
