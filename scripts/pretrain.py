@@ -81,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         method.backbone(args.backbone, args.modality)
     except ValueError as error:
         p.error(str(error))
+    for flag in ("model_name_or_path", "tokenizer_name_or_path"):
+        if getattr(args, flag):
+            check_model_source(getattr(args, flag), f"--{flag}")
     return args
 
 
@@ -141,9 +144,6 @@ def build_model(args, method, backbone, config):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    for flag in ("model_name_or_path", "tokenizer_name_or_path"):
-        if getattr(args, flag):
-            check_model_source(getattr(args, flag), f"--{flag}")
     method = hf_mim.get_method(args.method)
     args.output_dir = args.output_dir or f"outputs/{method.name}-pretrain"
     accelerator = make_accelerator(args)

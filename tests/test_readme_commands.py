@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,5 +75,7 @@ def test_every_readme_command_runs_as_written(tmp_path):
         argv = with_budget(command)
         if argv[0] == "python":
             argv[0] = sys.executable
+        started = time.monotonic()
         result = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"README command failed: {command}\n{result.stderr[-3000:]}"
+        print(f"{time.monotonic() - started:6.1f} s  {shlex.join(argv)}")  # shown with -s
