@@ -8,6 +8,7 @@ per job (on the main process) rather than as a traceback per rank."""
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import math
 import os
@@ -72,12 +73,50 @@ def in_range(kind: type, low=None, high=None, **open_ends) -> Bounded:
     return Bounded(kind, low, high, **open_ends)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` keeps the description's layout (its command examples) and shows each flag's default: appended as
+    "(default: X)" unless the help text already says its default, the flag is required, a switch, or has no value
+    by default (None or "": the help says what is used instead). Flags without help text still show their default."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        says_default = "%(default)" in help_text or "default" in help_text.lower()
+        no_value = action.default in (None, "", argparse.SUPPRESS) or action.nargs == 0 or not action.option_strings
+        if says_default or no_value or action.required:
+            return help_text
+        return f"{help_text} (default: %(default)s)".strip()
+
+    def _format_action(self, action):
+        if not action.help and self._get_help_string(action):
+            action = copy.copy(action)
+            action.help = self._get_help_string(action)
+        return super()._format_action(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors ("pretrain.py: error: argument --logging_steps: got 0; need an integer >= 1"),
-    printed by the main process only: under `accelerate launch` every rank parses the same flags and exits."""
+    printed by the main process only: under `accelerate launch` every rank parses the same flags and exits. Its
+    `--help` shows defaults (`HelpFormatter`, also where a script asks for argparse's plain or raw formatter)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        if formatter_class in (argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter):
+            formatter_class = HelpFormatter
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (--help lists every flag)\n" if is_main_process() else None)
+
+
+def say_recipe_defaults(parser: argparse.ArgumentParser, recipe_class, source: str) -> None:
+    """Flags named like a field of `recipe_class` whose default is None take the recipe's value: say so in
+    `--help` (`source` names where that value comes from), unless their help already says its default."""
+    import dataclasses
+
+    fields = {field.name for field in dataclasses.fields(recipe_class)}
+    for action in parser._actions:
+        help_text = action.help or ""
+        if action.dest in fields and action.default is None and "default" not in help_text.lower():
+            action.help = f"{help_text} (default: {source})".strip()
 
 
 # ----------------------------------------------------------------------------------------------- shared flags
@@ -129,6 +168,23 @@ def check_loop_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
 def image_checks(args: argparse.Namespace) -> dict:
     """The keyword arguments of `hf_mim.data.load_image_dataset` that the data flags set."""
     return {"max_image_pixels": args.max_image_pixels, "max_bad_image_fraction": args.max_bad_image_fraction}
+
+
+def check_model_source(path: str, flag: str) -> None:
+    """Stop with one line when `path` is meant as a local folder but is not one: it exists but holds no
+    config.json, or it is missing and cannot be a Hub id ("org/name") or starts in a folder that exists here
+    (`outputs/typo`). Hub ids pass untouched."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise MissingInputError(f"{flag} {path}: the folder holds no config.json; pass a folder written by "
+                                    "save_pretrained (a run's --output_dir)")
+        return
+    parts = path.split("/")
+    looks_local = (path.startswith((".", "/", "~")) or os.sep != "/" and os.sep in path or len(parts) > 2
+                   or os.path.exists(path) or (len(parts) == 2 and os.path.isdir(parts[0])))
+    if looks_local:
+        raise MissingInputError(f"{flag} {path}: no such folder (from {os.getcwd()}); pass the --output_dir of an "
+                                "earlier run, e.g. outputs/mae-pretrain after `python scripts/pretrain.py --method mae`")
 
 
 def apply_config_overrides(config, overrides: str, flag: str = "--config_overrides", recheck: bool = True):
@@ -193,5 +249,46 @@ def make_accelerator(args: argparse.Namespace):
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("hf_mim").setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
+    check_one_process_group(accelerator)
+    logging.getLogger("hf_mim.distributed").info(describe_distributed(accelerator))
     set_seed(args.seed)
     return accelerator
+
+
+def describe_distributed(accelerator) -> str:
+    """What runs: Accelerate's distributed type, the number of processes, mixed precision, and the sharding of
+    FSDP or DeepSpeed where one is in use."""
+    state = accelerator.state
+    kind = "none" if state.distributed_type.value == "NO" else state.distributed_type.value
+    parts = [f"distributed: {kind} ({accelerator.num_processes} process"
+             f"{'es' if accelerator.num_processes > 1 else ''} on {accelerator.device.type})",
+             f"mixed precision {state.mixed_precision}"]
+    if getattr(state, "fsdp_plugin", None) is not None:
+        parts.append(f"FSDP sharding {state.fsdp_plugin.sharding_strategy}")
+    if getattr(state, "deepspeed_plugin", None) is not None:
+        parts.append(f"DeepSpeed ZeRO stage {state.deepspeed_plugin.zero_stage}")
+    return ", ".join(parts)
+
+
+def check_one_process_group(accelerator) -> None:
+    """Refuse a launch that is not what it asked for, before any work: processes started as one job of N
+    (WORLD_SIZE) that each run alone (they would train apart and overwrite each other's output_dir), or FSDP or
+    DeepSpeed asked of `accelerate launch` that Accelerate did not set up (on CPU, FSDP falls back to DDP)."""
+    launched = int(os.environ.get("WORLD_SIZE", os.environ.get("LOCAL_WORLD_SIZE", "1")) or 1)
+    kind = accelerator.state.distributed_type.value
+    if launched > 1 and accelerator.num_processes == 1:
+        raise UsageError(
+            f"this process is one of {launched} launched together (WORLD_SIZE={launched}), but Accelerate runs it "
+            f"alone (distributed type {kind}): the processes would train apart and overwrite each other's "
+            "output_dir. On a machine without GPUs launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
+            "--num_processes N ...; with GPUs, check that torch sees them (torch.cuda.device_count()).")
+    for engine, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DEEPSPEED", "ACCELERATE_USE_DEEPSPEED")):
+        asked = os.environ.get(variable, "false").lower() in ("1", "true", "yes")
+        if asked and kind != engine:
+            raise UsageError(
+                f"accelerate launch asked for {engine} ({variable}=true) but Accelerate runs {kind} on "
+                f"{accelerator.device.type}, not {engine}: "
+                + ("FSDP needs GPUs (on CPU Accelerate falls back to plain data parallel). Drop --use_fsdp to train "
+                   "data-parallel on CPU (ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...), or run on GPUs."
+                   if engine == "FSDP" else
+                   "check that deepspeed is installed and the launch's DeepSpeed config, or drop --use_deepspeed."))

@@ -331,6 +331,32 @@ class NonFiniteGuard:
 # ----------------------------------------------------------------------------------------------- the loop
 
 
+class SlowRunWarning:
+    """An `on_update` hook: on a CPU, time updates 2 to 1 + `timed_updates` (the first one warms up) and warn once
+    when the whole run would take more than `hours` at that pace, naming the ways to a shorter run."""
+
+    def __init__(self, device_type: str, max_steps: int, advice: str = "pass fewer --max_train_steps, or run on a GPU",
+                 hours: float = 1.0, timed_updates: int = 3, clock=None):
+        import time
+
+        self.device_type, self.max_steps, self.hours, self.timed_updates = device_type, max_steps, hours, timed_updates
+        self.advice = advice
+        self.clock = clock or time.monotonic
+        self.started = None
+
+    def __call__(self, step: int) -> None:
+        if self.device_type != "cpu" or step > 1 + self.timed_updates:
+            return
+        if step == 1:
+            self.started = self.clock()
+        elif step == 1 + self.timed_updates and self.started is not None:
+            per_update = (self.clock() - self.started) / self.timed_updates
+            hours = per_update * self.max_steps / 3600
+            if hours > self.hours:
+                logger.warning("at %.1f s per update on the CPU, the %d updates take about %.0f hours: %s",
+                               per_update, self.max_steps, hours, self.advice)
+
+
 class TrainingLoop:
     """The one training skeleton of pretraining, fine-tuning and tokenizer training (run_mim_no_trainer's):
     `accumulate` -> backward -> clip -> step, per-update lr schedule, atomic checkpoints every N updates, exact

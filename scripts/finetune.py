@@ -2,9 +2,14 @@
 """Fine-tune a pretrained hf-mim encoder for image classification with Accelerate.
 
     accelerate launch scripts/finetune.py --model_name_or_path outputs/mae-pretrain --output_dir outputs/mae-ft
-    python -c 'from transformers import pipeline; print(pipeline("image-classification", model="outputs/mae-ft")(img))'
+    python -c 'import hf_mim; from transformers import pipeline; print(pipeline("image-classification", model="outputs/mae-ft")("shoe.png"))'
     python scripts/finetune.py --model_name_or_path outputs/maskfeat-video --output_dir outputs/maskfeat-video-ft
-    python -c 'from transformers import pipeline; print(pipeline("video-classification", model=...)("clip.mp4"))'
+    python -c 'import hf_mim; from transformers import pipeline; print(pipeline("video-classification", model="outputs/maskfeat-video-ft")("clip.mp4"))'
+
+(`import hf_mim` registers the classes with transformers' Auto classes, which the pipeline uses; without the
+package installed, pass `trust_remote_code=True` instead.) A demo-sized model (the 32 px ViT that
+`scripts/pretrain.py` trains on the embedded sample) fine-tunes with a short-run recipe, a full-sized one with the
+method's published recipe (`--recipe`).
 
 Loading a pretraining checkpoint applies the method's fine-tuning switches (`config.finetune_overrides`:
 e.g. trainable positions for MAE, per-layer relative position bias for BEiT) and the method's fine-tuning recipe:
@@ -15,6 +20,7 @@ best model on the evaluation split is what `--output_dir` holds.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 from pathlib import Path
@@ -24,18 +30,19 @@ import torch
 from transformers import AutoConfig
 
 import hf_mim
-from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
-                              check_loop_arguments, image_checks, in_range, make_accelerator,
-                              non_negative_float, open_fraction, positive_int, run_main)
+from hf_mim.arguments import (ArgumentParser, UsageError, add_data_arguments, add_loop_arguments,
+                              apply_config_overrides, check_loop_arguments, check_model_source, image_checks, in_range,
+                              make_accelerator, non_negative_float, non_negative_int, open_fraction, positive_int,
+                              run_main, say_recipe_defaults)
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
 from hf_mim.rand_augment import RandomErasing, parse_rand_augment
-from hf_mim.hub import push_folder, write_model_card
+from hf_mim.hub import demo_note, push_folder, write_model_card
 from hf_mim.metrics import load_metric
 from hf_mim.planning import command_line, plan_schedule, with_overrides
-from hf_mim.recipes import check_values
+from hf_mim.recipes import FinetuneRecipe, check_values
 from hf_mim.video_data import SeededVideoDataset, is_video_model, video_finetune_splits
-from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, enable_activation_checkpointing,
-                             describe_run, end_training_together, resolve_checkpoint,
+from hf_mim.training import (SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
+                             enable_activation_checkpointing, describe_run, end_training_together, resolve_checkpoint,
                              save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.finetune")
@@ -83,7 +90,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup_epochs", type=non_negative_float, default=None)
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute each block in the backward pass: less activation memory, about one more forward")
+    p.add_argument("--recipe", choices=["demo", "paper"], default=None,
+                   help="demo: the short-run recipe for the 32 px demo ViT (no mixup/cutmix/RandAugment/erasing, "
+                        "lr 4e-3, 0.8-1 crops); paper: the method's published recipe. Default: demo for a demo-sized "
+                        "model, paper otherwise. Flags given replace either's values")
+    p.add_argument("--trainable_blocks", type=non_negative_int, default=None,
+                   help="partial fine-tuning (MAE): train only the last K blocks, the final norm and the head; 0 = "
+                        "linear probe (a BatchNorm without affine before the linear head, folded into it on save). "
+                        "Default: train everything")
     add_loop_arguments(p)
+    say_recipe_defaults(p, FinetuneRecipe, "the recipe's, see --recipe")
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
     try:
@@ -116,12 +132,15 @@ def load_splits(args):
 def build_classifier(args, train):
     """(method, settings, model): the method's classifier with the fine-tuning switches applied to a pretraining
     checkpoint, and the recipe with the flags given."""
-    config = AutoConfig.from_pretrained(args.model_name_or_path)
+    config = load_model_config(args.model_name_or_path)
     method = hf_mim.method_of_config(config)
-    settings = with_overrides(method.finetuning_recipe(hf_mim.backbone_of_config(config)), args)
+    settings = finetuning_settings(args, method, config)
+    cls = hf_mim.backbone_of_config(config).classification_class
     is_pretraining = any(not a.endswith("Classification") for a in (config.architectures or ["?"]))
-    if is_pretraining:
-        config.update(dict(type(config).finetune_overrides))
+    if is_pretraining:  # the switches now, so that the flags below win over them (the config then names the classifier)
+        switches = cls.finetune_config(config)
+        logger.info("pretraining checkpoint: the method's fine-tuning switches %s",
+                    ", ".join(f"{field}={new!r} (was {old!r})" for field, (old, new) in switches.items()) or "(none)")
     names = train.label_names or sorted({str(v) for v in train.dataset[train.label_column]})
     config.num_labels = len(names)
     config.id2label = {i: name for i, name in enumerate(names)}
@@ -130,12 +149,92 @@ def build_classifier(args, train):
     if args.config_overrides:
         config = apply_config_overrides(config, args.config_overrides)
     config = type(config)(**config.to_dict())
-    cls = hf_mim.backbone_of_config(config).classification_class
     if args.from_scratch:
         model = cls(config)
     else:
         model = cls.from_pretrained(args.model_name_or_path, config=config, ignore_mismatched_sizes=not is_pretraining)
     return method, settings, model
+
+
+class BatchNormLinear(torch.nn.Module):
+    """MAE's linear-probe head: BatchNorm without affine parameters, then the linear classifier. Saved folded into
+    one Linear (`folded`), so the saved model is the method's plain classifier and gives the same logits."""
+
+    def __init__(self, linear: torch.nn.Linear, eps: float = 1e-6):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(linear.in_features, affine=False, eps=eps)
+        self.linear = linear
+
+    def forward(self, x):
+        return self.linear(self.norm(x))
+
+    def folded(self) -> torch.nn.Linear:
+        """W (x - mean) / sd + b as one Linear, with the running statistics (what evaluation uses)."""
+        scale = (self.norm.running_var + self.norm.eps).rsqrt()
+        linear = torch.nn.Linear(self.linear.in_features, self.linear.out_features)
+        with torch.no_grad():
+            linear.weight.copy_(self.linear.weight * scale)
+            linear.bias.copy_(self.linear.bias - linear.weight @ self.norm.running_mean)
+        return linear.to(self.linear.weight.device)
+
+
+def restrict_trainable(model, trainable_blocks: int) -> str:
+    """MAE's partial fine-tuning: freeze everything but the last `trainable_blocks` encoder blocks, the final norm
+    (the encoder's, or the pooled features' under mean pooling) and the head; 0 is the linear probe (the head alone,
+    behind a BatchNorm). Returns the log line."""
+    blocks = getattr(model.encoder, "blocks", None)
+    if blocks is None or not isinstance(getattr(model, "head", None), torch.nn.Linear):
+        raise UsageError(f"--trainable_blocks: {type(model).__name__} is not a ViT classifier with encoder blocks "
+                         "and a linear head; drop the flag")
+    if trainable_blocks > len(blocks):
+        raise UsageError(f"--trainable_blocks {trainable_blocks}: the model has {len(blocks)} blocks; "
+                         "pass at most that")
+    model.requires_grad_(False)
+    if trainable_blocks == 0:
+        model.head = BatchNormLinear(model.head)
+    else:
+        for module in [*blocks[len(blocks) - trainable_blocks:], model.encoder.norm, getattr(model, "fc_norm", None)]:
+            if module is not None:
+                module.requires_grad_(True)
+    model.head.requires_grad_(True)
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    what = ("linear probe: a BatchNorm (no affine) and the linear head" if trainable_blocks == 0 else
+            f"partial fine-tuning: the last {trainable_blocks} of {len(blocks)} blocks, the final norm and the head")
+    return f"{what} train ({count:,} of {sum(p.numel() for p in model.parameters()):,} parameters); the rest is frozen"
+
+
+def savable(model):
+    """The model to save: itself, or a copy whose linear-probe head is folded into one Linear."""
+    if not isinstance(getattr(model, "head", None), BatchNormLinear):
+        return model
+    folded = copy.deepcopy(model)
+    folded.head = model.head.folded()
+    return folded
+
+
+def finetuning_settings(args, method, config):
+    """The method's fine-tuning recipe, its demo variant for a demo-sized model (or as `--recipe` says), with the
+    flags given; logged."""
+    demo_sized = demo_note(method, config) is not None
+    recipe_name = args.recipe or ("demo" if demo_sized else "paper")
+    recipe = method.finetuning_recipe(hf_mim.backbone_of_config(config))
+    if recipe_name == "demo":
+        recipe = recipe.for_demo()
+    reason = "" if args.recipe else (" (a demo-sized model; --recipe paper for the method's published one)"
+                                      if demo_sized else " (--recipe demo for the short-run one)")
+    logger.info("fine-tuning recipe: %s%s", recipe_name, reason)
+    return with_overrides(recipe, args)
+
+
+def load_model_config(path: str):
+    """The config of `--model_name_or_path`; a local path that is not there, or a folder without config.json,
+    stops with one line before any Hub call."""
+    check_model_source(path, "--model_name_or_path")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except OSError as error:
+        raise UsageError(f"--model_name_or_path {path}: no local folder of that name, and the Hub gave no model "
+                         f"({str(error).splitlines()[0]})") from None
 
 
 def build_loaders(args, settings, model, train, evaluation):
@@ -207,9 +306,12 @@ class BestModelKeeper:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    check_model_source(args.model_name_or_path, "--model_name_or_path")
     accelerator = make_accelerator(args)
     train, evaluation = load_splits(args)
     method, settings, model = build_classifier(args, train)
+    if args.trainable_blocks is not None:
+        logger.info(restrict_trainable(model, args.trainable_blocks))
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     train_set, train_loader, eval_processor, eval_loader = build_loaders(args, settings, model, train, evaluation)
@@ -240,6 +342,7 @@ def main(argv=None) -> dict:
         checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm or None,
         max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps, forward=forward,
         on_epoch_end=keeper, progress_desc="finetune",
+        on_update=SlowRunWarning(accelerator.device.type, plan.max_steps),
         run_descriptor=describe_run(method.name, accelerator.unwrap_model(model).config, plan.effective_batch, args.seed,
                                     train.source),
         allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
@@ -267,9 +370,11 @@ def write_outputs(args, method, config, train, plan, summary, best, eval_process
     card_results = []
     if best["epoch"] is not None:
         crop = "short side {}, centre crop {}".format(*eval_processor.evaluation_sides())
-        card_results = [{"metric": "accuracy", "value": best["accuracy"], "protocol": f"fine-tune top-1 ({crop})"},
+        protocol = {None: "fine-tune", 0: "linear probe (BatchNorm head)"}.get(
+            args.trainable_blocks, f"partial fine-tune (last {args.trainable_blocks} blocks)")
+        card_results = [{"metric": "accuracy", "value": best["accuracy"], "protocol": f"{protocol} top-1 ({crop})"},
                         {"metric": "top5_accuracy", "value": best["top5_accuracy"],
-                         "protocol": f"fine-tune top-5 ({crop})"}]
+                         "protocol": f"{protocol} top-5 ({crop})"}]
     write_model_card(
         out_dir, model_name=args.hub_model_id or out_dir.name, method=method, config=config,
         data_source=train.source, steps=summary["steps"], effective_batch=plan.effective_batch,
@@ -302,7 +407,7 @@ def evaluate_model(accelerator, model, loader) -> dict:
 def save_model(args, accelerator, model, processor) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_pretrained_atomically(args.output_dir, accelerator.unwrap_model(model), processor)
+        save_pretrained_atomically(args.output_dir, savable(accelerator.unwrap_model(model)), processor)
 
 
 if __name__ == "__main__":

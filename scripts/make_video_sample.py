@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hf_mim.arguments import HelpFormatter
 from hf_mim.data import SAMPLE_DIR
 from hf_mim.fashion_mnist import LABELS
 from hf_mim.video_data import VIDEO_SAMPLE_DIR, encode_video
@@ -32,7 +33,7 @@ GARMENT_SIDE = 28
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--output_dir", default=str(VIDEO_SAMPLE_DIR), help="where the clips and metadata.csv go")
     parser.add_argument("--train_per_class", type=int, default=20, help="train clips per class (one garment each)")
     parser.add_argument("--test_per_class", type=int, default=5, help="test clips per class (one garment each)")

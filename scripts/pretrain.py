@@ -22,16 +22,17 @@ from transformers import AutoConfig
 
 import hf_mim
 from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
-                              check_loop_arguments, image_checks, make_accelerator, non_negative_float, positive_int,
-                              run_main)
+                              check_loop_arguments, check_model_source, image_checks, make_accelerator,
+                              non_negative_float, positive_int, run_main, say_recipe_defaults)
 from hf_mim.methods import MODALITIES, backbone_families
+from hf_mim.recipes import PretrainRecipe
 from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
 from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.video_data import video_pretraining_data
 from hf_mim.planning import command_line, plan_schedule, with_overrides
-from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, enable_activation_checkpointing,
-                             describe_run, end_training_together, resolve_checkpoint,
+from hf_mim.training import (SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
+                             enable_activation_checkpointing, describe_run, end_training_together, resolve_checkpoint,
                              save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.pretrain")
@@ -70,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute each block in the backward pass: less activation memory, about one more forward")
     add_loop_arguments(p)
+    say_recipe_defaults(p, PretrainRecipe, "the method's recipe for the --model_size")
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
     if args.augmentation_source_size is not None and not args.augment_on_device:
@@ -81,6 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         method.backbone(args.backbone, args.modality)
     except ValueError as error:
         p.error(str(error))
+    for flag in ("model_name_or_path", "tokenizer_name_or_path"):
+        if getattr(args, flag):
+            check_model_source(getattr(args, flag), f"--{flag}")
     return args
 
 
@@ -106,6 +111,17 @@ def build_config(args, method, backbone):
         config = apply_config_overrides(config, args.config_overrides)
     config = backbone.config_class(**config.to_dict())  # re-validate the combination
     return config, size
+
+
+def model_size_note(args, size: str) -> str:
+    """The start line's model size: which one, and why (the flag, or the data's default) with the flag for the
+    other."""
+    if args.model_size:
+        return f"{size} config (--model_size {size})"
+    if size == "base":
+        return ("base config (the method's ViT-B/16 at 224 px, the default with --train_dir or --dataset_name; "
+                "--model_size demo picks the 32 px demo ViT that trains in minutes on a CPU)")
+    return "demo config (the 32 px demo ViT, the default on the embedded sample; --model_size base for ViT-B/16)"
 
 
 def build_model(args, method, backbone, config):
@@ -150,9 +166,11 @@ def main(argv=None) -> dict:
                          num_epochs=settings.num_train_epochs, max_steps=args.max_train_steps,
                          warmup_epochs=settings.warmup_epochs, base_learning_rate=settings.base_learning_rate,
                          lr_batch_divisor=settings.lr_batch_divisor)
-    logger.info("method %s, %s config, data: %s (%d images), %d updates, effective batch %d, lr %.3g (blr %.3g)",
-                method.name, size, data.source, len(dataset), plan.max_steps, plan.effective_batch,
-                plan.learning_rate, settings.base_learning_rate)
+    logger.info("method %s, %s, data: %s (%d images), %d updates, effective batch %d, lr %.3g (blr %.3g)",
+                method.name, model_size_note(args, size), data.source, len(dataset), plan.max_steps,
+                plan.effective_batch, plan.learning_rate, settings.base_learning_rate)
+    slow_run = SlowRunWarning(accelerator.device.type, plan.max_steps, advice="pass --model_size demo (the 32 px "
+                              "demo ViT), fewer --max_train_steps, or run on a GPU")
 
     optimizer = build_optimizer(model, plan.learning_rate, settings.weight_decay, settings.betas)
     scheduler = build_scheduler(optimizer, plan.learning_rate, plan.warmup_steps, plan.max_steps,
@@ -168,7 +186,7 @@ def main(argv=None) -> dict:
         checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=settings.max_grad_norm or None,
         max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps,
         forward=partial(pretraining_forward, augmentation=on_device),
-        on_update=lambda step: unwrapped.after_optimizer_step(), progress_desc=f"pretrain {method.name}",
+        on_update=lambda step: (unwrapped.after_optimizer_step(), slow_run(step)), progress_desc=f"pretrain {method.name}",
         run_descriptor=describe_run(method.name, config, plan.effective_batch, args.seed, data.source),
         allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
     )
@@ -245,7 +263,11 @@ def save_outputs(args, method, model, processor, dataset, data, summary, command
         weights_from=args.model_name_or_path or "random initialisation, pretrained by this run",
         picture=picture_name, picture_caption=picture[1] if picture else "",
     )
-    logger.info("saved model, processor, card and picture to %s", out_dir)
+    if picture_name:
+        logger.info("saved model, processor, card and picture to %s", out_dir)
+    else:
+        logger.info("saved model, processor and card to %s; no picture: the model has nothing to draw (a tokenizer "
+                    "without a trained decoder, e.g. DALL-E's converted encoder, cannot decode tokens)", out_dir)
     if args.push_to_hub:
         commit = push_folder(out_dir, args.hub_model_id)
         logger.info("pushed to %s (%s)", args.hub_model_id, commit)

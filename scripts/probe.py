@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from hf_mim.arguments import (ArgumentParser, non_negative_float, non_negative_int, positive_float,
-                              positive_int, run_main)
+from hf_mim.arguments import (ArgumentParser, check_model_source, non_negative_float, non_negative_int,
+                              positive_float, positive_int, run_main)
 from hf_mim.data import load_image_dataset
 from hf_mim.evaluation import (attentive_probe, classification_metrics, extract_features, feature_cache_key,
                                knn_classify, linear_probe, load_encoder)
@@ -136,6 +136,7 @@ def results_table(result: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    check_model_source(args.model_name_or_path, "--model_name_or_path")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = Path(args.output_dir)
     args.feature_cache_dir = args.feature_cache_dir or str(output_dir / "features")

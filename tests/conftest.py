@@ -23,6 +23,10 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "readme: runs the README's commands at a tiny budget (-m 'not readme' skips)")
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models: one torch thread avoids OpenMP waits when other jobs share the cores."""

@@ -201,3 +201,22 @@ def write_odd_images(folder: Path) -> dict[str, str]:
     (folder / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     files["truncated"] = "truncated.jpg"
     return files
+
+
+def run_launcher(command: list[str], env: dict, timeout: float) -> str:
+    """Run a launcher (`accelerate launch ...`) in its own process group, so a timeout takes its worker ranks
+    down with it; assert it succeeded and return its stderr."""
+    import os
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    assert process.returncode == 0, stderr[-3000:]
+    return stderr

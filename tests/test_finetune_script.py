@@ -134,3 +134,84 @@ def test_bad_recipe_flags_stop_before_any_work(flags, message, capsys):
     with pytest.raises(SystemExit):
         finetune.parse_args(["--model_name_or_path", "x", *flags])
     assert message in capsys.readouterr().err
+
+
+def build_from(pretrained, *flags):
+    from types import SimpleNamespace
+
+    args = finetune.parse_args(["--model_name_or_path", str(pretrained), *flags])
+    return finetune.build_classifier(args, SimpleNamespace(label_names=["a", "b", "c"]))[2]
+
+
+def test_drop_path_and_config_overrides_win_over_the_methods_switches(pretrained, caplog):
+    """The flags are applied after the fine-tuning switches, also where they equal the pretraining value (MAE
+    pretrains with drop path 0 and frozen positions; its switches say 0.1 and trainable)."""
+    assert json.loads((pretrained / "config.json").read_text())["drop_path_rate"] == 0.0
+    with caplog.at_level("INFO", logger="hf_mim.finetune"):
+        model = build_from(pretrained, "--drop_path_rate", "0", "--config_overrides",
+                           "train_position_embeddings=false")
+    assert ("the method's fine-tuning switches train_position_embeddings=True (was False), drop_path_rate=0.1 "
+            "(was 0.0)\n") in caplog.text
+    assert model.config.drop_path_rate == 0.0 and model.config.train_position_embeddings is False
+    assert not model.vit.pos_embed.requires_grad
+    default = build_from(pretrained)
+    assert default.config.drop_path_rate == 0.1 and default.config.train_position_embeddings is True
+
+
+def test_a_demo_sized_model_fine_tunes_with_the_demo_recipe(caplog):
+    import hf_mim
+
+    method = hf_mim.get_method("mae")
+    demo = method.config_class(**method.backbone().demo_config)
+    parse = lambda *flags: finetune.parse_args(["--model_name_or_path", "x", *flags])  # noqa: E731
+    with caplog.at_level("INFO", logger="hf_mim.finetune"):
+        settings = finetune.finetuning_settings(parse(), method, demo)
+    assert (settings.mixup, settings.cutmix, settings.rand_augment, settings.random_erasing) == (0, 0, "none", 0)
+    assert (settings.learning_rate, settings.warmup_epochs, settings.crop_scale) == (4e-3, 0.5, (0.8, 1.0))
+    assert "fine-tuning recipe: demo (a demo-sized model; --recipe paper for the method's published one)" in caplog.text
+    paper = finetune.finetuning_settings(parse("--recipe", "paper"), method, demo)
+    assert paper == method.finetune_recipe and paper.mixup == 0.8
+    assert finetune.finetuning_settings(parse(), method, method.config_class()) == method.finetune_recipe  # ViT-B
+    assert finetune.finetuning_settings(parse("--mixup", "0.3"), method, demo).mixup == 0.3  # flags still win
+
+
+@pytest.mark.parametrize("blocks", [0, 1])
+def test_trainable_blocks_freeze_the_rest_bitwise(tmp_path, pretrained, blocks, caplog):
+    """MAE's partial fine-tuning: only the last K blocks, the final norm and the head change; K = 0 is the linear
+    probe, whose BatchNorm head is saved folded into the plain Linear head."""
+    out = tmp_path / f"k{blocks}"
+    with caplog.at_level("INFO", logger="hf_mim.finetune"):
+        finetune.main(["--model_name_or_path", str(pretrained), "--output_dir", str(out), "--trainable_blocks",
+                       str(blocks), "--max_train_steps", "2", "--per_device_train_batch_size", "16",
+                       "--learning_rate", "1e-2", "--drop_path_rate", "0"])
+    expected = ("linear probe: a BatchNorm (no affine) and the linear head train" if blocks == 0 else
+                "partial fine-tuning: the last 1 of 2 blocks, the final norm and the head train")
+    assert expected in caplog.text
+    source, tuned = load_file(pretrained / "model.safetensors"), load_file(out / "model.safetensors")
+    encoder = [k for k in tuned if k.startswith("vit.")]
+    changed = {k for k in encoder if not torch.equal(source[k], tuned[k])}
+    assert changed == ({k for k in encoder if k.startswith("vit.blocks.1.")} if blocks else set())
+    assert "head.weight" in tuned and not any(k.startswith("head.norm") for k in tuned)
+    card = (out / "README.md").read_text()
+    assert ("linear probe (BatchNorm head) top-1" if blocks == 0 else "partial fine-tune (last 1 blocks) top-1") in card
+
+
+def test_frozen_parameters_get_no_gradient_and_the_folded_probe_head_gives_the_same_logits(pretrained):
+    model = build_from(pretrained)
+    finetune.restrict_trainable(model, 0)
+    model.train()
+    model(pixel_values=torch.randn(4, 3, 32, 32)).logits.sum().backward()
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == {"head.linear.weight", "head.linear.bias"}
+    model.eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    folded = finetune.savable(model)
+    assert isinstance(folded.head, torch.nn.Linear) and isinstance(model.head, finetune.BatchNormLinear)
+    torch.testing.assert_close(folded(pixel_values=pixels).logits, model(pixel_values=pixels).logits)
+
+
+def test_trainable_blocks_beyond_the_depth_is_refused(pretrained):
+    from hf_mim.arguments import UsageError
+
+    with pytest.raises(UsageError, match="--trainable_blocks 3: the model has 2 blocks"):
+        finetune.restrict_trainable(build_from(pretrained), 3)

@@ -312,3 +312,43 @@ def test_under_accelerate_launch_the_error_prints_once_and_every_rank_fails(tmp_
     assert done.returncode != 0
     said = (done.stdout + done.stderr).count(f"error: image folder {tmp_path / 'empty'} holds 0 files")
     assert said == 1, done.stderr[-2000:]
+
+
+HELP_ENTRY = {"push_to_hub": "main"}  # scripts whose parser is built in main()
+HELP_EXAMPLES = {  # one defaulted flag per script, as --help prints it (whitespace collapsed)
+    "pretrain": "--seed SEED (default: 0)",
+    "finetune": "--num_train_epochs NUM_TRAIN_EPOCHS (default: 10)",
+    "probe": "--k K kNN neighbours (default: 20)",
+    "train_tokenizer": "--seed SEED (default: 0)",
+    "convert_checkpoint": None,
+    "push_to_hub": "--commit_message COMMIT_MESSAGE (default: Upload with hf-mim)",
+    "benchmark": "--repeats REPEATS timed rounds (each steps ours and the peer once) (default: 10)",
+    "benchmark_fashion_mnist": "--pretrain_steps PRETRAIN_STEPS pretraining updates, the same for every method "
+                               "(default: 400)",
+    "make_video_sample": "--num_frames NUM_FRAMES frames per clip (default: 16)",
+}
+
+
+@pytest.mark.parametrize("script", sorted(HELP_EXAMPLES))
+def test_every_scripts_help_shows_defaults_and_cites_only_what_users_have(script, capsys):
+    from helpers import REPO_ROOT
+
+    assert {path.stem for path in (REPO_ROOT / "scripts").glob("*.py")} == set(HELP_EXAMPLES)
+    module = load_script(script)
+    with pytest.raises(SystemExit) as exit_:
+        getattr(module, HELP_ENTRY.get(script, "parse_args"))(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: " in text  # convert_checkpoint's flags all default to "what the checkpoint says"
+    if HELP_EXAMPLES[script]:
+        assert HELP_EXAMPLES[script] in text
+    for private in ("method_spec", "§", "design.md", "../shared"):
+        assert private not in text
+
+
+def test_finetune_help_recipe_flags_say_where_their_default_comes_from_and_the_pipeline_example_runs(capsys):
+    with pytest.raises(SystemExit):
+        load_script("finetune").parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--weight_decay WEIGHT_DECAY (default: the recipe's, see --recipe)" in text
+    assert "python -c 'import hf_mim; from transformers import pipeline;" in text

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import hf_mim
 
-from helpers import REPO_ROOT, TINY_OVERRIDES, load_script, needs_tokenizer, write_odd_images
+from helpers import REPO_ROOT, TINY_OVERRIDES, load_script, needs_tokenizer, run_launcher, write_odd_images
 
 pretrain = load_script("pretrain")
 BASE = ["--method", "mae", "--config_overrides", TINY_OVERRIDES["mae"], "--per_device_train_batch_size", "8",
@@ -105,16 +105,7 @@ def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port()), str(REPO_ROOT / "scripts" / "pretrain.py"), *common,
                "--per_device_train_batch_size", "8", "--output_dir", str(two)]
-    # its own process group, so a timeout takes the launcher's worker ranks down with it
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        _, stderr = process.communicate(timeout=420)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise
-    assert process.returncode == 0, stderr[-3000:]
+    run_launcher(command, env, timeout=420)
     summary = json.loads((two / "training_summary.json").read_text())
     assert summary["effective_batch"] == 16
     close, worst = same_weights(one, two, atol=1e-5)
