@@ -49,18 +49,21 @@ class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
     def validate_maskfeat(self) -> None:
         self.check_mask_token("MaskFeat")
         self.validate_block_mask("MaskFeat")
-        if isinstance(self.hog_nbins, bool) or not isinstance(self.hog_nbins, int) or self.hog_nbins < 1:
-            raise ValueError(
-                f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {self.hog_nbins!r}"
-            )
-        check_divisible("patch_size", self.patch_size, "hog_cell_size", self.hog_cell_size)
-        if self.hog_gaussian_window is None or self.hog_gaussian_window < 0:
-            raise ValueError(
-                f"hog_gaussian_window must be 0 (off, the official image model) or a positive window size, got "
-                f"{self.hog_gaussian_window!r}"
-            )
+        check_hog_fields(self, "off, the official image model")
         if self.encoder_stride != self.patch_size:
             raise ValueError(f"encoder_stride={self.encoder_stride} must equal patch_size={self.patch_size}: the head "
                              "predicts one HOG target per patch")
         if self.hog_gaussian_window:
             check_divisible("image_size", self.image_size, "hog_gaussian_window", self.hog_gaussian_window)
+
+
+def check_hog_fields(config, window_off: str = "off") -> None:
+    """MaskFeat's HOG target fields: whole orientation bins, whole cells per patch, a Gaussian window of 0
+    (`window_off` says what that means) or a positive size."""
+    nbins = config.hog_nbins
+    if isinstance(nbins, bool) or not isinstance(nbins, int) or nbins < 1:
+        raise ValueError(f"hog_nbins must be a positive integer (orientation bins; MaskFeat uses 9), got {nbins!r}")
+    check_divisible("patch_size", config.patch_size, "hog_cell_size", config.hog_cell_size)
+    if config.hog_gaussian_window is None or config.hog_gaussian_window < 0:
+        raise ValueError(f"hog_gaussian_window must be 0 ({window_off}) or a positive window size, got "
+                         f"{config.hog_gaussian_window!r}")

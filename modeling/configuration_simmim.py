@@ -36,11 +36,17 @@ class MimSimMIMConfig(MimViTConfig):
     def validate_simmim(self) -> None:
         self.check_no_sincos("SimMIM's ViT")
         self.check_mask_token("SimMIM")
-        check_divisible("image_size", self.image_size, "mask_patch_size", self.mask_patch_size)
-        check_divisible("mask_patch_size", self.mask_patch_size, "patch_size", self.patch_size)
-        check_ratio("mask_ratio", self.mask_ratio)
+        check_mask_cells(self)
         if self.encoder_stride != self.patch_size:
             raise ValueError(
                 f"encoder_stride={self.encoder_stride} must equal patch_size={self.patch_size}: the PixelShuffle head "
                 "upsamples the patch grid by encoder_stride, and the reconstruction must have the input's size"
             )
+
+
+def check_mask_cells(config) -> None:
+    """SimMIM's mask fields: cells of mask_patch_size pixels tile the image and cover whole patches, and a share
+    of them strictly between 0 and 1 is masked."""
+    check_divisible("image_size", config.image_size, "mask_patch_size", config.mask_patch_size)
+    check_divisible("mask_patch_size", config.mask_patch_size, "patch_size", config.patch_size)
+    check_ratio("mask_ratio", config.mask_ratio)

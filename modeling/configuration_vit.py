@@ -354,7 +354,9 @@ class MimViTConfig(CheckedConfig):
     def check_mask_token(self, method: str, unit: str = "patches") -> None:
         """For the methods whose encoder sees every patch, the masked ones as a learned token."""
         if not self.use_mask_token:
-            raise ValueError(f"use_mask_token must be True: {method} replaces the masked {unit} by a learned mask token")
+            raise ValueError(
+                f"use_mask_token must be True: {method} replaces the masked {unit} by a learned mask token"
+            )
 
     def check_no_sincos(self, method: str) -> None:
         """For the BEiT-style ViT, whose positions are a relative position bias (or learned absolute ones)."""

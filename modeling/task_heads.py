@@ -24,25 +24,30 @@ logger = logging.get_logger(__name__)
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
+def run_encoder(model, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs):
+    """`model.vit`'s (tokens, hidden states) on every patch; `output_hidden_states` None follows the config.
+    `kwargs` (bool_masked_pos, interpolate_pos_encoding) go to the encoder."""
+    output_hidden_states = bool(output_hidden_states or model.config.output_hidden_states)
+    return model.vit(pixel_values, output_hidden_states=output_hidden_states, **kwargs)
+
+
 class EncoderModelMixin:
     """`<M>Model`: all patches through the encoder; `pooler_output` pooled as `config.pooling` says.
     `bool_masked_pos` (B, L) optionally replaces patches by the mask token, where the encoder has one."""
 
     _keys_to_ignore_on_load_unexpected = [r"^(?!vit\.)"]
+    encoder_class = ViTEncoder  # the encoder family's module, built from the config
 
     def __init__(self, config):
         super().__init__(config)
-        self.vit = ViTEncoder(config)
+        self.vit = self.encoder_class(config)
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
                 interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None, **kwargs) -> BaseModelOutputWithPooling:
-        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
-        hidden, all_hidden = self.vit(
-            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-        )
+        hidden, all_hidden = run_encoder(self, pixel_values, output_hidden_states, bool_masked_pos=bool_masked_pos,
+                                         interpolate_pos_encoding=interpolate_pos_encoding)
         out = BaseModelOutputWithPooling(
             last_hidden_state=hidden, pooler_output=pool_features(hidden, self.config.pooling), hidden_states=all_hidden
         )
@@ -65,6 +70,7 @@ class ImageClassificationMixin:
     _keys_to_ignore_on_load_unexpected = [
         r"^(?!vit\.|fc_norm\.|head\.)", r"^vit\.mask_token$", r"^vit\.rel_pos_bias\.", r"^vit\.norm\.",
     ]
+    encoder_class = ViTEncoder  # the encoder family's module, built from the config and `add_final_norm`
 
     @classmethod
     def finetune_config(cls, config: PretrainedConfig, saved: PretrainedConfig | None = None) -> dict:
@@ -115,7 +121,7 @@ class ImageClassificationMixin:
         super().__init__(config)
         self.num_labels = config.num_labels
         mean_pooling = config.pooling == "mean"
-        self.vit = ViTEncoder(config, add_final_norm=not mean_pooling)
+        self.vit = self.encoder_class(config, add_final_norm=not mean_pooling)
         # no mask token: nothing is masked in fine-tuning, and an unused trainable parameter would break DDP
         self.vit.mask_token = None
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if mean_pooling else None
@@ -125,10 +131,8 @@ class ImageClassificationMixin:
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
                 interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None, **kwargs) -> ImageClassifierOutput:
-        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
-        hidden, all_hidden = self.vit(
-            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, output_hidden_states=output_hidden_states
-        )
+        hidden, all_hidden = run_encoder(self, pixel_values, output_hidden_states,
+                                         interpolate_pos_encoding=interpolate_pos_encoding)
         pooled = pool_features(hidden, self.config.pooling)
         if self.fc_norm is not None:
             pooled = self.fc_norm(pooled)
