@@ -16,7 +16,7 @@ import hf_mim  # noqa: F401  (registers the Auto classes)
 
 
 class MimModelTests:
-    """Subclasses set `method` (a key of hf_mim.METHODS) and `tiny` (the tiny config's fields), and implement
+    """Subclasses set `method` (a key of hf_mim.METHODS) and `tiny` (the tiny config's fields), and `masks` or
     `mask_inputs` (the inputs besides the pixels: a mask, MAE's noise, a tokenizer view)."""
 
     method: str
@@ -31,8 +31,13 @@ class MimModelTests:
         pixel_values = torch.randn(batch_size, 3, size, size, generator=generator)
         return {"pixel_values": pixel_values, **self.mask_inputs(config, batch_size, seed, generator)}
 
+    # (config, batch_size, seed) -> (B, L) bool masks as the method's processor draws them, for the default
+    # `mask_inputs`; set as `staticmethod(...)`
+    masks = None
+
     def mask_inputs(self, config, batch_size: int, seed: int, generator: torch.Generator) -> dict:
-        raise NotImplementedError
+        """The inputs besides the pixels: by default `bool_masked_pos` from `masks`."""
+        return {"bool_masked_pos": self.masks(config, batch_size, seed)}
 
     @property
     def classes(self):
