@@ -150,6 +150,32 @@ def train_on_processor_output(config, processor_class, pretraining_class):
     return model, loss
 
 
+def run_without_hf_mim(folder: Path, classification_auto: str, body: str) -> list[str]:
+    """Load a saved remote-code folder in a fresh offline process in which `import hf_mim` fails: `model` (the
+    classifier, through the transformers Auto class named `classification_auto`, in eval mode), `features`
+    (AutoModel) and `processor` (AutoImageProcessor), checked not to come from hf_mim; then run `body` (Python
+    that may use them, `torch`, `pipeline` and `folder`). Returns the lines the process printed."""
+    import os
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["hf_mim"] = None  # make `import hf_mim` fail in this process
+        import torch
+        from transformers import AutoImageProcessor, AutoModel, {classification_auto}, pipeline
+        folder = {str(folder)!r}
+        model = {classification_auto}.from_pretrained(folder, trust_remote_code=True).eval()
+        features = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+        assert not type(model).__module__.startswith("hf_mim"), type(model).__module__
+    """) + textwrap.dedent(body)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(Path(folder) / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()
+
+
 def block_masks(config, batch_size: int, seed: int):
     """(B, L) bool block masks of the config's mask fields, as the processor draws them, from `seed`."""
     import random

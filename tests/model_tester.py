@@ -4,15 +4,12 @@ inputs (as transformers' ModelTesterMixin): shapes, save/load round trips, backw
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 import hf_mim  # noqa: F401  (registers the Auto classes)
+from helpers import run_without_hf_mim
 
 
 class MimModelTests:
@@ -197,24 +194,12 @@ class MimModelTests:
         pixel_values = torch.randn(2, 3, config.image_size, config.image_size)
         torch.save(pixel_values, tmp_path / "inputs.pt")
         expected = model(pixel_values=pixel_values).logits
-        script = textwrap.dedent(f"""
-            import sys
-            sys.modules["hf_mim"] = None  # make `import hf_mim` fail in this process
-            import torch
-            from transformers import AutoModel, AutoModelForImageClassification, AutoImageProcessor
-            folder = {str(tmp_path)!r}
-            model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
-            features = AutoModel.from_pretrained(folder, trust_remote_code=True)
-            processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-            assert not type(model).__module__.startswith("hf_mim"), type(model).__module__
+        lines = run_without_hf_mim(tmp_path, "AutoModelForImageClassification", """
             logits = model(pixel_values=torch.load(folder + "/inputs.pt")).logits
             torch.save(logits, folder + "/remote_logits.pt")
             print(type(model).__name__, type(features).__name__, type(processor).__name__)
         """)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr[-3000:]
-        names = result.stdout.split()
+        names = " ".join(lines).split()
         assert names == [self.classes.classification_class.__name__, self.classes.model_class.__name__,
                          self.classes.image_processor_class.__name__]
         torch.testing.assert_close(torch.load(tmp_path / "remote_logits.pt"), expected, rtol=0, atol=1e-6)
