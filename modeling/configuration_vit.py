@@ -363,7 +363,7 @@ class MimViTConfig(CheckedConfig):
         if self.position_embedding_type.startswith("sincos"):
             raise ValueError(
                 f"position_embedding_type={self.position_embedding_type!r}: {method} uses relative position bias; "
-                "choose 'none' (the official default) or 'learned' (learned absolute positions, the plain ViT)"
+                "choose 'none' (the official default) or 'learned' (learned absolute positions)"
             )
 
     def validate_backbone(self) -> None:
