@@ -22,37 +22,62 @@ class KeyMap:
     drop: list[str] = field(default_factory=list)
 
 
+# transformers' ViT layer {i} under `{src}` -> our block {i} under `{dst}` (templates for `layer_rules`).
+HF_VIT_NORM_RULES = [
+    (r"^{src}\.(\d+)\.layernorm_before\.", r"{dst}.\1.norm1."),
+    (r"^{src}\.(\d+)\.layernorm_after\.", r"{dst}.\1.norm2."),
+]
 HF_VIT_LAYER_RULES = [
     (r"^{src}\.(\d+)\.attention\.(q|k|v)_proj\.", r"{dst}.\1.attn.\2_split."),
     (r"^{src}\.(\d+)\.attention\.o_proj\.", r"{dst}.\1.attn.proj."),
-    (r"^{src}\.(\d+)\.layernorm_before\.", r"{dst}.\1.norm1."),
-    (r"^{src}\.(\d+)\.layernorm_after\.", r"{dst}.\1.norm2."),
+    *HF_VIT_NORM_RULES,
     (r"^{src}\.(\d+)\.mlp\.", r"{dst}.\1.mlp."),
 ]
 
 
 # The same layers as `save_pretrained` writes them to disk (transformers keeps the legacy names in files).
 HF_VIT_LAYER_RULES_ON_DISK = [
-    (r"^{src}\.(\d+)\.attention\.attention\.query\.", r"{dst}.\1.attn.q_split."),
-    (r"^{src}\.(\d+)\.attention\.attention\.key\.", r"{dst}.\1.attn.k_split."),
-    (r"^{src}\.(\d+)\.attention\.attention\.value\.", r"{dst}.\1.attn.v_split."),
+    *((rf"^{{src}}\.(\d+)\.attention\.attention\.{name}\.", rf"{{dst}}.\1.attn.{name[0]}_split.")
+      for name in ("query", "key", "value")),
     (r"^{src}\.(\d+)\.attention\.output\.dense\.", r"{dst}.\1.attn.proj."),
     (r"^{src}\.(\d+)\.intermediate\.dense\.", r"{dst}.\1.mlp.fc1."),
     (r"^{src}\.(\d+)\.output\.dense\.", r"{dst}.\1.mlp.fc2."),
-    (r"^{src}\.(\d+)\.layernorm_before\.", r"{dst}.\1.norm1."),
-    (r"^{src}\.(\d+)\.layernorm_after\.", r"{dst}.\1.norm2."),
+    *HF_VIT_NORM_RULES,
 ]
+
+
+# BEiT's layers add layer scale and, when fine-tuned, their own relative position tables.
+HF_BEIT_LAYER_SCALE_RULES = [(r"^{src}\.(\d+)\.lambda_%d$" % i, r"{dst}.\1.gamma_%d" % i) for i in (1, 2)]
+HF_BEIT_LAYER_RULES = [
+    *HF_BEIT_LAYER_SCALE_RULES,
+    (r"^{src}\.(\d+)\.relative_position_bias\.relative_position_bias_table$",
+     r"{dst}.\1.attn.relative_position_bias_table"),
+    *HF_VIT_LAYER_RULES,
+]
+HF_BEIT_LAYER_RULES_ON_DISK = [
+    *HF_BEIT_LAYER_SCALE_RULES,
+    (r"^{src}\.(\d+)\.attention\.attention\.relative_position_bias\.relative_position_bias_table$",
+     r"{dst}.\1.attn.relative_position_bias_table"),
+    *HF_VIT_LAYER_RULES_ON_DISK,
+]
+# transformers' embedding tensors, by their name under `<model>.embeddings.`, and ours under `vit.`
+HF_EMBEDDING_NAMES = {"cls_token": "cls_token", "mask_token": "mask_token", "position_embeddings": "pos_embed"}
 
 
 def layer_rules(src: str, dst: str, rules=HF_VIT_LAYER_RULES) -> list[tuple[str, str]]:
     return [(p.format(src=re.escape(src)), r.format(dst=dst)) for p, r in rules]
 
 
+def embedding_rules(src: str, *tensors: str) -> list[tuple[str, str]]:
+    """transformers' `<src>.embeddings.` tensors (names of `HF_EMBEDDING_NAMES`) and patch projection -> `vit.`"""
+    prefix = rf"^{re.escape(src)}\.embeddings\."
+    return [*((rf"{prefix}{name}$", f"vit.{HF_EMBEDDING_NAMES[name]}") for name in tensors),
+            (rf"{prefix}patch_embeddings\.projection\.", "vit.patch_embed.proj.")]
+
+
 HF_VIT_MAE = KeyMap(
     rules=[
-        (r"^vit\.embeddings\.cls_token$", "vit.cls_token"),
-        (r"^vit\.embeddings\.position_embeddings$", "vit.pos_embed"),
-        (r"^vit\.embeddings\.patch_embeddings\.projection\.", "vit.patch_embed.proj."),
+        *embedding_rules("vit", "cls_token", "position_embeddings"),
         *layer_rules("vit.layers", "vit.blocks"),
         (r"^vit\.layernorm\.", "vit.norm."),
         (r"^decoder\.mask_token$", "decoder.mask_token"),
@@ -70,17 +95,10 @@ HF_VIT_MAE = KeyMap(
 # transformers BeitForMaskedImageModeling / BeitForImageClassification, in memory and as saved on disk.
 HF_BEIT = KeyMap(
     rules=[
-        (r"^beit\.embeddings\.cls_token$", "vit.cls_token"),
-        (r"^beit\.embeddings\.mask_token$", "vit.mask_token"),
-        (r"^beit\.embeddings\.position_embeddings$", "vit.pos_embed"),
-        (r"^beit\.embeddings\.patch_embeddings\.projection\.", "vit.patch_embed.proj."),
+        *embedding_rules("beit", "cls_token", "mask_token", "position_embeddings"),
         (r"^beit\.shared_position_bias\.relative_position_bias_table$",
          "vit.rel_pos_bias.relative_position_bias_table"),
-        (r"^beit\.layers\.(\d+)\.lambda_1$", r"vit.blocks.\1.gamma_1"),
-        (r"^beit\.layers\.(\d+)\.lambda_2$", r"vit.blocks.\1.gamma_2"),
-        (r"^beit\.layers\.(\d+)\.relative_position_bias\.relative_position_bias_table$",
-         r"vit.blocks.\1.attn.relative_position_bias_table"),
-        *layer_rules("beit.layers", "vit.blocks"),
+        *layer_rules("beit.layers", "vit.blocks", HF_BEIT_LAYER_RULES),
         (r"^layernorm\.", "vit.norm."),
         (r"^lm_head\.", "lm_head."),
         (r"^beit\.pooler\.layernorm\.", "fc_norm."),
@@ -88,11 +106,7 @@ HF_BEIT = KeyMap(
         # on disk
         (r"^beit\.encoder\.relative_position_bias\.relative_position_bias_table$",
          "vit.rel_pos_bias.relative_position_bias_table"),
-        (r"^beit\.encoder\.layer\.(\d+)\.lambda_1$", r"vit.blocks.\1.gamma_1"),
-        (r"^beit\.encoder\.layer\.(\d+)\.lambda_2$", r"vit.blocks.\1.gamma_2"),
-        (r"^beit\.encoder\.layer\.(\d+)\.attention\.attention\.relative_position_bias\.relative_position_bias_table$",
-         r"vit.blocks.\1.attn.relative_position_bias_table"),
-        *layer_rules("beit.encoder.layer", "vit.blocks", HF_VIT_LAYER_RULES_ON_DISK),
+        *layer_rules("beit.encoder.layer", "vit.blocks", HF_BEIT_LAYER_RULES_ON_DISK),
     ]
 )
 
@@ -100,10 +114,7 @@ HF_BEIT = KeyMap(
 # transformers ViTForMaskedImageModeling (SimMIM in its plain-ViT configuration), in memory and on disk.
 HF_VIT_MIM = KeyMap(
     rules=[
-        (r"^vit\.embeddings\.cls_token$", "vit.cls_token"),
-        (r"^vit\.embeddings\.mask_token$", "vit.mask_token"),
-        (r"^vit\.embeddings\.position_embeddings$", "vit.pos_embed"),
-        (r"^vit\.embeddings\.patch_embeddings\.projection\.", "vit.patch_embed.proj."),
+        *embedding_rules("vit", "cls_token", "mask_token", "position_embeddings"),
         *layer_rules("vit.layers", "vit.blocks"),
         (r"^vit\.layernorm\.", "vit.norm."),
         (r"^decoder\.0\.", "decoder.0."),

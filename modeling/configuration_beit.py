@@ -1,7 +1,7 @@
 """BEiT v1 configuration: defaults are the canonical BEiT-B/16 pretraining checkpoint (microsoft/unilm)."""
 
 from .configuration_dvae import MimDvaeConfig
-from .configuration_vit import BlockMaskConfigMixin, MimViTConfig
+from .configuration_vit import BEIT_STYLE_BACKBONE, PER_LAYER_BIAS_FINETUNE, BlockMaskConfigMixin, MimViTConfig
 
 # The tokenizer fields that fix the encoder's architecture (and so its state dict); training fields stay out.
 TOKENIZER_ARCHITECTURE_FIELDS = (
@@ -76,18 +76,12 @@ class MimBeitConfig(VisualTokenConfigMixin, BlockMaskConfigMixin, MimViTConfig):
 
     model_type = "mim_beit"
     _auto_class = "AutoConfig"
-    # What the fine-tuning recipe changes: one relative position bias per block, each started from
-    # a copy of the shared table (done when the classifier loads a pretraining checkpoint), drop path 0.1, mean pooling.
-    finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
-
-    backbone_defaults = dict(qkv_bias="qv", layer_scale_init_value=0.1, drop_path_rate=0.1,
-                             position_embedding_type="none", relative_position_bias="shared", use_mask_token=True,
-                             pooling="mean", layer_norm_eps=1e-6)
+    finetune_overrides = PER_LAYER_BIAS_FINETUNE
+    backbone_defaults = BEIT_STYLE_BACKBONE
     block_mask_defaults = {"num_masking_patches": 75, "min_num_patches": 16}
 
     def __init__(self, vocab_size: int = 8192, tokenizer_config: dict | None = None,
                  codebook_image_size: int | None = None, **kwargs):
-        self.set_block_mask_fields(kwargs)
         super().__init__(**self.backbone_kwargs(kwargs))
         # None stays None in config.json, so `--config_overrides vocab_size=N` needs no matching dict edit
         tokenizer = self.set_tokenizer_fields(vocab_size, tokenizer_config, codebook_image_size)
@@ -98,12 +92,7 @@ class MimBeitConfig(VisualTokenConfigMixin, BlockMaskConfigMixin, MimViTConfig):
         return True
 
     def validate_beit(self, tokenizer: MimDvaeConfig) -> None:
-        if self.position_embedding_type.startswith("sincos"):
-            raise ValueError(
-                f"position_embedding_type={self.position_embedding_type!r}: BEiT uses relative position bias; "
-                "choose 'none' (the official default) or 'learned'"
-            )
-        if not self.use_mask_token:
-            raise ValueError("use_mask_token must be True: BEiT replaces the masked patches by a learned mask token")
+        self.check_no_sincos("BEiT")
+        self.check_mask_token("BEiT")
         self.validate_block_mask("BEiT")
         self.validate_tokenizer_fields(tokenizer)

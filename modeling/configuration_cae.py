@@ -2,7 +2,8 @@
 
 from .configuration_beit import VisualTokenConfigMixin
 from .configuration_dvae import MimDvaeConfig
-from .configuration_vit import BlockMaskConfigMixin, MimViTConfig, check_choice, check_divisible
+from .configuration_vit import (PER_LAYER_BIAS_FINETUNE, BlockMaskConfigMixin, MimViTConfig, check_choice,
+                                 check_divisible)
 
 MASK_MODES = ("block", "random")
 DECODER_TARGETS = ("tokens", "pixels")
@@ -37,9 +38,8 @@ class MimCaeConfig(VisualTokenConfigMixin, BlockMaskConfigMixin, MimViTConfig):
 
     model_type = "mim_cae"
     _auto_class = "AutoConfig"
-    # What the fine-tuning recipe changes: per-layer relative position bias (freshly zero),
-    # drop path 0.1, mean pooling; `norm` -> `fc_norm` is done when the classifier loads a pretraining checkpoint.
-    finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
+    # `norm` -> `fc_norm` is done when the classifier loads a pretraining checkpoint
+    finetune_overrides = PER_LAYER_BIAS_FINETUNE
 
     backbone_defaults = dict(qkv_bias="qv", layer_scale_init_value=0.1, drop_path_rate=0.1,
                              position_embedding_type="sincos_cae", train_position_embeddings=False,
@@ -66,7 +66,6 @@ class MimCaeConfig(VisualTokenConfigMixin, BlockMaskConfigMixin, MimViTConfig):
         codebook_image_size: int | None = None,
         **kwargs,
     ):
-        self.set_block_mask_fields(kwargs)
         super().__init__(**self.backbone_kwargs(kwargs))
         self.mask_mode = mask_mode
         self.regressor_num_hidden_layers = regressor_num_hidden_layers

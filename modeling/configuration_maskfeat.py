@@ -34,7 +34,6 @@ class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
 
     def __init__(self, hog_nbins: int = 9, hog_cell_size: int = 8, hog_gaussian_window: int = 0,
                  encoder_stride: int | None = None, **kwargs):
-        self.set_block_mask_fields(kwargs)
         super().__init__(**self.backbone_kwargs(kwargs))
         self.hog_nbins = hog_nbins
         self.hog_cell_size = hog_cell_size
@@ -48,10 +47,7 @@ class MimMaskFeatConfig(BlockMaskConfigMixin, MimViTConfig):
         return hog_patch_dim(self)
 
     def validate_maskfeat(self) -> None:
-        if not self.use_mask_token:
-            raise ValueError(
-                "use_mask_token must be True: MaskFeat replaces the masked patches by a learned mask token"
-            )
+        self.check_mask_token("MaskFeat")
         self.validate_block_mask("MaskFeat")
         check_hog_fields(self)
         if self.encoder_stride != self.patch_size:

@@ -1,7 +1,7 @@
 """SimMIM configuration: defaults are the official ViT-B/16 pretraining config (microsoft/SimMIM
 `simmim_pretrain__vit_base__img224__800ep.yaml`)."""
 
-from .configuration_vit import MimViTConfig, check_divisible, check_ratio
+from .configuration_vit import BEIT_STYLE_BACKBONE, PER_LAYER_BIAS_FINETUNE, MimViTConfig, check_divisible, check_ratio
 
 # The switches that turn SimMIM's ViT into the plain ViT of transformers' `ViTForMaskedImageModeling` (full qkv
 # bias, no layer scale, learned absolute positions, no relative position bias): `MimSimMIMConfig(**PLAIN_VIT)`.
@@ -22,14 +22,8 @@ class MimSimMIMConfig(MimViTConfig):
 
     model_type = "mim_simmim"
     _auto_class = "AutoConfig"
-    # What the fine-tuning recipe changes: per-layer relative position bias, each block's table
-    # started from a copy of the shared pretrained one (done when the classifier loads a pretraining checkpoint),
-    # drop path 0.1, mean pooling + fc_norm; no absolute positions.
-    finetune_overrides = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
-
-    backbone_defaults = dict(qkv_bias="qv", layer_scale_init_value=0.1, drop_path_rate=0.1,
-                             position_embedding_type="none", relative_position_bias="shared", use_mask_token=True,
-                             pooling="mean", layer_norm_eps=1e-6)
+    finetune_overrides = PER_LAYER_BIAS_FINETUNE
+    backbone_defaults = BEIT_STYLE_BACKBONE
 
     def __init__(self, mask_patch_size: int = 32, mask_ratio: float = 0.6, encoder_stride: int | None = None,
                  **kwargs):
@@ -40,18 +34,19 @@ class MimSimMIMConfig(MimViTConfig):
         self.validate_simmim()
 
     def validate_simmim(self) -> None:
-        if self.position_embedding_type.startswith("sincos"):
-            raise ValueError(
-                f"position_embedding_type={self.position_embedding_type!r}: SimMIM's ViT uses relative position bias "
-                "('none', the official default) or learned absolute positions ('learned', the plain ViT)"
-            )
-        if not self.use_mask_token:
-            raise ValueError("use_mask_token must be True: SimMIM replaces the masked patches by a learned mask token")
-        check_divisible("image_size", self.image_size, "mask_patch_size", self.mask_patch_size)
-        check_divisible("mask_patch_size", self.mask_patch_size, "patch_size", self.patch_size)
-        check_ratio("mask_ratio", self.mask_ratio)
+        self.check_no_sincos("SimMIM's ViT")
+        self.check_mask_token("SimMIM")
+        check_mask_cells(self)
         if self.encoder_stride != self.patch_size:
             raise ValueError(
                 f"encoder_stride={self.encoder_stride} must equal patch_size={self.patch_size}: the PixelShuffle head "
                 "upsamples the patch grid by encoder_stride, and the reconstruction must have the input's size"
             )
+
+
+def check_mask_cells(config) -> None:
+    """SimMIM's mask fields: cells of mask_patch_size pixels tile the image and cover whole patches, and a share
+    of them strictly between 0 and 1 is masked."""
+    check_divisible("image_size", config.image_size, "mask_patch_size", config.mask_patch_size)
+    check_divisible("mask_patch_size", config.mask_patch_size, "patch_size", config.patch_size)
+    check_ratio("mask_ratio", config.mask_ratio)

@@ -246,6 +246,17 @@ def constructor_defaults_none(cls) -> list[str]:
     return names
 
 
+# The BEiT-style ViT that BEiT and SimMIM pretrain: q/v bias, layer scale 0.1, drop path 0.1, no absolute
+# positions, one relative position bias table shared by every block, the mask token, mean pooling, eps 1e-6.
+BEIT_STYLE_BACKBONE = dict(qkv_bias="qv", layer_scale_init_value=0.1, drop_path_rate=0.1,
+                           position_embedding_type="none", relative_position_bias="shared", use_mask_token=True,
+                           pooling="mean", layer_norm_eps=1e-6)
+# The fine-tuning switches of BEiT, SimMIM and CAE: one relative position bias per block (BEiT and SimMIM start
+# each from a copy of the shared pretrained table when the classifier loads a pretraining checkpoint; CAE's start
+# at zero), drop path 0.1, mean pooling + fc_norm.
+PER_LAYER_BIAS_FINETUNE = {"relative_position_bias": "per_layer", "drop_path_rate": 0.1, "pooling": "mean"}
+
+
 class MimViTConfig(CheckedConfig):
     """Switches of the one ViT backbone (`vit.py`).
 
@@ -340,6 +351,21 @@ class MimViTConfig(CheckedConfig):
     def num_patches(self) -> int:
         return self.grid_size**2
 
+    def check_mask_token(self, method: str, unit: str = "patches") -> None:
+        """For the methods whose encoder sees every patch, the masked ones as a learned token."""
+        if not self.use_mask_token:
+            raise ValueError(
+                f"use_mask_token must be True: {method} replaces the masked {unit} by a learned mask token"
+            )
+
+    def check_no_sincos(self, method: str) -> None:
+        """For the BEiT-style ViT, whose positions are a relative position bias (or learned absolute ones)."""
+        if self.position_embedding_type.startswith("sincos"):
+            raise ValueError(
+                f"position_embedding_type={self.position_embedding_type!r}: {method} uses relative position bias; "
+                "choose 'none' (the official default) or 'learned' (learned absolute positions)"
+            )
+
     def validate_backbone(self) -> None:
         """Fail at config time, naming the field, rather than deep inside a forward pass (each field's own range is
         checked when it is set, see `FIELD_RULES`)."""
@@ -375,6 +401,10 @@ class BlockMaskConfigMixin:
 
     block_mask_defaults = {"num_masking_patches": 75, "min_num_patches": 16}
     block_mask_aspect = True
+
+    def __init__(self, **kwargs):
+        self.set_block_mask_fields(kwargs)  # set before the backbone's, which would keep them as unknown extras
+        super().__init__(**kwargs)
 
     def set_block_mask_fields(self, kwargs: dict) -> None:
         """Take the block-mask fields out of `kwargs` (the config's other keywords), defaults filled in."""

@@ -11,41 +11,37 @@ import random
 
 import numpy as np
 
-from .image_processing_mim import MimImageProcessor, MimImageProcessorKwargs
+from .image_processing_mim import MimImageProcessor, MimImageProcessorKwargs, TokenizerViewKwargs, TokenizerViewMixin
 from .masking import block_mask, random_mask
 
 
-class MimCaeImageProcessorKwargs(MimImageProcessorKwargs, total=False):
+class MimCaeImageProcessorKwargs(TokenizerViewKwargs, MimImageProcessorKwargs, total=False):
     """
-    return_codebook_pixels (`bool`, defaults to `False`): also return `codebook_pixel_values`, the tokenizer's view.
     patch_size (`int`, defaults to 16): the model's patch size, which fixes the mask grid.
     num_masking_patches (`int`, defaults to 98): patches masked per image, exactly.
     min_num_patches (`int`, defaults to 16): smallest block area the block generator aims for.
     max_num_patches (`int`, *optional*): largest block area (defaults to num_masking_patches).
     mask_mode (`str`, defaults to "block"): "block" (BEiT's generator run to an exact count) or "random".
-    codebook_image_size (`int`, defaults to 112): side of the tokenizer view (patch grid x tokenizer downsampling).
     decoder_target (`str`, defaults to "tokens"): the model's target; "pixels" needs no tokenizer view.
     """
 
-    return_codebook_pixels: bool
     patch_size: int
     num_masking_patches: int
     min_num_patches: int
     max_num_patches: int
     mask_mode: str
-    codebook_image_size: int
     decoder_target: str
 
 
-class MimCaeImageProcessor(MimImageProcessor):
+class MimCaeImageProcessor(TokenizerViewMixin, MimImageProcessor):
     valid_kwargs = MimCaeImageProcessorKwargs
-    return_codebook_pixels = False
+    config_fields = ("patch_size", "num_masking_patches", "min_num_patches", "max_num_patches", "mask_mode",
+                     "codebook_image_size", "decoder_target")
     patch_size = 16
     num_masking_patches = 98
     min_num_patches = 16
     max_num_patches = None
     mask_mode = "block"
-    codebook_image_size = 112
     decoder_target = "tokens"
 
     def __init__(self, **kwargs):
@@ -54,18 +50,6 @@ class MimCaeImageProcessor(MimImageProcessor):
             raise ValueError(f"mask_mode={self.mask_mode!r} is not supported; choose 'block' or 'random'")
         if self.decoder_target not in ("tokens", "pixels"):
             raise ValueError(f"decoder_target={self.decoder_target!r} is not supported; choose 'tokens' or 'pixels'")
-
-    @classmethod
-    def kwargs_from_config(cls, config) -> dict:
-        return {
-            "patch_size": config.patch_size,
-            "num_masking_patches": config.num_masking_patches,
-            "min_num_patches": config.min_num_patches,
-            "max_num_patches": config.max_num_patches,
-            "mask_mode": config.mask_mode,
-            "codebook_image_size": config.codebook_image_size,
-            "decoder_target": config.decoder_target,
-        }
 
     def pretraining_kwargs(self) -> dict:
         return {"return_bool_masked_pos": True, "return_codebook_pixels": self.decoder_target == "tokens"}
@@ -80,11 +64,3 @@ class MimCaeImageProcessor(MimImageProcessor):
         return block_mask(
             height, width, self.num_masking_patches, self.min_num_patches, self.max_num_patches, exact=True, rng=rng
         )
-
-    def extra_views(self, images, rng: random.Random | None = None, return_codebook_pixels=False,
-                    codebook_image_size=None, **kwargs) -> dict:
-        """The tokenizer's view (`codebook_views`), made whenever the call asks for it."""
-        if not return_codebook_pixels:
-            return {}
-        side = codebook_image_size or self.codebook_image_size
-        return {"codebook_pixel_values": self.codebook_views(images, side, **kwargs)}

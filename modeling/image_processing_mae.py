@@ -21,12 +21,9 @@ class MimMaeImageProcessorKwargs(MimImageProcessorKwargs, total=False):
 
 class MimMaeImageProcessor(MimImageProcessor):
     valid_kwargs = MimMaeImageProcessorKwargs
+    config_fields = ("patch_size",)
     return_noise = False
     patch_size = 16
-
-    @classmethod
-    def kwargs_from_config(cls, config) -> dict:
-        return {"patch_size": config.patch_size}
 
     def pretraining_kwargs(self) -> dict:
         return {"return_noise": True}

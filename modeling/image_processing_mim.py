@@ -22,6 +22,8 @@ from transformers.image_processing_utils import BatchFeature, get_size_dict
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
+from .masking import block_mask
+
 
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 # DALL-E's map_pixels: [0, 1] -> [eps, 1 - eps] (modeling_dvae.map_pixels on tensors; a test pins the two together)
@@ -128,6 +130,7 @@ class MimImageProcessor(PilBackend):
     mask_seed = None
     crop_pct = None
     codebook_resample = PILImageResampling.LANCZOS  # the tokenizer view of BEiT and CAE
+    config_fields = ()  # the config fields (mask sizes, tokenizer view size) that `for_model_config` copies
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -254,7 +257,8 @@ class MimImageProcessor(PilBackend):
 
     @classmethod
     def kwargs_from_config(cls, config) -> dict:
-        return {}
+        """The processor settings a model config fixes: its fields named in `config_fields`."""
+        return {name: getattr(config, name) for name in cls.config_fields}
 
     def pretraining_kwargs(self) -> dict:
         """The kwargs the pretraining data pipeline passes to this processor (masks, extra views)."""
@@ -313,3 +317,75 @@ class MimImageProcessor(PilBackend):
         `rng` is the call's seeded generator, drawn after the masks; `image_size()` is the processed batch's one
         (height, width), raising when the images came out in different shapes (None outside a call)."""
         return {}
+
+
+class BlockMaskImageProcessorKwargs(MimImageProcessorKwargs, total=False):
+    """
+    patch_size (`int`, defaults to 16): the model's patch size, which fixes the mask grid (size / patch_size).
+    num_masking_patches (`int`), min_num_patches (`int`), max_num_patches (`int`, *optional*), min_aspect (`float`,
+    defaults to 0.3), max_aspect (`float`, *optional*):
+        the block-wise mask generator's settings (the method's defaults): rectangles of min..max patches and aspect
+        ratio min_aspect..max_aspect (default 1 / min_aspect) are placed until num_masking_patches are masked.
+    """
+
+    patch_size: int
+    num_masking_patches: int
+    min_num_patches: int
+    max_num_patches: int | None
+    min_aspect: float
+    max_aspect: float | None
+
+
+class BlockMaskImageProcessor(MimImageProcessor):
+    """BEiT's block-wise mask generator with its early stop (BEiT, MaskFeat): a subclass sets the counts."""
+
+    valid_kwargs = BlockMaskImageProcessorKwargs
+    config_fields = ("patch_size", "num_masking_patches", "min_num_patches", "max_num_patches", "min_aspect",
+                     "max_aspect")
+    patch_size = 16
+    num_masking_patches = 75
+    min_num_patches = 16
+    max_num_patches = None
+    min_aspect = 0.3
+    max_aspect = None
+
+    def pretraining_kwargs(self) -> dict:
+        return {"return_bool_masked_pos": True}
+
+    def generate_mask(self, rng: random.Random, image_size: tuple[int, int] | None = None) -> np.ndarray:
+        """The block-wise mask on the patch grid, (grid_h, grid_w) bool, True = masked; may mask fewer than
+        num_masking_patches (the official generator stops at the first block it cannot place)."""
+        height, width = self.patch_grid(image_size)
+        return block_mask(
+            height, width, self.num_masking_patches, self.min_num_patches, self.max_num_patches, self.min_aspect,
+            self.max_aspect, exact=False, rng=rng,
+        )
+
+
+class TokenizerViewKwargs(ImagesKwargs, total=False):
+    """
+    return_codebook_pixels (`bool`, defaults to `False`):
+        Also return `codebook_pixel_values` (batch, 3, codebook_image_size, codebook_image_size): the same image,
+        Lanczos-resized, in [0, 1] and map_pixels'd, the frozen tokenizer's input.
+    codebook_image_size (`int`, defaults to 112): side of the tokenizer view (patch grid x tokenizer downsampling,
+        8 for DALL-E's dVAE).
+    """
+
+    return_codebook_pixels: bool
+    codebook_image_size: int
+
+
+class TokenizerViewMixin:
+    """The tokenizer view of the methods predicting a frozen dVAE's visual tokens (BEiT, CAE), made whenever a
+    call passes `return_codebook_pixels=True`."""
+
+    return_codebook_pixels = False
+    codebook_image_size = 112
+
+    def extra_views(self, images, rng: random.Random | None = None, return_codebook_pixels=False,
+                    codebook_image_size=None, **kwargs) -> dict:
+        """The tokenizer view of each input image (from the input itself, not the resized encoder view)."""
+        if not return_codebook_pixels:
+            return {}
+        side = codebook_image_size or self.codebook_image_size
+        return {"codebook_pixel_values": self.codebook_views(images, side, **kwargs)}

@@ -24,14 +24,10 @@ class MimSimMIMImageProcessorKwargs(MimImageProcessorKwargs, total=False):
 
 class MimSimMIMImageProcessor(MimImageProcessor):
     valid_kwargs = MimSimMIMImageProcessorKwargs
+    config_fields = ("patch_size", "mask_patch_size", "mask_ratio")
     patch_size = 16
     mask_patch_size = 32
     mask_ratio = 0.6
-
-    @classmethod
-    def kwargs_from_config(cls, config) -> dict:
-        return {"patch_size": config.patch_size, "mask_patch_size": config.mask_patch_size,
-                "mask_ratio": config.mask_ratio}
 
     def pretraining_kwargs(self) -> dict:
         return {"return_bool_masked_pos": True}

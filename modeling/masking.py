@@ -7,6 +7,7 @@ can pin it.
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 
@@ -143,47 +144,55 @@ def block_mask(
     return mask
 
 
-class BlockMaskGenerator:
-    """Callable holding block_mask's settings and its own seeded `random.Random`; each call gives a fresh mask.
+class SeededMaskGenerator:
+    """Callable holding a mask function's arguments and its own seeded generator; each call gives a fresh mask.
 
-    Arguments are those of `block_mask`, checked here so a bad config fails at construction; `seed=None` seeds
-    from the OS.
+    The arguments are those of `mask_function` but `rng`, checked here (`check`) so a bad config fails at
+    construction; `seed=None` seeds from the OS. They read back as attributes (`generator.height`).
     """
 
-    def __init__(
-        self,
-        height: int,
-        width: int,
-        num_masking_patches: int,
-        min_num_patches: float = 16,
-        max_num_patches: int | None = None,
-        min_aspect: float = 0.3,
-        max_aspect: float | None = None,
-        exact: bool = False,
-        seed: int | None = None,
-    ):
-        _check_block_args(height, width, num_masking_patches, min_num_patches, max_num_patches, min_aspect, max_aspect)
-        self.height, self.width = height, width
-        self.num_masking_patches = num_masking_patches
-        self.min_num_patches = min_num_patches
-        self.max_num_patches = max_num_patches
-        self.min_aspect, self.max_aspect = min_aspect, max_aspect
-        self.exact = exact
-        self.rng = random.Random(seed)
+    @staticmethod
+    def mask_function(*args, rng=None, **kwargs) -> np.ndarray:
+        raise NotImplementedError
+
+    @staticmethod
+    def check(**arguments) -> None:
+        """Raise, naming the field, when the arguments cannot make a mask."""
+
+    @staticmethod
+    def make_rng(seed: int | None):
+        return random.Random(seed)
+
+    def __init__(self, *args, seed: int | None = None, **kwargs):
+        if "rng" in kwargs:
+            raise TypeError(f"{type(self).__name__} holds its own generator: pass seed=, not rng=")
+        bound = inspect.signature(self.mask_function).bind(*args, **kwargs)
+        bound.apply_defaults()
+        self.arguments = {name: value for name, value in bound.arguments.items() if name != "rng"}
+        self.check(**self.arguments)
+        self.rng = self.make_rng(seed)
 
     def __call__(self) -> np.ndarray:
-        """(height, width) bool, True = masked."""
-        return block_mask(
-            self.height, self.width, self.num_masking_patches, self.min_num_patches, self.max_num_patches,
-            self.min_aspect, self.max_aspect, self.exact, self.rng,
-        )
+        return self.mask_function(**self.arguments, rng=self.rng)
+
+    def __getattr__(self, name: str):
+        arguments = self.__dict__.get("arguments", {})
+        if name in arguments:
+            return arguments[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.height}x{self.width}, num_masking_patches={self.num_masking_patches}, "
-            f"min_num_patches={self.min_num_patches}, max_num_patches={self.max_num_patches}, "
-            f"aspect=({self.min_aspect}, {self.max_aspect}), exact={self.exact})"
-        )
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.arguments.items())})"
+
+
+class BlockMaskGenerator(SeededMaskGenerator):
+    """`block_mask` with its settings and a seeded `random.Random`: (height, width) bool, True = masked."""
+
+    mask_function = staticmethod(block_mask)
+
+    @staticmethod
+    def check(exact=False, **arguments) -> None:
+        _check_block_args(**arguments)
 
 
 def _numpy_rng(rng) -> np.random.Generator:
@@ -238,33 +247,13 @@ def simmim_mask(
     return mask.reshape(rand_size, rand_size).repeat(scale, axis=0).repeat(scale, axis=1)
 
 
-class SimMIMMaskGenerator:
-    """Callable holding simmim_mask's settings and its own seeded numpy Generator; checks them at construction."""
+class SimMIMMaskGenerator(SeededMaskGenerator):
+    """`simmim_mask` with its settings and a seeded numpy Generator: (input_size / model_patch_size,) * 2 bool,
+    True = masked."""
 
-    def __init__(
-        self,
-        input_size: int = 224,
-        mask_patch_size: int = 32,
-        model_patch_size: int = 16,
-        mask_ratio: float = 0.6,
-        seed: int | None = None,
-    ):
-        _check_simmim_args(input_size, mask_patch_size, model_patch_size, mask_ratio)
-        self.input_size = input_size
-        self.mask_patch_size = mask_patch_size
-        self.model_patch_size = model_patch_size
-        self.mask_ratio = mask_ratio
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(self) -> np.ndarray:
-        """(input_size / model_patch_size,) * 2 bool, True = masked."""
-        return simmim_mask(self.input_size, self.mask_patch_size, self.model_patch_size, self.mask_ratio, self.rng)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(input_size={self.input_size}, mask_patch_size={self.mask_patch_size}, "
-            f"model_patch_size={self.model_patch_size}, mask_ratio={self.mask_ratio})"
-        )
+    mask_function = staticmethod(simmim_mask)
+    check = staticmethod(_check_simmim_args)
+    make_rng = staticmethod(np.random.default_rng)
 
 
 def random_mask(

@@ -48,6 +48,18 @@ def unstandardize_patches(predicted: torch.Tensor, patches: torch.Tensor, eps: f
     return predicted * (patches.var(dim=-1, keepdim=True) + eps).sqrt() + patches.mean(dim=-1, keepdim=True)
 
 
+def required_mask(model, bool_masked_pos: torch.Tensor | None, positions: str = "num_patches",
+                  processor: str = "image") -> torch.BoolTensor:
+    """The processor's mask as (B, L) bool, True = masked, for the pretraining models that mask in the data
+    pipeline (`positions` names L in the error, `processor` the processor that makes it)."""
+    if bool_masked_pos is None:
+        raise ValueError(
+            f"{type(model).__name__} needs bool_masked_pos (batch, {positions}), True = masked: call the "
+            f"{processor} processor with return_bool_masked_pos=True (see processor.pretraining_kwargs())"
+        )
+    return bool_masked_pos.flatten(1).bool()
+
+
 def method_auto_classes(prefix: str, module: str) -> dict[str, str]:
     """The Auto class -> class name map of the method whose base is `<prefix>PreTrainedModel` in `modeling_<m>.py`:
     `<prefix>Model`, `<prefix>ForPreTraining` (also for masked image modeling), `<prefix>ForImageClassification`,

@@ -8,17 +8,16 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .beit_init import SharedToPerLayerBiasMixin, init_relative_bias_and_layer_scale, residual_depth_scale
 from .configuration_beit import TOKENIZER_ARCHITECTURE_FIELDS, MimBeitConfig
 from .losses import masked_token_cross_entropy
-from .mim_base import MimPreTrainedModel, PictureView
+from .mim_base import MimPreTrainedModel, PictureView, required_mask
 from .modeling_dvae import DvaeConv2d, DvaeEncoder
-from .task_heads import EncoderModelMixin, ImageClassificationMixin
-from .visual_tokens import VisualTokenizerMixin
-from .vit import ViTEncoder
+from .task_heads import EncoderModelMixin, ImageClassificationMixin, run_encoder
+from .visual_tokens import VisualTokenizerMixin, init_tokenizer_conv
+from .vit import ViTEncoder, init_layer_norm, zero_bias
 
 # BEiT fine-tuning starts the classifier near zero: trunc-normal(0.02) (timm's +-2 absolute bounds), then x 0.001.
 HEAD_INIT_SCALE = 1e-3
@@ -82,22 +81,18 @@ class MimBeitPreTrainedModel(SharedToPerLayerBiasMixin, MimPreTrainedModel):
             else:
                 scaled = std * residual_depth_scale(self.vit, module)
                 trunc_normal_(module.weight, std=scaled, a=-scaled, b=scaled)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            zero_bias(module)
         elif isinstance(module, nn.Conv2d):
             trunc_normal_(module.weight, std=std, a=-std, b=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            zero_bias(module)
         elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+            init_layer_norm(module)
         elif isinstance(module, ViTEncoder):
             for token in (module.cls_token, module.mask_token, module.pos_embed):
                 if token is not None:
                     trunc_normal_(token, std=std, a=-std, b=std)
         elif isinstance(module, DvaeConv2d):
-            init.normal_(module.w, std=1.0 / math.sqrt(module.in_channels * module.kernel_size**2))
-            init.zeros_(module.b)
+            init_tokenizer_conv(module)
 
 
 class MimBeitModel(EncoderModelMixin, MimBeitPreTrainedModel):
@@ -149,12 +144,7 @@ class MimBeitForPreTraining(VisualTokenizerMixin, MimBeitPreTrainedModel):
         codebook_pixel_values: (B, C, S, S) the tokenizer view (`return_codebook_pixels=True`), tokenized here...
         labels: ...unless the token ids of the whole grid, (B, L) or (B, h, w), are given instead.
         """
-        if bool_masked_pos is None:
-            raise ValueError(
-                "MimBeitForPreTraining needs bool_masked_pos (batch, num_patches), True = masked: call the image "
-                "processor with return_bool_masked_pos=True (see processor.pretraining_kwargs())"
-            )
-        bool_masked_pos = bool_masked_pos.flatten(1).bool()
+        bool_masked_pos = required_mask(self, bool_masked_pos)
         if labels is not None:
             if labels.ndim < 2:
                 raise ValueError(
@@ -175,11 +165,8 @@ class MimBeitForPreTraining(VisualTokenizerMixin, MimBeitPreTrainedModel):
                 f"{tuple(bool_masked_pos.shape)}: the tokenizer view must be codebook_image_size="
                 f"{self.config.codebook_image_size} px, giving one token per patch"
             )
-        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
-        hidden, all_hidden = self.vit(
-            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-        )
+        hidden, all_hidden = run_encoder(self, pixel_values, output_hidden_states, bool_masked_pos=bool_masked_pos,
+                                         interpolate_pos_encoding=interpolate_pos_encoding)
         # the token head runs only where a prediction is scored; counts differ per image, so index the whole batch
         logits = self.lm_head(hidden[:, 1:][bool_masked_pos])
         targets = token_ids[bool_masked_pos]

@@ -6,7 +6,6 @@ Parameter names follow lxtGH/CAE `models/modeling_cae_helper.py` (RegressorBlock
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -23,17 +22,20 @@ from .masking import split_by_mask
 from .mim_base import MimPreTrainedModel, PictureView, unstandardize_patches
 from .modeling_dvae import DvaeConv2d, DvaeEncoder
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
-from .visual_tokens import VisualTokenizerMixin
+from .visual_tokens import VisualTokenizerMixin, init_tokenizer_conv
 from .vit import (
     Attention,
     Block,
     DropPath,
     Mlp,
     ViTEncoder,
+    init_layer_norm,
     patchify,
+    qv_biases,
     relative_position_index,
     sincos_position_table,
     unpatchify,
+    zero_bias,
 )
 
 
@@ -78,11 +80,7 @@ class CrossAttention(nn.Module):
         self.q = nn.Linear(dim, dim, bias=False)
         self.k = nn.Linear(dim, dim, bias=False)
         self.v = nn.Linear(dim, dim, bias=False)
-        if qkv_bias == "qv":
-            self.q_bias = nn.Parameter(torch.zeros(dim))
-            self.v_bias = nn.Parameter(torch.zeros(dim))
-        else:
-            self.q_bias = self.v_bias = None
+        self.q_bias, self.v_bias = qv_biases(dim, qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -144,22 +142,27 @@ def drop_path_rates(rate: float, depth: int) -> list[float]:
     return torch.linspace(0, rate, depth).tolist()
 
 
+def neck_block_kwargs(config: MimCaeConfig, depth: int) -> list[dict]:
+    """The keywords of each of `depth` regressor or decoder blocks: the decoder width, heads, MLP and layer scale,
+    the encoder's qkv bias, norm, activation and dropouts, drop path rising from 0 to drop_path_rate."""
+    shared = dict(
+        dim=config.decoder_hidden_size, num_heads=config.decoder_num_attention_heads,
+        mlp_dim=config.decoder_intermediate_size, qkv_bias=config.qkv_bias,
+        layer_scale=config.decoder_layer_scale_init_value, eps=config.layer_norm_eps, act=config.hidden_act,
+        drop=config.hidden_dropout_prob, attn_drop=config.attention_probs_dropout_prob,
+    )
+    return [{**shared, "drop_path": rate} for rate in drop_path_rates(config.drop_path_rate, depth)]
+
+
 class CaeRegressor(nn.Module):
     """Mask queries (B, Lm, D) cross-attend [visible latents; current queries] -> LN -> latent_pred (B, Lm, D)."""
 
     def __init__(self, config: MimCaeConfig):
         super().__init__()
-        dim = config.decoder_hidden_size
-        rates = drop_path_rates(config.drop_path_rate, config.regressor_num_hidden_layers)
         self.blocks = nn.ModuleList(
-            RegressorBlock(
-                dim, config.decoder_num_attention_heads, config.decoder_intermediate_size, qkv_bias=config.qkv_bias,
-                layer_scale=config.decoder_layer_scale_init_value, drop_path=rates[i], eps=config.layer_norm_eps,
-                act=config.hidden_act, drop=config.hidden_dropout_prob, attn_drop=config.attention_probs_dropout_prob,
-            )
-            for i in range(config.regressor_num_hidden_layers)
+            RegressorBlock(**kwargs) for kwargs in neck_block_kwargs(config, config.regressor_num_hidden_layers)
         )
-        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, queries: torch.Tensor, visible: torch.Tensor, pos_masked: torch.Tensor,
                 pos_visible: torch.Tensor) -> torch.Tensor:
@@ -176,15 +179,9 @@ class CaeDecoder(nn.Module):
     def __init__(self, config: MimCaeConfig):
         super().__init__()
         dim = config.decoder_hidden_size
-        rates = drop_path_rates(config.drop_path_rate, config.decoder_num_hidden_layers)
         self.blocks = nn.ModuleList(
-            Block(
-                dim, config.decoder_num_attention_heads, config.decoder_intermediate_size, qkv_bias=config.qkv_bias,
-                layer_scale=config.decoder_layer_scale_init_value, drop_path=rates[i], eps=config.layer_norm_eps,
-                act=config.hidden_act, drop=config.hidden_dropout_prob,
-                attn_drop=config.attention_probs_dropout_prob, layer_id=i,
-            )
-            for i in range(config.decoder_num_hidden_layers)
+            Block(**kwargs, layer_id=i)
+            for i, kwargs in enumerate(neck_block_kwargs(config, config.decoder_num_hidden_layers))
         )
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         out = config.vocab_size if config.decoder_target == "tokens" else config.patch_size**2 * config.num_channels
@@ -256,11 +253,9 @@ class MimCaePreTrainedModel(MimPreTrainedModel):
                 init.trunc_normal_(module.weight, std=std * 1e-3)
             else:
                 init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            zero_bias(module)
         elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+            init_layer_norm(module)
         elif isinstance(module, nn.Conv2d):  # the patch embedding
             init.trunc_normal_(module.weight, std=std, a=-std, b=std)
             init.zeros_(module.bias)
@@ -286,8 +281,7 @@ class MimCaePreTrainedModel(MimPreTrainedModel):
             grid = self.config.grid_size
             init.copy_(module.relative_position_index, relative_position_index(grid, grid))
         elif isinstance(module, DvaeConv2d):
-            init.normal_(module.w, std=1.0 / math.sqrt(module.in_channels * module.kernel_size**2))
-            init.zeros_(module.b)
+            init_tokenizer_conv(module)
         elif isinstance(module, MimCaeForPreTraining):
             init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
 

@@ -16,7 +16,8 @@ from .losses import masked_mse_loss, normalize_patch_targets
 from .masking import random_masking
 from .mim_base import MimPreTrainedModel, PictureView, unstandardize_patches
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
-from .vit import ViTEncoder, build_blocks, patchify, resize_position_table, sincos_position_table, unpatchify
+from .vit import (ViTEncoder, build_blocks, init_layer_norm, patchify, resize_position_table, sincos_position_table,
+                  unpatchify, zero_bias)
 
 
 @dataclass
@@ -83,11 +84,9 @@ class MimMaePreTrainedModel(MimPreTrainedModel):
                 init.trunc_normal_(module.weight, std=2e-5)
             else:
                 init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            zero_bias(module)
         elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+            init_layer_norm(module)
         elif isinstance(module, nn.Conv2d):  # the patch embedding (transformers 5 skips tensor-less containers)
             weight = module.weight
             fan_out, fan_in = weight.shape[0], weight[0].numel()

@@ -21,9 +21,9 @@ from transformers.utils import ModelOutput
 from .configuration_maskfeat import MimMaskFeatConfig
 from .hog import HOGTarget, gaussian_window_kernel, sobel_kernels
 from .losses import masked_mse_loss
-from .mim_base import MimPreTrainedModel, PictureView
-from .task_heads import EncoderModelMixin, ImageClassificationMixin
-from .vit import PatchEmbed, ViTEncoder
+from .mim_base import MimPreTrainedModel, PictureView, required_mask
+from .task_heads import EncoderModelMixin, ImageClassificationMixin, run_encoder
+from .vit import PatchEmbed, ViTEncoder, init_conv_as_pytorch_default, init_layer_norm, zero_bias
 
 # MaskFeat fine-tuning (SlowFast HEAD_INIT_SCALE) starts the classifier near zero: trunc-normal(0.02) x 0.001.
 HEAD_INIT_SCALE = 1e-3
@@ -64,12 +64,12 @@ def patch_targets_to_cell_histograms(targets: torch.Tensor, grid: tuple[int, int
     return cells.reshape(batch, num_channels, nbins, height * k, width * k)
 
 
-def init_conv_as_pytorch(conv: nn.Module) -> None:
-    """PyTorch's own Conv2d/Conv3d init (kaiming-uniform a=sqrt(5), bias uniform +-1/sqrt(fan_in)), which the
-    official MaskFeat code keeps for its patch embedding; redone here because the load starts on the meta device."""
-    init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
-    bound = 1.0 / math.sqrt(conv.weight[0].numel())
-    init.uniform_(conv.bias, -bound, bound)
+def hog_regression(model, hidden: torch.Tensor, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor):
+    """(logits, targets, loss): `model.pred_head` on the patch tokens of `hidden` (B, 1 + L, D), the frozen
+    `model.hog` targets of `pixel_values`, and their MSE averaged over the masked patches (and the values of each)."""
+    logits = model.pred_head(hidden[:, 1:])
+    targets = model.hog(pixel_values)
+    return logits, targets, masked_mse_loss(logits, targets, bool_masked_pos)
 
 
 class MimMaskFeatPreTrainedModel(MimPreTrainedModel):
@@ -86,13 +86,11 @@ class MimMaskFeatPreTrainedModel(MimPreTrainedModel):
         if isinstance(module, nn.Linear):
             scale = HEAD_INIT_SCALE if module is getattr(self, "head", None) else 1.0
             init.trunc_normal_(module.weight, std=std * scale, a=-2.0 * scale, b=2.0 * scale)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            zero_bias(module)
         elif isinstance(module, PatchEmbed):
-            init_conv_as_pytorch(module.proj)
+            init_conv_as_pytorch_default(module.proj)
         elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+            init_layer_norm(module)
         elif isinstance(module, ViTEncoder):
             for token in (module.cls_token, module.pos_embed, module.mask_token):
                 if token is not None:
@@ -139,23 +137,12 @@ class MimMaskFeatForPreTraining(MimMaskFeatPreTrainedModel):
         pixel_values: (B, C, H, W) the normalised image; the HOG targets are computed from it.
         bool_masked_pos: (B, L) or (B, h, w), True = masked (the processor's `return_bool_masked_pos=True`).
         """
-        if bool_masked_pos is None:
-            raise ValueError(
-                f"{type(self).__name__} needs bool_masked_pos (batch, num_patches), True = masked: call the model's "
-                "processor with return_bool_masked_pos=True (see processor.pretraining_kwargs())"
-            )
-        bool_masked_pos = bool_masked_pos.flatten(1).bool()
-        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
-        hidden, all_hidden = self.vit(
-            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-        )
-        logits = self.pred_head(hidden[:, 1:])
-        targets = self.hog(pixel_values)
-        # mean over the masked patches (and over the target_dim values of each)
-        loss = masked_mse_loss(logits, targets, bool_masked_pos)
-        out = self.output_class(loss=loss, logits=logits, hog_targets=targets, bool_masked_pos=bool_masked_pos,
-                                hidden_states=all_hidden)
+        bool_masked_pos = required_mask(self, bool_masked_pos)
+        hidden, all_hidden = run_encoder(self, pixel_values, output_hidden_states, bool_masked_pos=bool_masked_pos,
+                                         interpolate_pos_encoding=interpolate_pos_encoding)
+        logits, targets, loss = hog_regression(self, hidden, pixel_values, bool_masked_pos)
+        out = self.output_class(loss=loss, logits=logits, hog_targets=targets,
+                                bool_masked_pos=bool_masked_pos, hidden_states=all_hidden)
         return out if return_dict is not False else out.to_tuple()
 
     def picture_view(self, batch: dict, outputs: MimMaskFeatPreTrainingOutput) -> PictureView:

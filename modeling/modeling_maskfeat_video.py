@@ -19,10 +19,10 @@ from transformers import initialization as init
 from .configuration_maskfeat_video import MimMaskFeatVideoConfig
 from .hog import HOGTarget
 from .mim_base import PictureView
-from .modeling_maskfeat import (MimMaskFeatForPreTraining, MimMaskFeatPreTrainedModel, MimMaskFeatPreTrainingOutput,
-                                init_conv_as_pytorch)
+from .modeling_maskfeat import MimMaskFeatForPreTraining, MimMaskFeatPreTrainedModel, MimMaskFeatPreTrainingOutput
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
 from .video_vit import TubeletEmbed, VideoViTEncoder
+from .vit import init_conv_as_pytorch_default
 
 
 class TubeletHOGTarget(HOGTarget):
@@ -72,7 +72,7 @@ class MimMaskFeatVideoPreTrainedModel(MimMaskFeatPreTrainedModel):
         """The image MaskFeat init carried to video: the tubelet Conv3d keeps PyTorch's default as the image
         model's Conv2d, and the separable position tables are trunc-normal(0.02) as its joint table."""
         if isinstance(module, TubeletEmbed):
-            init_conv_as_pytorch(module.proj)
+            init_conv_as_pytorch_default(module.proj)
             return
         super()._init_weights(module)
         if isinstance(module, VideoViTEncoder):

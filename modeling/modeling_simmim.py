@@ -4,7 +4,6 @@ masked pixels only. Layout of the pipeline as microsoft/SimMIM `models/simmim.py
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -15,9 +14,9 @@ from transformers.utils import ModelOutput
 from .beit_init import SharedToPerLayerBiasMixin, init_relative_bias_and_layer_scale, residual_depth_scale
 from .configuration_simmim import MimSimMIMConfig
 from .losses import masked_l1_loss
-from .mim_base import MimPreTrainedModel, PictureView
-from .task_heads import EncoderModelMixin, ImageClassificationMixin
-from .vit import ViTEncoder
+from .mim_base import MimPreTrainedModel, PictureView, required_mask
+from .task_heads import EncoderModelMixin, ImageClassificationMixin, run_encoder
+from .vit import ViTEncoder, init_conv_as_pytorch_default, init_layer_norm, zero_bias
 
 # SimMIM's fine-tuning ViT starts the classifier near zero: trunc-normal(0.02), then x 0.001 (init_scale).
 HEAD_INIT_SCALE = 1e-3
@@ -43,6 +42,13 @@ def patch_mask_to_pixels(bool_masked_pos: torch.Tensor, grid: tuple[int, int], p
     return mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
 
 
+def pixel_shuffle_head(width: int, stride: int, num_channels: int) -> nn.Sequential:
+    """SimMIM's one-layer head: a 1x1 conv from `width` to stride^2 * C channels, then PixelShuffle(stride), from
+    a (B, width, h, w) feature map to the (B, C, h * stride, w * stride) image. Its keys (`0.*`) are the official
+    SimMIM's and transformers' ViTForMaskedImageModeling's."""
+    return nn.Sequential(nn.Conv2d(width, stride**2 * num_channels, kernel_size=1), nn.PixelShuffle(stride))
+
+
 class MimSimMIMPreTrainedModel(SharedToPerLayerBiasMixin, MimPreTrainedModel):
     config_class = MimSimMIMConfig
 
@@ -63,21 +69,16 @@ class MimSimMIMPreTrainedModel(SharedToPerLayerBiasMixin, MimPreTrainedModel):
             else:
                 scale = residual_depth_scale(self.vit, module)
             init.trunc_normal_(module.weight, std=std * scale, a=-2.0 * scale, b=2.0 * scale)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            zero_bias(module)
         elif isinstance(module, nn.Conv2d):
             decoder = getattr(self, "decoder", None)
             if decoder is not None and module is decoder[0]:
-                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-                bound = 1.0 / math.sqrt(module.weight[0].numel())
-                init.uniform_(module.bias, -bound, bound)
+                init_conv_as_pytorch_default(module)
             else:
                 init.trunc_normal_(module.weight, std=std)
-                if module.bias is not None:
-                    init.zeros_(module.bias)
+                zero_bias(module)
         elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+            init_layer_norm(module)
         elif isinstance(module, ViTEncoder):
             init.trunc_normal_(module.cls_token, std=std)
             if module.pos_embed is not None:
@@ -102,18 +103,13 @@ class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
     def __init__(self, config: MimSimMIMConfig):
         super().__init__(config)
         self.vit = ViTEncoder(config)
-        self.decoder = nn.Sequential(
-            nn.Conv2d(config.hidden_size, config.encoder_stride**2 * config.num_channels, kernel_size=1),
-            nn.PixelShuffle(config.encoder_stride),
-        )
+        self.decoder = pixel_shuffle_head(config.hidden_size, config.encoder_stride, config.num_channels)
         self.post_init()
 
-    def encode(self, pixel_values, bool_masked_pos, interpolate_pos_encoding=False, output_hidden_states=False):
+    def encode(self, pixel_values, bool_masked_pos, interpolate_pos_encoding=False, output_hidden_states=None):
         """Returns the patch tokens as a feature map (B, D, h, w) and the hidden states."""
-        hidden, all_hidden = self.vit(
-            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-        )
+        hidden, all_hidden = run_encoder(self, pixel_values, output_hidden_states, bool_masked_pos=bool_masked_pos,
+                                         interpolate_pos_encoding=interpolate_pos_encoding)
         grid = self.grid_of(pixel_values)
         patches = hidden[:, 1:]
         return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[-1], *grid), all_hidden
@@ -129,13 +125,7 @@ class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
         pixel_values: (B, C, H, W) the normalised image; it is also the reconstruction target.
         bool_masked_pos: (B, L) or (B, h, w), True = masked (the processor's `return_bool_masked_pos=True`).
         """
-        if bool_masked_pos is None:
-            raise ValueError(
-                "MimSimMIMForPreTraining needs bool_masked_pos (batch, num_patches), True = masked: call the image "
-                "processor with return_bool_masked_pos=True (see processor.pretraining_kwargs())"
-            )
-        bool_masked_pos = bool_masked_pos.flatten(1).bool()
-        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
+        bool_masked_pos = required_mask(self, bool_masked_pos)
         features, all_hidden = self.encode(
             pixel_values, bool_masked_pos, interpolate_pos_encoding, output_hidden_states
         )

@@ -24,6 +24,13 @@ logger = logging.get_logger(__name__)
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
+def run_encoder(model, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs):
+    """`model.vit`'s (tokens, hidden states) on every patch; `output_hidden_states` None follows the config.
+    `kwargs` (bool_masked_pos, interpolate_pos_encoding) go to the encoder."""
+    output_hidden_states = bool(output_hidden_states or model.config.output_hidden_states)
+    return model.vit(pixel_values, output_hidden_states=output_hidden_states, **kwargs)
+
+
 class EncoderModelMixin:
     """`<M>Model`: all patches through the encoder; `pooler_output` pooled as `config.pooling` says.
     `bool_masked_pos` (B, L) optionally replaces patches by the mask token, where the encoder has one."""
@@ -38,11 +45,8 @@ class EncoderModelMixin:
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
                 interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None, **kwargs) -> BaseModelOutputWithPooling:
-        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
-        hidden, all_hidden = self.vit(
-            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-        )
+        hidden, all_hidden = run_encoder(self, pixel_values, output_hidden_states, bool_masked_pos=bool_masked_pos,
+                                         interpolate_pos_encoding=interpolate_pos_encoding)
         out = BaseModelOutputWithPooling(
             last_hidden_state=hidden, pooler_output=pool_features(hidden, self.config.pooling), hidden_states=all_hidden
         )
@@ -125,10 +129,8 @@ class ImageClassificationMixin:
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
                 interpolate_pos_encoding: bool = False, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None, **kwargs) -> ImageClassifierOutput:
-        output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
-        hidden, all_hidden = self.vit(
-            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, output_hidden_states=output_hidden_states
-        )
+        hidden, all_hidden = run_encoder(self, pixel_values, output_hidden_states,
+                                         interpolate_pos_encoding=interpolate_pos_encoding)
         pooled = pool_features(hidden, self.config.pooling)
         if self.fc_norm is not None:
             pooled = self.fc_norm(pooled)

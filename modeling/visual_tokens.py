@@ -8,13 +8,23 @@ saved, moved or trained with the model, and a model loaded from a folder has non
 
 from __future__ import annotations
 
+import math
+
 import torch
+from transformers import initialization as init
 from transformers.utils import logging
 
 from .mim_base import PictureView
-from .modeling_dvae import check_map_pixels_range
+from .modeling_dvae import DvaeConv2d, check_map_pixels_range
 
 logger = logging.get_logger(__name__)
+
+
+def init_tokenizer_conv(conv: DvaeConv2d) -> None:
+    """DALL-E's draw for the frozen tokenizer's convolutions until real weights are loaded: w ~ N(0, 1/(n_in k^2)),
+    b = 0."""
+    init.normal_(conv.w, std=1.0 / math.sqrt(conv.in_channels * conv.kernel_size**2))
+    init.zeros_(conv.b)
 
 
 class VisualTokenizerMixin:

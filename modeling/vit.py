@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -136,6 +137,14 @@ class PatchEmbed(nn.Module):
         return self.proj(pixel_values).flatten(2).transpose(1, 2)
 
 
+def qv_biases(dim: int, qkv_bias: str) -> tuple[nn.Parameter | None, nn.Parameter | None]:
+    """(q_bias, v_bias) for qkv_bias "qv" (BEiT: learnable query and value biases, the key bias fixed at zero),
+    else (None, None)."""
+    if qkv_bias == "qv":
+        return nn.Parameter(torch.zeros(dim)), nn.Parameter(torch.zeros(dim))
+    return None, None
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection, run by `scaled_dot_product_attention`.
 
@@ -149,11 +158,7 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias == "full")
-        if qkv_bias == "qv":
-            self.q_bias = nn.Parameter(torch.zeros(dim))
-            self.v_bias = nn.Parameter(torch.zeros(dim))
-        else:
-            self.q_bias = self.v_bias = None
+        self.q_bias, self.v_bias = qv_biases(dim, qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -474,3 +479,28 @@ def resize_relative_position_table(table: torch.Tensor, new_grid: tuple[int, int
     pairs = table[:num_pairs].t().reshape(1, num_heads, old_side, old_side)
     pairs = F.interpolate(pairs.float(), size=new_side, mode="bicubic", align_corners=True).to(table.dtype)
     return torch.cat([pairs.reshape(num_heads, -1).t(), table[num_pairs:]])
+
+
+# ------------------------------------------------------------------------------------------- init pieces
+# The cases every method's `_init_weights` shares. The `transformers.initialization` functions leave tensors loaded
+# from a checkpoint alone.
+
+
+def zero_bias(module: nn.Module) -> None:
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
+def init_layer_norm(norm: nn.LayerNorm) -> None:
+    """The identity: weight 1, bias 0."""
+    init.ones_(norm.weight)
+    init.zeros_(norm.bias)
+
+
+def init_conv_as_pytorch_default(conv: nn.Conv2d) -> None:
+    """PyTorch's own Conv2d draw (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))), for a convolution the
+    official init leaves as PyTorch built it."""
+    init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
+    if conv.bias is not None:
+        bound = 1.0 / math.sqrt(conv.weight[0].numel())
+        init.uniform_(conv.bias, -bound, bound)

@@ -43,6 +43,139 @@ TINY_PROCESSOR_SETTINGS = {
 }
 
 
+# The tokenizer of the tiny BEiT and CAE models: a 64-code dVAE at width 8.
+TINY_TOKENIZER = dict(vocab_size=64, hidden_size=8, num_groups=4, num_blocks_per_group=1)
+
+
+def assert_refused(make, fields: dict, needle: str) -> None:
+    """`make(**fields)` (a config, a mask generator) raises a ValueError whose message matches `needle`, the
+    field at fault."""
+    import pytest
+
+    with pytest.raises(ValueError, match=needle):
+        make(**fields)
+
+
+def assert_default_processor(processor, pretraining_kwargs: dict) -> None:
+    """What every method's default processor shares: 224 px, ImageNet mean and std; and its pretraining kwargs."""
+    assert processor.size["height"] == 224 and processor.pretraining_kwargs() == pretraining_kwargs
+    assert list(processor.image_mean) == [0.485, 0.456, 0.406] and list(processor.image_std) == [0.229, 0.224, 0.225]
+
+
+def randomize_parameters_(model, seed: int = 0, near: dict[str, tuple[float, float]] | None = None) -> None:
+    """Every parameter random and non-trivial, so a parity test checks them all: N(0, 0.02^2), LayerNorm weights
+    1 + 0.1 N(0, 1), and the parameters whose name holds a key of `near` at offset + scale * N(0, 1)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            layer_norm = (1.0, 0.1) if "layernorm" in name and name.endswith("weight") else (0.0, 0.02)
+            offset, scale = next((rule for part, rule in (near or {}).items() if part in name), layer_norm)
+            param.copy_(offset + scale * noise)
+
+
+def parity_batch(config, batch: int, masks):
+    """Seeded pixels (seed 1) and masks (seed 2) for a parity test, with the generator for further draws."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    pixel_values = torch.randn(batch, 3, config.image_size, config.image_size, generator=generator)
+    return pixel_values, masks(config, batch, seed=2), generator
+
+
+def assert_outputs_match(reference, ours, tolerances: dict[str, float], **inputs) -> None:
+    """`reference` and `ours` on the same `inputs` under no_grad: each output named in `tolerances` equal to its
+    absolute tolerance (no relative slack)."""
+    import torch
+
+    with torch.no_grad():
+        expected, got = reference(**inputs), ours(**inputs)
+    for name, atol in tolerances.items():
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name), rtol=0, atol=atol)
+
+
+def assert_beit_style_vit_b(config) -> None:
+    """The ViT-B/16 of BEiT's and SimMIM's pretraining: q/v bias, layer scale 0.1, drop path 0.1, no absolute
+    positions, one shared relative position bias table, the mask token, mean pooling, eps 1e-6."""
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 12)
+    assert config.qkv_bias == "qv" and config.layer_scale_init_value == 0.1 and config.drop_path_rate == 0.1
+    assert config.position_embedding_type == "none" and config.relative_position_bias == "shared"
+    assert config.use_mask_token and config.pooling == "mean" and config.layer_norm_eps == 1e-6
+
+
+def save_with_random_shared_table(model, folder: Path):
+    """Save a BEiT-style pretraining model whose shared relative position table is made random (its init is zero,
+    which would hide a table not copied on loading); returns the model."""
+    import torch
+
+    with torch.no_grad():
+        model.vit.rel_pos_bias.relative_position_bias_table.normal_()
+    model.save_pretrained(folder)
+    return model
+
+
+def random_images(count: int, height: int, width: int) -> list:
+    """`count` random RGB PIL images of height x width, image i drawn from seed i."""
+    return [Image.fromarray(np.random.default_rng(i).integers(0, 256, (height, width, 3), dtype=np.uint8))
+            for i in range(count)]
+
+
+def pretraining_batches(processor, images, *mask_seeds: int) -> list:
+    """The processor's pretraining output (numpy) for `images`, once per mask seed."""
+    return [processor(images, return_tensors="np", mask_seed=seed, **processor.pretraining_kwargs())
+            for seed in mask_seeds]
+
+
+def assert_plain_call_is_the_base_processor(processor, image, side: int) -> None:
+    """Called without the pretraining kwargs, a method's processor gives only the base processor's pixels (what
+    pipelines see)."""
+    from hf_mim.modeling.image_processing_mim import MimImageProcessor
+
+    plain = processor(image, return_tensors="np")
+    assert set(plain) == {"pixel_values"}
+    base = MimImageProcessor(size={"height": side, "width": side})(image, return_tensors="np")
+    np.testing.assert_array_equal(plain["pixel_values"], base["pixel_values"])
+
+
+def train_on_processor_output(config, processor_class, pretraining_class):
+    """One training forward and backward of a fresh `pretraining_class(config)` on its processor's pretraining batch
+    of two random 32x32 images (mask seed 0); returns (model, loss)."""
+    processor = processor_class.for_model_config(config)
+    batch = processor(random_images(2, 32, 32), return_tensors="pt", mask_seed=0, **processor.pretraining_kwargs())
+    model = pretraining_class(config).train()
+    loss = model(**batch).loss
+    loss.backward()
+    return model, loss
+
+
+def run_without_hf_mim(folder: Path, classification_auto: str, body: str) -> list[str]:
+    """Load a saved remote-code folder in a fresh offline process in which `import hf_mim` fails: `model` (the
+    classifier, through the transformers Auto class named `classification_auto`, in eval mode), `features`
+    (AutoModel) and `processor` (AutoImageProcessor), checked not to come from hf_mim; then run `body` (Python
+    that may use them, `torch`, `pipeline` and `folder`). Returns the lines the process printed."""
+    import os
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["hf_mim"] = None  # make `import hf_mim` fail in this process
+        import torch
+        from transformers import AutoImageProcessor, AutoModel, {classification_auto}, pipeline
+        folder = {str(folder)!r}
+        model = {classification_auto}.from_pretrained(folder, trust_remote_code=True).eval()
+        features = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+        assert not type(model).__module__.startswith("hf_mim"), type(model).__module__
+    """) + textwrap.dedent(body)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(Path(folder) / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()
+
+
 def block_masks(config, batch_size: int, seed: int):
     """(B, L) bool block masks of the config's mask fields, as the processor draws them, from `seed`."""
     import random

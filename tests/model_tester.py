@@ -4,19 +4,16 @@ inputs (as transformers' ModelTesterMixin): shapes, save/load round trips, backw
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 import hf_mim  # noqa: F401  (registers the Auto classes)
+from helpers import run_without_hf_mim
 
 
 class MimModelTests:
-    """Subclasses set `method` (a key of hf_mim.METHODS) and `tiny` (the tiny config's fields), and implement
+    """Subclasses set `method` (a key of hf_mim.METHODS) and `tiny` (the tiny config's fields), and `masks` or
     `mask_inputs` (the inputs besides the pixels: a mask, MAE's noise, a tokenizer view)."""
 
     method: str
@@ -31,8 +28,13 @@ class MimModelTests:
         pixel_values = torch.randn(batch_size, 3, size, size, generator=generator)
         return {"pixel_values": pixel_values, **self.mask_inputs(config, batch_size, seed, generator)}
 
+    # (config, batch_size, seed) -> (B, L) bool masks as the method's processor draws them, for the default
+    # `mask_inputs`; set as `staticmethod(...)`
+    masks = None
+
     def mask_inputs(self, config, batch_size: int, seed: int, generator: torch.Generator) -> dict:
-        raise NotImplementedError
+        """The inputs besides the pixels: by default `bool_masked_pos` from `masks`."""
+        return {"bool_masked_pos": self.masks(config, batch_size, seed)}
 
     @property
     def classes(self):
@@ -192,24 +194,12 @@ class MimModelTests:
         pixel_values = torch.randn(2, 3, config.image_size, config.image_size)
         torch.save(pixel_values, tmp_path / "inputs.pt")
         expected = model(pixel_values=pixel_values).logits
-        script = textwrap.dedent(f"""
-            import sys
-            sys.modules["hf_mim"] = None  # make `import hf_mim` fail in this process
-            import torch
-            from transformers import AutoModel, AutoModelForImageClassification, AutoImageProcessor
-            folder = {str(tmp_path)!r}
-            model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
-            features = AutoModel.from_pretrained(folder, trust_remote_code=True)
-            processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-            assert not type(model).__module__.startswith("hf_mim"), type(model).__module__
+        lines = run_without_hf_mim(tmp_path, "AutoModelForImageClassification", """
             logits = model(pixel_values=torch.load(folder + "/inputs.pt")).logits
             torch.save(logits, folder + "/remote_logits.pt")
             print(type(model).__name__, type(features).__name__, type(processor).__name__)
         """)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr[-3000:]
-        names = result.stdout.split()
+        names = " ".join(lines).split()
         assert names == [self.classes.classification_class.__name__, self.classes.model_class.__name__,
                          self.classes.image_processor_class.__name__]
         torch.testing.assert_close(torch.load(tmp_path / "remote_logits.pt"), expected, rtol=0, atol=1e-6)

@@ -22,17 +22,20 @@ from hf_mim.modeling.modeling_dvae import MimDvaeConfig, MimDvaeModel, map_pixel
 from hf_mim.modeling.vit import relative_position_index
 from hf_mim.training import parameter_groups
 from helpers import (
+    TINY_TOKENIZER,
+    assert_beit_style_vit_b,
     assert_key_map_reads_saved_layout,
+    assert_refused,
     assert_round_trip_to_transformers,
     assert_tables_copied_then_kept,
     block_masks,
+    parity_batch,
     per_layer_classifier,
+    randomize_parameters_,
+    save_with_random_shared_table,
 )
 from model_tester import MimModelTests
 
-# transformers' BEiT (in-memory names first, then the legacy names `save_pretrained` writes) -> ours.
-# Proposed for hf_mim/convert.py; hf_mim.benchmarking also finds it here.
-TINY_TOKENIZER = dict(vocab_size=64, hidden_size=8, num_groups=4, num_blocks_per_group=1)
 TINY = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, vocab_size=64, num_masking_patches=26, min_num_patches=4,
             tokenizer_config=TINY_TOKENIZER, codebook_image_size=64)
@@ -61,22 +64,6 @@ class TestBeitModels(MimModelTests):
 # ----------------------------------------------------------------------------------------------- parity
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
-    """Every parameter random and non-trivial (tables, layer scales and biases too), so parity tests them all."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if "relative_position_bias_table" in name:
-                param.copy_(noise)
-            elif "layernorm" in name and name.endswith("weight"):
-                param.copy_(1 + 0.1 * noise)
-            elif "lambda" in name:
-                param.copy_(0.1 + 0.05 * noise)
-            else:
-                param.copy_(0.02 * noise)
-
-
 def hf_pair(**sizes):
     """transformers' BEiT with random weights and ours holding the same ones (frozen tokenizer aside)."""
     config = MimBeitConfig(**sizes)
@@ -90,7 +77,7 @@ def hf_pair(**sizes):
     with no_init_weights():  # every weight is overwritten below; skipping the init keeps ViT-B fast on a CPU
         reference = BeitForMaskedImageModeling(hf_config).eval()
         ours = MimBeitForPreTraining(config).eval()
-    randomize_(reference)
+    randomize_parameters_(reference, near={"relative_position_bias_table": (0.0, 1.0), "lambda": (0.1, 0.05)})
     converted = convert_state_dict(reference.state_dict(), HF_BEIT, qkv_bias="qv")
     converted.update({k: v for k, v in ours.state_dict().items() if k.startswith("tokenizer.")})
     load_converted(ours, converted)
@@ -101,9 +88,7 @@ def hf_pair(**sizes):
 def test_parity_with_transformers_beit(sizes, batch):
     reference, ours = hf_pair(**sizes)
     config = ours.config
-    generator = torch.Generator().manual_seed(1)
-    pixel_values = torch.randn(batch, 3, config.image_size, config.image_size, generator=generator)
-    mask = masks(config, batch, seed=2)
+    pixel_values, mask, generator = parity_batch(config, batch, masks)
     token_ids = torch.randint(0, config.vocab_size, (batch, config.num_patches), generator=generator)
     with torch.no_grad():
         # transformers scores every patch and takes the labels of the masked ones, (N_masked,)
@@ -154,10 +139,7 @@ def test_relative_position_index_survives_from_pretrained(tmp_path):
 
 def pretrained_folder(tmp_path, seed=0):
     torch.manual_seed(seed)
-    model = MimBeitForPreTraining(MimBeitConfig(**TINY))
-    with torch.no_grad():
-        model.vit.rel_pos_bias.relative_position_bias_table.normal_()
-    model.save_pretrained(tmp_path)
+    model = save_with_random_shared_table(MimBeitForPreTraining(MimBeitConfig(**TINY)), tmp_path)
     return model.vit.rel_pos_bias.relative_position_bias_table.detach().clone()
 
 
@@ -326,10 +308,7 @@ def test_classifier_head_starts_near_zero_and_has_no_mask_token():
 
 def test_default_config_is_the_canonical_beit_b_16():
     config = MimBeitConfig()
-    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 12)
-    assert config.qkv_bias == "qv" and config.layer_scale_init_value == 0.1 and config.drop_path_rate == 0.1
-    assert config.position_embedding_type == "none" and config.relative_position_bias == "shared"
-    assert config.use_mask_token and config.pooling == "mean" and config.layer_norm_eps == 1e-6
+    assert_beit_style_vit_b(config)
     assert config.vocab_size == 8192 and config.codebook_image_size == 112
     mask = (config.num_masking_patches, config.min_num_patches, config.max_num_patches, config.min_aspect)
     assert mask == (75, 16, None, 0.3)
@@ -358,8 +337,7 @@ def test_vocab_and_image_size_overrides_revalidate_like_the_scripts_do():
     ({"position_embedding_type": "sincos_mae"}, "position_embedding_type"),
 ])
 def test_impossible_configs_fail_naming_the_field(overrides, needle):
-    with pytest.raises(ValueError, match=needle):
-        MimBeitConfig(**{**TINY, **overrides})
+    assert_refused(MimBeitConfig, {**TINY, **overrides}, needle)
 
 
 # ----------------------------------------------------------------------------------------------- processor

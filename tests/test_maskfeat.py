@@ -8,7 +8,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoConfig, AutoModelForImageClassification
 
 import hf_mim  # noqa: F401  (registers the Auto classes)
@@ -16,14 +15,22 @@ from hf_mim.hog_glyphs import render_hog_glyphs
 from hf_mim.modeling.configuration_maskfeat import MimMaskFeatConfig
 from hf_mim.modeling.hog import HOGTarget
 from hf_mim.modeling.image_processing_maskfeat import MimMaskFeatImageProcessor
-from hf_mim.modeling.image_processing_mim import MimImageProcessor
 from hf_mim.modeling.masking import block_mask
 from hf_mim.modeling.modeling_maskfeat import (
     MimMaskFeatForImageClassification,
     MimMaskFeatForPreTraining,
     patch_targets_to_cell_histograms,
 )
-from helpers import assert_mean_pooled_classifier_starts_near_zero, block_masks
+from helpers import (
+    assert_default_processor,
+    assert_mean_pooled_classifier_starts_near_zero,
+    assert_plain_call_is_the_base_processor,
+    assert_refused,
+    block_masks,
+    pretraining_batches,
+    random_images,
+    train_on_processor_output,
+)
 from model_tester import MimModelTests
 
 # 4x4 patches of 8 px with 4-px cells: 2x2 cells per patch, as ViT-B/16 with 8-px cells, so 108 values per patch.
@@ -37,9 +44,7 @@ masks = block_masks
 class TestMaskFeatModels(MimModelTests):
     method = "maskfeat"
     tiny = TINY
-
-    def mask_inputs(self, config, batch_size, seed, generator):
-        return {"bool_masked_pos": masks(config, batch_size, seed)}
+    masks = staticmethod(masks)
 
     def check_pretraining_output(self, config, out):
         assert out.logits.shape == (2, config.num_patches, 108) and config.target_dim == 108
@@ -252,8 +257,7 @@ def test_default_config_is_the_official_vit_b_16_pretraining():
     ({"hog_nbins": 0}, "hog_nbins"),
 ])
 def test_impossible_configs_fail_naming_the_field(overrides, needle):
-    with pytest.raises(ValueError, match=needle):
-        MimMaskFeatConfig(**{**TINY, **overrides})
+    assert_refused(MimMaskFeatConfig, {**TINY, **overrides}, needle)
 
 
 # ----------------------------------------------------------------------------------------------- processor
@@ -261,8 +265,7 @@ def test_impossible_configs_fail_naming_the_field(overrides, needle):
 
 def test_processor_defaults_are_seeded_block_masks_of_at_most_78():
     processor = MimMaskFeatImageProcessor()
-    assert processor.size["height"] == 224 and processor.pretraining_kwargs() == {"return_bool_masked_pos": True}
-    assert list(processor.image_mean) == [0.485, 0.456, 0.406] and list(processor.image_std) == [0.229, 0.224, 0.225]
+    assert_default_processor(processor, {"return_bool_masked_pos": True})
     counts = []
     for seed in range(20):
         mask = processor.generate_mask(random.Random(seed))
@@ -275,31 +278,20 @@ def test_processor_defaults_are_seeded_block_masks_of_at_most_78():
 def test_processor_masks_are_seeded_and_take_their_sizes_from_the_config(tmp_path):
     processor = MimMaskFeatImageProcessor.for_model_config(MimMaskFeatConfig(**TINY))
     assert (processor.patch_size, processor.num_masking_patches, processor.min_num_patches) == (8, 6, 2)
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 50, 3), dtype=np.uint8))
-              for i in range(3)]
-    first = processor(images, return_tensors="np", mask_seed=7, **processor.pretraining_kwargs())
-    again = processor(images, return_tensors="np", mask_seed=7, **processor.pretraining_kwargs())
+    images = random_images(3, 40, 50)
+    first, again = pretraining_batches(processor, images, 7, 7)
     masks_ = first["bool_masked_pos"]
     assert masks_.shape == (3, 16) and masks_.dtype == bool
     np.testing.assert_array_equal(masks_, again["bool_masked_pos"])
     rng = random.Random(7)  # the processor's per-call generator, drawn once per image
     np.testing.assert_array_equal(masks_, np.stack([block_mask(4, 4, 6, 2, rng=rng).reshape(-1) for _ in images]))
-    plain = processor(images[0], return_tensors="np")
-    assert set(plain) == {"pixel_values"}
-    base = MimImageProcessor(size={"height": 32, "width": 32})(images[0], return_tensors="np")
-    np.testing.assert_array_equal(plain["pixel_values"], base["pixel_values"])
+    assert_plain_call_is_the_base_processor(processor, images[0], 32)
     processor.save_pretrained(tmp_path)
     loaded = MimMaskFeatImageProcessor.from_pretrained(tmp_path)
     assert (loaded.num_masking_patches, loaded.min_num_patches, loaded.patch_size) == (6, 2, 8)
 
 
 def test_processor_output_trains_the_model():
-    config = MimMaskFeatConfig(**TINY)
-    processor = MimMaskFeatImageProcessor.for_model_config(config)
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8))
-              for i in range(2)]
-    batch = processor(images, return_tensors="pt", mask_seed=0, **processor.pretraining_kwargs())
-    model = MimMaskFeatForPreTraining(config).train()
-    loss = model(**batch).loss
-    loss.backward()
+    model, loss = train_on_processor_output(MimMaskFeatConfig(**TINY), MimMaskFeatImageProcessor,
+                                            MimMaskFeatForPreTraining)
     assert torch.isfinite(loss) and loss > 0 and model.vit.mask_token.grad.abs().sum() > 0

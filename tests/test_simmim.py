@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import ViTConfig
 from transformers import ViTForMaskedImageModeling
 from transformers.initialization import no_init_weights
@@ -15,7 +14,6 @@ from transformers.initialization import no_init_weights
 import hf_mim  # noqa: F401  (registers the Auto classes)
 from hf_mim.convert import HF_VIT_MIM, convert_state_dict, load_converted
 from hf_mim.modeling.configuration_simmim import PLAIN_VIT, MimSimMIMConfig
-from hf_mim.modeling.image_processing_mim import MimImageProcessor
 from hf_mim.modeling.image_processing_simmim import MimSimMIMImageProcessor
 from hf_mim.modeling.masking import simmim_mask
 from hf_mim.modeling.modeling_simmim import (
@@ -25,11 +23,22 @@ from hf_mim.modeling.modeling_simmim import (
 )
 from hf_mim.modeling.vit import relative_position_index
 from helpers import (
+    assert_outputs_match,
+    assert_beit_style_vit_b,
+    assert_default_processor,
     assert_key_map_reads_saved_layout,
     assert_mean_pooled_classifier_starts_near_zero,
+    assert_plain_call_is_the_base_processor,
+    assert_refused,
     assert_round_trip_to_transformers,
     assert_tables_copied_then_kept,
+    parity_batch,
     per_layer_classifier,
+    pretraining_batches,
+    random_images,
+    randomize_parameters_,
+    save_with_random_shared_table,
+    train_on_processor_output,
 )
 from model_tester import MimModelTests
 
@@ -53,9 +62,7 @@ def masks(config, batch_size, seed):
 class TestSimMIMModels(MimModelTests):
     method = "simmim"
     tiny = TINY
-
-    def mask_inputs(self, config, batch_size, seed, generator):
-        return {"bool_masked_pos": masks(config, batch_size, seed)}
+    masks = staticmethod(masks)
 
     def check_pretraining_output(self, config, out):
         assert out.reconstruction.shape == (2, 3, config.image_size, config.image_size)
@@ -65,18 +72,6 @@ class TestSimMIMModels(MimModelTests):
 
 
 # ----------------------------------------------------------------------------------------------- parity
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
-    """Every parameter random and non-trivial (mask token and biases too), so parity tests them all."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if "layernorm" in name and name.endswith("weight"):
-                param.copy_(1 + 0.1 * noise)
-            else:
-                param.copy_(0.02 * noise)
 
 
 def hf_pair(**sizes):
@@ -91,7 +86,7 @@ def hf_pair(**sizes):
     with no_init_weights():  # every weight is overwritten below; skipping the init keeps ViT-B fast on a CPU
         reference = ViTForMaskedImageModeling(hf_config).eval()
         ours = MimSimMIMForPreTraining(config).eval()
-    randomize_(reference)
+    randomize_parameters_(reference)
     load_converted(ours, convert_state_dict(reference.state_dict(), HF_VIT_MIM, qkv_bias="full"))
     return reference, ours
 
@@ -99,15 +94,9 @@ def hf_pair(**sizes):
 @pytest.mark.parametrize("sizes,batch", [(TINY, 3), (VIT_B, 1)], ids=["tiny", "vit-b-16"])
 def test_parity_with_transformers_vit_for_masked_image_modeling(sizes, batch):
     reference, ours = hf_pair(**sizes)
-    config = ours.config
-    generator = torch.Generator().manual_seed(1)
-    pixel_values = torch.randn(batch, 3, config.image_size, config.image_size, generator=generator)
-    mask = masks(config, batch, seed=2)
-    with torch.no_grad():
-        expected = reference(pixel_values=pixel_values, bool_masked_pos=mask)
-        got = ours(pixel_values=pixel_values, bool_masked_pos=mask)
-    torch.testing.assert_close(got.reconstruction, expected.reconstruction, rtol=0, atol=1e-5)
-    torch.testing.assert_close(got.loss, expected.loss, rtol=0, atol=1e-5)
+    pixel_values, mask, _ = parity_batch(ours.config, batch, masks)
+    assert_outputs_match(reference, ours, {"reconstruction": 1e-5, "loss": 1e-5}, pixel_values=pixel_values,
+                         bool_masked_pos=mask)
 
 
 def test_conversion_back_to_transformers_layout_round_trips():
@@ -241,11 +230,7 @@ def test_depth_rescale_and_index_survive_from_pretrained(tmp_path):
 
 def pretrained_folder(tmp_path, seed=0):
     torch.manual_seed(seed)
-    model = MimSimMIMForPreTraining(MimSimMIMConfig(**TINY))
-    with torch.no_grad():
-        model.vit.rel_pos_bias.relative_position_bias_table.normal_()
-    model.save_pretrained(tmp_path)
-    return model
+    return save_with_random_shared_table(MimSimMIMForPreTraining(MimSimMIMConfig(**TINY)), tmp_path)
 
 
 @pytest.mark.parametrize("route", ["kwarg", "finetune_overrides_config"])
@@ -272,10 +257,7 @@ def test_finetune_overrides_are_simmims_recipe():
 
 def test_default_config_is_the_official_vit_b_16_pretraining():
     config = MimSimMIMConfig()
-    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 12)
-    assert config.qkv_bias == "qv" and config.layer_scale_init_value == 0.1 and config.drop_path_rate == 0.1
-    assert config.position_embedding_type == "none" and config.relative_position_bias == "shared"
-    assert config.use_mask_token and config.pooling == "mean" and config.layer_norm_eps == 1e-6
+    assert_beit_style_vit_b(config)
     assert (config.mask_patch_size, config.mask_ratio, config.encoder_stride) == (32, 0.6, 16)
 
 
@@ -295,8 +277,7 @@ def test_plain_vit_configuration_is_transformers_vit():
     ({"position_embedding_type": "sincos_mae"}, "position_embedding_type"),
 ])
 def test_impossible_configs_fail_naming_the_field(overrides, needle):
-    with pytest.raises(ValueError, match=needle):
-        MimSimMIMConfig(**{**TINY, **overrides})
+    assert_refused(MimSimMIMConfig, {**TINY, **overrides}, needle)
 
 
 # ----------------------------------------------------------------------------------------------- processor
@@ -304,8 +285,7 @@ def test_impossible_configs_fail_naming_the_field(overrides, needle):
 
 def test_processor_defaults_mask_exactly_120_of_196_in_aligned_2x2_blocks():
     processor = MimSimMIMImageProcessor()
-    assert processor.size["height"] == 224 and processor.pretraining_kwargs() == {"return_bool_masked_pos": True}
-    assert list(processor.image_mean) == [0.485, 0.456, 0.406] and list(processor.image_std) == [0.229, 0.224, 0.225]
+    assert_default_processor(processor, {"return_bool_masked_pos": True})
     for seed in range(5):
         mask = processor.generate_mask(random.Random(seed))
         assert mask.shape == (14, 14) and mask.dtype == bool and mask.sum() == 120
@@ -316,11 +296,8 @@ def test_processor_defaults_mask_exactly_120_of_196_in_aligned_2x2_blocks():
 def test_processor_masks_are_seeded_and_take_their_sizes_from_the_config(tmp_path):
     processor = MimSimMIMImageProcessor.for_model_config(MimSimMIMConfig(**TINY))
     assert (processor.patch_size, processor.mask_patch_size, processor.mask_ratio) == (4, 8, 0.6)
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 50, 3), dtype=np.uint8))
-              for i in range(3)]
-    first = processor(images, return_tensors="np", mask_seed=7, **processor.pretraining_kwargs())
-    again = processor(images, return_tensors="np", mask_seed=7, **processor.pretraining_kwargs())
-    other = processor(images, return_tensors="np", mask_seed=8, **processor.pretraining_kwargs())
+    images = random_images(3, 40, 50)
+    first, again, other = pretraining_batches(processor, images, 7, 7, 8)
     masks_ = first["bool_masked_pos"]
     assert masks_.shape == (3, 64) and masks_.dtype == bool and masks_.sum(axis=1).tolist() == [40, 40, 40]
     np.testing.assert_array_equal(masks_, again["bool_masked_pos"])
@@ -328,22 +305,12 @@ def test_processor_masks_are_seeded_and_take_their_sizes_from_the_config(tmp_pat
     rng = random.Random(7)  # the processor's per-call generator, drawn once per image
     expected = [simmim_mask(32, 8, 4, 0.6, rng=rng).reshape(-1) for _ in images]
     np.testing.assert_array_equal(masks_, np.stack(expected))
-    plain = processor(images[0], return_tensors="np")
-    assert set(plain) == {"pixel_values"}  # pipelines see only what the base processor gives
-    base = MimImageProcessor(size={"height": 32, "width": 32})(images[0], return_tensors="np")
-    np.testing.assert_array_equal(plain["pixel_values"], base["pixel_values"])
+    assert_plain_call_is_the_base_processor(processor, images[0], 32)
     processor.save_pretrained(tmp_path)
     loaded = MimSimMIMImageProcessor.from_pretrained(tmp_path)
     assert (loaded.mask_patch_size, loaded.patch_size, loaded.size["height"]) == (8, 4, 32)
 
 
 def test_processor_output_trains_the_model():
-    config = MimSimMIMConfig(**TINY)
-    processor = MimSimMIMImageProcessor.for_model_config(config)
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8))
-              for i in range(2)]
-    batch = processor(images, return_tensors="pt", mask_seed=0, **processor.pretraining_kwargs())
-    model = MimSimMIMForPreTraining(config).train()
-    loss = model(**batch).loss
-    loss.backward()
+    model, loss = train_on_processor_output(MimSimMIMConfig(**TINY), MimSimMIMImageProcessor, MimSimMIMForPreTraining)
     assert torch.isfinite(loss) and model.vit.mask_token.grad.abs().sum() > 0

@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 import numpy as np
+import hf_mim.metrics.base as local_metrics
 
 _DESCRIPTION = "Fraction of predictions equal to the references."
 _KWARGS_DESCRIPTION = """
@@ -15,14 +16,10 @@ Returns:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Accuracy(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-        )
+class Accuracy(local_metrics.LocalMetric):
+    metric_description = _DESCRIPTION
+    metric_arguments = _KWARGS_DESCRIPTION
+    input_features = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
 
     def _compute(self, predictions, references):
         predictions = np.asarray(predictions)

@@ -4,6 +4,7 @@ among the k highest scores (ties broken by the lower class id)."""
 import datasets
 import evaluate
 import numpy as np
+import hf_mim.metrics.base as local_metrics
 
 _DESCRIPTION = "Fraction of references whose class is among the k highest-scoring classes."
 _KWARGS_DESCRIPTION = """
@@ -17,16 +18,12 @@ Returns:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class TopKAccuracy(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Sequence(datasets.Value("float32")), "references": datasets.Value("int64")}
-            ),
-        )
+class TopKAccuracy(local_metrics.LocalMetric):
+    metric_description = _DESCRIPTION
+    metric_arguments = _KWARGS_DESCRIPTION
+    input_features = datasets.Features(
+        {"predictions": datasets.Sequence(datasets.Value("float32")), "references": datasets.Value("int64")}
+    )
 
     def _compute(self, predictions, references, k=5):
         scores = np.asarray(predictions, dtype=np.float64)
