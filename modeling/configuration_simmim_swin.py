@@ -90,6 +90,26 @@ class MimSimMIMSwinConfig(PretrainedConfig):
         return self.num_features
 
     @property
+    def num_hidden_layers(self) -> int:
+        """Blocks over all stages (the depth layer-wise lr decay counts)."""
+        return sum(self.depths)
+
+    @property
+    def num_attention_heads(self) -> int:
+        """Heads of the last stage, whose tokens the probes (and an attentive probe's heads) see."""
+        return self.num_heads[-1]
+
+    @property
+    def needs_tokenizer(self) -> bool:
+        """SimMIM regresses pixels: no visual tokenizer."""
+        return False
+
+    def architecture_summary(self) -> str:
+        return (f"{self.model_type}, image {self.image_size}, patch {self.patch_size}, Swin stages {self.depths} "
+                f"of widths {[self.embed_dim * 2**i for i in range(self.num_stages)]}, heads {self.num_heads}, "
+                f"window {self.window_size}")
+
+    @property
     def total_stride(self) -> int:
         return self.patch_size * 2 ** (self.num_stages - 1)
 

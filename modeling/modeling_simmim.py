@@ -4,7 +4,6 @@ masked pixels only. Layout of the pipeline as microsoft/SimMIM `models/simmim.py
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +16,7 @@ from .configuration_simmim import MimSimMIMConfig
 from .losses import masked_l1_loss
 from .mim_base import MimPreTrainedModel, PictureView
 from .task_heads import EncoderModelMixin, ImageClassificationMixin
-from .vit import ViTEncoder
+from .vit import ViTEncoder, init_conv_as_pytorch_default
 
 # SimMIM's fine-tuning ViT starts the classifier near zero: trunc-normal(0.02), then x 0.001 (init_scale).
 HEAD_INIT_SCALE = 1e-3
@@ -35,6 +34,48 @@ class MimSimMIMPreTrainingOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
     bool_masked_pos: torch.BoolTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def pixel_shuffle_head(in_channels: int, encoder_stride: int, num_channels: int) -> nn.Sequential:
+    """SimMIM's one-layer head: 1x1 conv to stride**2 * channels, then PixelShuffle(stride) back to pixels.
+    An `nn.Sequential`, so its keys (`decoder.0.*`) are those of the official SimMIM and of transformers."""
+    return nn.Sequential(nn.Conv2d(in_channels, encoder_stride**2 * num_channels, kernel_size=1),
+                         nn.PixelShuffle(encoder_stride))
+
+
+def require_masked_pos(model_name: str, bool_masked_pos: torch.Tensor | None) -> torch.Tensor:
+    """(B, L) bool from the (B, L) or (B, h, w) mask a pretraining forward needs; refused with the fix when absent."""
+    if bool_masked_pos is None:
+        raise ValueError(
+            f"{model_name} needs bool_masked_pos (batch, num_patches), True = masked: call the image processor with "
+            "return_bool_masked_pos=True (see processor.pretraining_kwargs())"
+        )
+    return bool_masked_pos.flatten(1).bool()
+
+
+def reconstruction_output(reconstruction: torch.Tensor, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor,
+                          grid: tuple[int, int], patch_size: int, hidden_states, return_dict: bool | None):
+    """The loss and output of a SimMIM head's (B, C, H, W) `reconstruction` of `pixel_values`, the patch mask laid
+    out on `grid` with `patch_size` px patches."""
+    pixel_mask = patch_mask_to_pixels(bool_masked_pos, grid, patch_size)
+    # L1 on masked pixels only, per masked pixel-channel
+    loss = masked_l1_loss(reconstruction, pixel_values, pixel_mask)
+    out = MimSimMIMPreTrainingOutput(loss=loss, reconstruction=reconstruction, bool_masked_pos=bool_masked_pos,
+                                     hidden_states=hidden_states)
+    return out if return_dict is not False else out.to_tuple()
+
+
+class ReconstructionPictureMixin:
+    """The card's picture of a SimMIM pretraining model, whatever its encoder."""
+
+    def picture_view(self, batch: dict, outputs: MimSimMIMPreTrainingOutput) -> PictureView:
+        """"pixels": the reconstruction is already in the input's normalised pixel space."""
+        return PictureView("pixels", outputs.bool_masked_pos, outputs.reconstruction)
+
+    def reconstruct_pixels(self, batch: dict, out: MimSimMIMPreTrainingOutput):
+        """(reconstruction (B, C, H, W), patch mask (B, L)): the older picture entry point, `picture_view`'s data."""
+        view = self.picture_view(batch, out)
+        return view.predicted, view.bool_masked_pos
 
 
 def patch_mask_to_pixels(bool_masked_pos: torch.Tensor, grid: tuple[int, int], patch_size: int) -> torch.Tensor:
@@ -68,9 +109,7 @@ class MimSimMIMPreTrainedModel(SharedToPerLayerBiasMixin, MimPreTrainedModel):
         elif isinstance(module, nn.Conv2d):
             decoder = getattr(self, "decoder", None)
             if decoder is not None and module is decoder[0]:
-                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-                bound = 1.0 / math.sqrt(module.weight[0].numel())
-                init.uniform_(module.bias, -bound, bound)
+                init_conv_as_pytorch_default(module)
             else:
                 init.trunc_normal_(module.weight, std=std)
                 if module.bias is not None:
@@ -91,7 +130,7 @@ class MimSimMIMModel(EncoderModelMixin, MimSimMIMPreTrainedModel):
     optionally replaces patches by the mask token, as in pretraining."""
 
 
-class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
+class MimSimMIMForPreTraining(ReconstructionPictureMixin, MimSimMIMPreTrainedModel):
     """`encode` (all patches, masked ones -> mask token) -> drop cls, (B, D, h, w) -> `decoder` (1x1 conv to
     stride^2 * C channels, PixelShuffle(stride)) -> (B, C, H, W) -> L1 on the masked pixels.
 
@@ -102,10 +141,7 @@ class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
     def __init__(self, config: MimSimMIMConfig):
         super().__init__(config)
         self.vit = ViTEncoder(config)
-        self.decoder = nn.Sequential(
-            nn.Conv2d(config.hidden_size, config.encoder_stride**2 * config.num_channels, kernel_size=1),
-            nn.PixelShuffle(config.encoder_stride),
-        )
+        self.decoder = pixel_shuffle_head(config.hidden_size, config.encoder_stride, config.num_channels)
         self.post_init()
 
     def encode(self, pixel_values, bool_masked_pos, interpolate_pos_encoding=False, output_hidden_states=False):
@@ -129,32 +165,14 @@ class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
         pixel_values: (B, C, H, W) the normalised image; it is also the reconstruction target.
         bool_masked_pos: (B, L) or (B, h, w), True = masked (the processor's `return_bool_masked_pos=True`).
         """
-        if bool_masked_pos is None:
-            raise ValueError(
-                "MimSimMIMForPreTraining needs bool_masked_pos (batch, num_patches), True = masked: call the image "
-                "processor with return_bool_masked_pos=True (see processor.pretraining_kwargs())"
-            )
-        bool_masked_pos = bool_masked_pos.flatten(1).bool()
+        bool_masked_pos = require_masked_pos(type(self).__name__, bool_masked_pos)
         output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
         features, all_hidden = self.encode(
             pixel_values, bool_masked_pos, interpolate_pos_encoding, output_hidden_states
         )
-        reconstruction = self.decoder(features)
-        pixel_mask = patch_mask_to_pixels(bool_masked_pos, self.grid_of(pixel_values), self.config.patch_size)
-        # L1 on masked pixels only, per masked pixel-channel
-        loss = masked_l1_loss(reconstruction, pixel_values, pixel_mask)
-        out = MimSimMIMPreTrainingOutput(loss=loss, reconstruction=reconstruction, bool_masked_pos=bool_masked_pos,
-                                         hidden_states=all_hidden)
-        return out if return_dict is not False else out.to_tuple()
+        return reconstruction_output(self.decoder(features), pixel_values, bool_masked_pos, self.grid_of(pixel_values),
+                                     self.config.patch_size, all_hidden, return_dict)
 
-    def picture_view(self, batch: dict, outputs: MimSimMIMPreTrainingOutput) -> PictureView:
-        """"pixels": the reconstruction is already in the input's normalised pixel space."""
-        return PictureView("pixels", outputs.bool_masked_pos, outputs.reconstruction)
-
-    def reconstruct_pixels(self, batch: dict, out: MimSimMIMPreTrainingOutput):
-        """(reconstruction (B, C, H, W), patch mask (B, L)): the older picture entry point, `picture_view`'s data."""
-        view = self.picture_view(batch, out)
-        return view.predicted, view.bool_masked_pos
 
 
 class MimSimMIMForImageClassification(ImageClassificationMixin, MimSimMIMPreTrainedModel):

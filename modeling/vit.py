@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -313,6 +314,15 @@ def build_blocks(config, depth: int | None = None, dim: int | None = None, num_h
         )
         for i in range(depth)
     )
+
+
+def init_conv_as_pytorch_default(conv: nn.Module) -> None:
+    """PyTorch's own convolution draw (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))), for the convolutions
+    the official code builds after its own init (SimMIM's head) or never re-initialises (Swin's patch embedding)."""
+    init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
+    if conv.bias is not None:
+        bound = 1.0 / math.sqrt(conv.weight[0].numel())
+        init.uniform_(conv.bias, -bound, bound)
 
 
 def substitute_mask_token(x: torch.Tensor, bool_masked_pos: torch.Tensor, mask_token: nn.Parameter | None):
