@@ -52,7 +52,8 @@ class MimSimMIMSwinConfig(PretrainedConfig):
         mask_ratio: float = 0.6,
         **kwargs,
     ):
-        for derived in ("hidden_size", "num_layers"):  # written by transformers' SwinConfig; derived here
+        # written by transformers' SwinConfig or asked of every hf-mim config; derived here from depths and heads
+        for derived in ("hidden_size", "num_layers", "num_hidden_layers", "num_attention_heads"):
             kwargs.pop(derived, None)
         self.image_size = image_size
         self.patch_size = patch_size
