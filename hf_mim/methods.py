@@ -223,8 +223,11 @@ METHODS: dict[str, Method] = {
         finetune_recipe=FinetuneRecipe(1.25e-3, 512, warmup_epochs=20),
         targets=("pixels",), picture_captions={"pixels": PIXELS_CAPTION},
         conversion_sources={
+            # one id for both official encoders: a checkpoint with Swin stages converts into the swin backbone
             "simmim-official": sources.Source(SIMMIM_OFFICIAL, "qv", "microsoft/SimMIM ViT checkpoint (pretraining "
-                                              "or fine-tuned)", sources.from_shapes()),
+                                              "or fine-tuned)", sources.from_shapes(),
+                                              variant=sources.swin_if_swin_layout),
+            "hf-swin-mim": sources.HF_SWIN_SOURCE,
             "hf-vit-mim": sources.Source(HF_VIT_MIM, "full", "transformers ViTForMaskedImageModeling folder",
                                          sources.hf_fields_from_shapes, read=sources.read_hf_folder,
                                          check=sources.check_against_hf_vit_mim, normalization="imagenet-standard"),

@@ -20,7 +20,9 @@ class MimSimMIMSwinConfig(PretrainedConfig):
     (32), which the head's PixelShuffle undoes.
     mask_patch_size: side in pixels of a mask cell (32); the processor spreads each cell over the
     (mask_patch_size / patch_size)**2 stride-4 patches it covers. mask_ratio: fraction of the cells masked,
-    ceil(ratio * cells) exactly (192 px: 22 of 36 cells, 1408 of 2304 patches).
+    ceil(ratio * cells) exactly (192 px: 22 of 36 cells, 1408 of 2304 patches). use_mask_token: whether the
+    feature model (`AutoModel`) has the mask token (False for an encoder converted from weights without one; the
+    pretraining model always has it, the classifier never).
     """
 
     model_type = "mim_simmim_swin"
@@ -50,6 +52,7 @@ class MimSimMIMSwinConfig(PretrainedConfig):
         encoder_stride: int = 32,
         mask_patch_size: int = 32,
         mask_ratio: float = 0.6,
+        use_mask_token: bool = True,
         **kwargs,
     ):
         # written by transformers' SwinConfig or asked of every hf-mim config; derived here from depths and heads
@@ -74,6 +77,7 @@ class MimSimMIMSwinConfig(PretrainedConfig):
         self.encoder_stride = encoder_stride
         self.mask_patch_size = mask_patch_size
         self.mask_ratio = mask_ratio
+        self.use_mask_token = use_mask_token
         super().__init__(**kwargs)
         self.validate_swin()
 

@@ -50,7 +50,7 @@ class MimSimMIMSwinModel(MimSimMIMSwinPreTrainedModel):
 
     def __init__(self, config: MimSimMIMSwinConfig):
         super().__init__(config)
-        self.swin = SwinEncoder(config)
+        self.swin = SwinEncoder(config, use_mask_token=config.use_mask_token)
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,

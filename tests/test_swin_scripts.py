@@ -122,3 +122,87 @@ def test_probes_run_on_swin_features(tmp_path, pretrained, protocol):
                          "--output_dir", str(tmp_path)])
     assert result["train_examples"] == 800 and result["eval_examples"] == 200 and 0 <= result["top1"] <= 1
     assert result["feature"] == ("patch tokens" if protocol == "attentive" else "mean")  # no cls token to take
+
+
+# ----------------------------------------------------------------------------------------------- conversion
+
+convert = load_script("convert_checkpoint")
+TINY_SWIN_FIELDS = dict(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4,
+                        encoder_stride=4)
+
+
+def official_swin_checkpoint(path, classifier: bool = False):
+    """A fake microsoft/SimMIM Swin checkpoint from a random model of ours: our names under `encoder.` (pretraining)
+    or at the top level (fine-tuned), plus the derived buffers the official code saves (bias index, shift masks)."""
+    from hf_mim.modeling.configuration_simmim_swin import MimSimMIMSwinConfig
+    from hf_mim.modeling.modeling_simmim_swin import MimSimMIMSwinForImageClassification, MimSimMIMSwinForPreTraining
+    from hf_mim.modeling.swin import WindowAttention
+
+    torch.manual_seed(0)
+    config = MimSimMIMSwinConfig(**TINY_SWIN_FIELDS, mask_patch_size=8, num_labels=3)
+    model = (MimSimMIMSwinForImageClassification if classifier else MimSimMIMSwinForPreTraining)(config).eval()
+    prefix = "" if classifier else "encoder."
+    state_dict = {(prefix + k.removeprefix("swin.") if k.startswith("swin.") else k): v.clone()
+                  for k, v in model.state_dict().items()}
+    for name, module in model.named_modules():
+        if isinstance(module, WindowAttention):
+            block = prefix + name.removeprefix("swin.").removesuffix(".attn")
+            state_dict[f"{block}.attn.relative_position_index"] = module.relative_position_index.clone()
+            if module.shift_mask is not None:
+                state_dict[f"{block}.attn_mask"] = module.shift_mask.clone()
+    torch.save({"model": state_dict}, path)
+    return model
+
+
+@pytest.mark.parametrize("classifier", [False, True], ids=["pretraining", "fine-tuned"])
+def test_official_swin_checkpoint_is_detected_and_round_trips_exactly(tmp_path, classifier):
+    from safetensors.torch import load_file
+
+    model = official_swin_checkpoint(tmp_path / "swin.pth", classifier)
+    summary = convert.main(["--from", "simmim-official", "--checkpoint", str(tmp_path / "swin.pth"),
+                            "--output_dir", str(tmp_path / "out"), "--config_overrides", "mask_patch_size=8"])
+    expected = "MimSimMIMSwinForImageClassification" if classifier else "MimSimMIMSwinForPreTraining"
+    assert summary["model_class"] == expected and summary["dropped"] == []  # index and shift masks: rebuilt
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert {k: config[k] for k in TINY_SWIN_FIELDS} == TINY_SWIN_FIELDS  # image size read off the shift masks
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    assert saved.keys() == model.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_official_swin_bias_tables_resample_for_another_window_and_image_size(tmp_path):
+    from safetensors.torch import load_file
+
+    from hf_mim.convert_swin import resize_window_bias_tables
+
+    model = official_swin_checkpoint(tmp_path / "swin.pth")
+    convert.main(["--from", "simmim-official", "--checkpoint", str(tmp_path / "swin.pth"), "--output_dir",
+                  str(tmp_path / "out"), "--image_size", "64", "--config_overrides", "mask_patch_size=8,window_size=8"])
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["image_size"], config["window_size"]) == (64, 8)
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    expected = dict(model.state_dict())
+    resize_window_bias_tables(expected, 8)
+    key = "swin.layers.1.blocks.1.attn.relative_position_bias_table"
+    assert saved[key].shape == (15 * 15, 4) and torch.equal(saved[key], expected[key])
+    with pytest.raises(ValueError, match="window_size"):  # 64 px at window 6: stage grids 32 and 16 do not tile
+        convert.main(["--from", "simmim-official", "--checkpoint", str(tmp_path / "swin.pth"), "--output_dir",
+                      str(tmp_path / "bad"), "--config_overrides", "mask_patch_size=8,window_size=6"])
+
+
+@pytest.mark.parametrize("architecture", ["SwinForMaskedImageModeling", "SwinModel", "SwinForImageClassification"])
+def test_transformers_swin_folders_convert_with_equal_outputs(tmp_path, architecture):
+    import transformers
+    from transformers import SwinConfig
+
+    torch.manual_seed(0)
+    reference = getattr(transformers, architecture)(SwinConfig(**TINY_SWIN_FIELDS, num_labels=3))
+    reference.save_pretrained(tmp_path / "hf")
+    summary = convert.main(["--from", "hf-swin-mim", "--checkpoint", str(tmp_path / "hf"), "--output_dir",
+                            str(tmp_path / "out"), "--config_overrides", "mask_patch_size=8"])
+    expected = {"SwinForMaskedImageModeling": "MimSimMIMSwinForPreTraining", "SwinModel": "MimSimMIMSwinModel",
+                "SwinForImageClassification": "MimSimMIMSwinForImageClassification"}[architecture]
+    assert summary["model_class"] == expected and summary["max_abs_difference"] < 1e-5
+    if architecture != "SwinForImageClassification":  # transformers' SwinModel has no mask token by default
+        config = json.loads((tmp_path / "out" / "config.json").read_text())
+        assert config["use_mask_token"] is (architecture == "SwinForMaskedImageModeling")
