@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from . import checkpoint_sources as sources
 from .benchmarking import (BenchmarkPeer, beit_size_overrides, build_beit_pairs, build_mae_pairs, build_simmim_pairs,
-                           mae_forward_flops, pixel_head_forward_flops, simmim_size_overrides,
-                           token_head_forward_flops)
+                           build_swin_simmim_pairs, mae_forward_flops, pixel_head_forward_flops, simmim_size_overrides,
+                           swin_config_kwargs, swin_forward_flops, token_head_forward_flops)
+from .convert_swin import HF_SWIN
 from .convert import (BEIT_UNILM, CAE_MMPRETRAIN, CAE_OFFICIAL, HF_BEIT, HF_VIT_MAE, HF_VIT_MIM, MAE_OFFICIAL,
                       MASKFEAT_MMPRETRAIN, MASKFEAT_SLOWFAST, SIMMIM_OFFICIAL)
 from .modeling.configuration_beit import MimBeitConfig
@@ -138,6 +139,8 @@ def simmim_swin_backbone() -> Backbone:
         MimSimMIMSwinForImageClassification, SWIN_DEMO, title="Swin Transformer",
         pretrain_recipe=SIMMIM_PRETRAIN,
         finetune_recipe=FinetuneRecipe(1.25e-3, 512, layer_decay=0.9, warmup_epochs=20),
+        benchmark_peer=BenchmarkPeer("SwinForMaskedImageModeling", build_swin_simmim_pairs, HF_SWIN, swin_forward_flops,
+                                     config_kwargs=swin_config_kwargs),
     )
 
 

@@ -34,6 +34,7 @@ import torch
 
 import hf_mim
 from hf_mim.arguments import ArgumentParser, non_negative_int, positive_float, positive_int, run_main
+from hf_mim.methods import backbone_families
 from hf_mim.benchmarking import (
     SIZES,
     build_pairs,
@@ -66,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=None,
                    help="comma list; default: every method of hf_mim.METHODS with a transformers peer")
+    p.add_argument("--backbone", choices=backbone_families(), default="vit",
+                   help="encoder family: vit, or swin (SimMIM's Swin-T/S/B for tiny/small/base, at 192 px window 6, "
+                        "against transformers' SwinForMaskedImageModeling)")
     p.add_argument("--sizes", default="tiny,small,base",
                    help="comma list of tiny (192/12/3), small (384/12/6), base (768/12/12), custom")
     p.add_argument("--custom_size", default=None,
@@ -99,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--device cuda but torch sees no GPU")
     if args.warmup < 0 or args.repeats < 1 or args.data_samples < 1:
         p.error("--warmup must be >= 0, --repeats and --data_samples >= 1")
-    args.methods = resolve_methods(p, args.methods)
+    args.methods = resolve_methods(p, args.methods, args.backbone)
     args.sizes = resolve_sizes(p, args.sizes, args.custom_size)
     args.batch_sizes = resolve_batch_sizes(p, args.batch_size, args.sizes, args.device)
     args.phases = [x for x in args.phases.split(",") if x]
@@ -110,14 +114,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_methods(p, text):
+def resolve_methods(p, text, backbone="vit"):
     available = methods_with_peers()
+    if backbone != "vit":
+        available = [m for m in available if backbone in hf_mim.get_method(m).backbones]
     if text is None:
         return available
     methods = [m for m in text.split(",") if m]
     for m in methods:
         if m not in available:
-            p.error(f"--methods: no transformers peer is known for {m!r}; choose from {', '.join(available)}")
+            p.error(f"--methods: no transformers peer is known for {m!r} on a {backbone} backbone; choose from "
+                    f"{', '.join(available)}")
     return methods
 
 
@@ -208,9 +215,9 @@ def benchmark_phase(args, device, pairs, phase, size, batch_size) -> dict:
     cpu_times = {}
     times = round_robin(fns, warmup=1, repeats=args.repeats, device=device, cpu_times=cpu_times)
     if phase == "train":
-        flops = training_flops(hf_mim.get_method(pairs.method), pairs.config, pairs.num_masked)
+        flops = pairs.train_flops or training_flops(hf_mim.get_method(pairs.method), pairs.config, pairs.num_masked)
     else:
-        flops = inference_flops(size, pairs.config.num_channels)
+        flops = pairs.inference_flops or inference_flops(size, pairs.config.num_channels)
     result = {"flops_per_image": flops, "ratio": paired_ratio(times["ours"], times["peer"])}
     if device.type == "cpu":  # CPU seconds: the fairer clock when other jobs share the cores
         result["cpu_time_ratio"] = paired_ratio(cpu_times["ours"], cpu_times["peer"])
@@ -237,12 +244,13 @@ def run_models(args, device) -> list[dict]:
     results = []
     for method in args.methods:
         for size, batch_size in zip(args.sizes, args.batch_sizes):
-            peer = hf_mim.get_method(method).benchmark_peer.description
+            chosen = hf_mim.get_method(method)
+            peer = chosen.peer(chosen.backbone(args.backbone)).description
             logger.info("%s %s batch %d: building ours and %s", method, size.name, batch_size, peer)
             entry = {"method": method, "size": size.name, "dims": {**asdict(size), "mlp": size.intermediate_size},
-                     "batch_size": batch_size, "peer": peer}
+                     "batch_size": batch_size, "peer": peer, "backbone": args.backbone}
             try:
-                pairs = build_pairs(method, size, batch_size, device, args.seed, args.config_overrides)
+                pairs = build_pairs(method, size, batch_size, device, args.seed, args.config_overrides, args.backbone)
             except Exception as error:  # one method's missing piece must not hide the others' numbers
                 logger.exception("skipping %s %s", method, size.name)
                 entry["error"] = f"{type(error).__name__}: {error}"
@@ -356,6 +364,12 @@ def fmt_ms(stats) -> str:
     return f"{stats['median_s'] * 1e3:.4g} ({stats['min_s'] * 1e3:.4g}–{stats['max_s'] * 1e3:.4g})"
 
 
+def method_label(entry) -> str:
+    """"simmim", or "simmim-swin" for another backbone family than the ViT."""
+    backbone = entry.get("backbone", "vit")
+    return entry["method"] if backbone == "vit" else f"{entry['method']}-{backbone}"
+
+
 def markdown_models(results, device) -> str:
     cuda = device.type == "cuda"
     head = ["method", "size", "phase", "batch", "ours ms (min–max)", "peer ms (min–max)", "ratio peer/ours (min–max)",
@@ -367,14 +381,14 @@ def markdown_models(results, device) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in results:
         if "error" in entry:
-            lines.append(f"| {entry['method']} | {entry['size']} | error: {entry['error'][:80]} |")
+            lines.append(f"| {method_label(entry)} | {entry['size']} | error: {entry['error'][:80]} |")
             continue
         for phase in ("train", "inference"):
             if phase not in entry:
                 continue
             r = entry[phase]
             ratio = r["ratio"]
-            row = [entry["method"], entry["size"], phase, str(entry["batch_size"]), fmt_ms(r["ours"]),
+            row = [method_label(entry), entry["size"], phase, str(entry["batch_size"]), fmt_ms(r["ours"]),
                    fmt_ms(r["peer"]), f"{ratio['median']:.3f} ({ratio['min']:.2f}–{ratio['max']:.2f})",
                    f"{r['ours']['images_per_s']:.1f}", f"{r['peer']['images_per_s']:.1f}"]
             if not cuda:
@@ -390,7 +404,7 @@ def markdown_models(results, device) -> str:
         if "error" in entry:
             continue
         gap = entry["eval_loss"]
-        notes.append(f"- {entry['method']} {entry['size']}: weights {entry['weights']}; eval loss ours "
+        notes.append(f"- {method_label(entry)} {entry['size']}: weights {entry['weights']}; eval loss ours "
                      f"{gap['ours']:.6g} vs peer {gap['peer']:.6g}; peer attention {entry['attn_implementation']}"
                      + "".join(f"; {n}" for n in entry["notes"]))
     return "\n".join(lines + [""] + notes)

@@ -206,3 +206,35 @@ def test_transformers_swin_folders_convert_with_equal_outputs(tmp_path, architec
     if architecture != "SwinForImageClassification":  # transformers' SwinModel has no mask token by default
         config = json.loads((tmp_path / "out" / "config.json").read_text())
         assert config["use_mask_token"] is (architecture == "SwinForMaskedImageModeling")
+
+
+# ----------------------------------------------------------------------------------------------- benchmark
+
+benchmark = load_script("benchmark")
+
+
+def test_swin_flop_count_matches_the_published_swin_t_s_b_numbers():
+    from hf_mim.benchmarking import SWIN_SIZES, swin_forward_flops, swin_head_flops
+    from hf_mim.modeling.configuration_simmim_swin import MimSimMIMSwinConfig
+
+    published_gmacs = {"tiny": 4.5, "small": 8.7, "base": 15.4}  # Swin-T/S/B at 224 px, window 7 (Liu et al.)
+    for name, fields in SWIN_SIZES.items():
+        config = MimSimMIMSwinConfig(**fields, image_size=224, window_size=7)
+        encoder = swin_forward_flops(config) - swin_head_flops(config)
+        assert encoder / 2e9 == pytest.approx(published_gmacs[name], abs=0.05), name
+
+
+def test_benchmark_times_simmim_swin_against_transformers_swin_with_shared_weights(tmp_path, capsys):
+    report = benchmark.main(["--methods", "simmim", "--backbone", "swin", "--sizes", "tiny", "--batch_size", "1",
+                             "--config_overrides", "embed_dim=24,image_size=64,window_size=2", "--warmup", "0",
+                             "--repeats", "1", "--device", "cpu", "--threads", "1", "--output",
+                             str(tmp_path / "b.json")])
+    (entry,) = report["results"]
+    assert entry["peer"] == "SwinForMaskedImageModeling" and entry["backbone"] == "swin"
+    assert entry["weights"] == "shared (hf_mim.convert_swin.HF_SWIN)"
+    assert entry["trainable_params"]["ours"] == entry["trainable_params"]["peer"]
+    assert entry["eval_loss"]["abs_diff"] < 1e-5
+    assert entry["config"]["depths"] == [2, 2, 6, 2] and entry["train"]["ratio"]["median"] > 0
+    assert "| simmim-swin | tiny | train | 1 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # MAE has no Swin
+        benchmark.parse_args(["--methods", "mae", "--backbone", "swin"])
