@@ -238,3 +238,26 @@ def test_benchmark_times_simmim_swin_against_transformers_swin_with_shared_weigh
     assert "| simmim-swin | tiny | train | 1 |" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # MAE has no Swin
         benchmark.parse_args(["--methods", "mae", "--backbone", "swin"])
+
+
+# ----------------------------------------------------------------------------------------------- Fashion-MNIST
+
+
+def test_fashion_mnist_benchmark_runs_a_simmim_swin_row(tmp_path):
+    from test_probe_script import write_fashion_idx
+
+    fmnist = load_script("benchmark_fashion_mnist")
+    out = tmp_path / "bench"
+    report = fmnist.main(["--methods", "simmim:swin", "--fashion_mnist_dir", str(write_fashion_idx(tmp_path / "idx")),
+                          "--train_subset", "20", "--test_subset", "10", "--pretrain_steps", "2", "--finetune_steps",
+                          "2", "--batch_size", "8", "--config_overrides", TINY_SWIN, "--probe_epochs", "2",
+                          "--probe_batch_size", "8", "--k", "3", "--device", "cpu", "--output_dir", str(out)])
+    row = report["methods"]["simmim-swin"]
+    assert row["pretrain"]["steps"] == 2
+    for label in ("pretrained", "random_init"):
+        assert all(0.0 <= row[label][protocol]["top1"] <= 1.0 for protocol in ("knn", "linear", "finetune"))
+    assert json.loads((out / "models" / "simmim-swin-pretrain" / "config.json").read_text())["embed_dim"] == 16
+    table = (out / "results.md").read_text()
+    assert "| SIMMIM-SWIN | pretrained (2 updates) |" in table and "simmim-swin: demo swin (" in table
+    with pytest.raises(SystemExit):
+        fmnist.parse_args(["--methods", "mae:swin"])
