@@ -13,7 +13,7 @@ from .mim_base import MimPreTrainedModel
 from .modeling_simmim import (MimSimMIMPreTrainingOutput, ReconstructionPictureMixin, pixel_shuffle_head,
                               reconstruction_output, require_masked_pos)
 from .swin import SwinEncoder, init_swin_module
-from .task_heads import classification_loss
+from .task_heads import FinetuneLoadingMixin, classification_loss
 
 
 class MimSimMIMSwinPreTrainedModel(MimPreTrainedModel):
@@ -92,11 +92,12 @@ class MimSimMIMSwinForPreTraining(ReconstructionPictureMixin, MimSimMIMSwinPreTr
                                      (grid, grid), self.config.patch_size, all_hidden, return_dict)
 
 
-class MimSimMIMSwinForImageClassification(MimSimMIMSwinPreTrainedModel):
+class MimSimMIMSwinForImageClassification(FinetuneLoadingMixin, MimSimMIMSwinPreTrainedModel):
     """Swin encoder -> final LayerNorm on every last-stage token -> global average pool -> linear `head`, as the
     official Swin classifier (and transformers' SwinForImageClassification). No mask token: nothing is masked in
     fine-tuning, and an unused trainable parameter would break DDP. `labels`: class ids (B,) or soft targets
-    (B, num_labels) from mixup/cutmix; `config.label_smoothing` applies to ids."""
+    (B, num_labels) from mixup/cutmix; `config.label_smoothing` applies to ids. Loaded from a pretraining folder it
+    gets the fine-tuning switches (`config.finetune_overrides`: drop path 0.1)."""
 
     _keys_to_ignore_on_load_unexpected = [r"^swin\.mask_token$", r"^decoder\."]
 

@@ -448,3 +448,17 @@ def test_remote_code_loads_without_hf_mim(tmp_path):
     assert result.stdout.split() == ["MimSimMIMSwinForPreTraining", "MimSimMIMSwinModel",
                                      "MimSimMIMSwinForImageClassification", "MimSimMIMSwinImageProcessor"]
     torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), expected, rtol=0, atol=1e-6)
+
+
+def test_classifier_from_a_pretraining_folder_gets_the_fine_tuning_switches(tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    import hf_mim  # noqa: F401
+
+    MimSimMIMSwinForPreTraining(tiny_config()).save_pretrained(tmp_path)
+    classifier = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3)
+    assert type(classifier).__name__ == "MimSimMIMSwinForImageClassification"
+    assert classifier.config.drop_path_rate == 0.1 and classifier.config.num_labels == 3
+    assert classifier.config.architectures == ["MimSimMIMSwinForImageClassification"]
+    # a drop path rate the caller gives is kept
+    assert AutoModelForImageClassification.from_pretrained(tmp_path, drop_path_rate=0.2).config.drop_path_rate == 0.2
