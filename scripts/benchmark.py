@@ -247,8 +247,10 @@ def run_models(args, device) -> list[dict]:
             chosen = hf_mim.get_method(method)
             peer = chosen.peer(chosen.backbone(args.backbone)).description
             logger.info("%s %s batch %d: building ours and %s", method, size.name, batch_size, peer)
-            entry = {"method": method, "size": size.name, "dims": {**asdict(size), "mlp": size.intermediate_size},
-                     "batch_size": batch_size, "peer": peer, "backbone": args.backbone}
+            # a ViT's shape; another family's is in "config"
+            dims = {**asdict(size), "mlp": size.intermediate_size} if args.backbone == "vit" else None
+            entry = {"method": method, "size": size.name, "dims": dims, "batch_size": batch_size, "peer": peer,
+                     "backbone": args.backbone}
             try:
                 pairs = build_pairs(method, size, batch_size, device, args.seed, args.config_overrides, args.backbone)
             except Exception as error:  # one method's missing piece must not hide the others' numbers

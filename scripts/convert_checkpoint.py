@@ -63,6 +63,21 @@ def config_with_overrides(config_class, fields: dict, overrides: str):
     return config_class(**fields)
 
 
+def fitted_config(args, source: Source, backbone, fields: dict, converted: dict[str, torch.Tensor]):
+    """(config, whether tables were resampled): the backbone's config from the checkpoint's fields, --image_size and
+    --config_overrides, with the position tables of `converted` resampled in place to fit it (a ViT's to the new
+    patch grid; a Swin's window bias tables to the config's window size)."""
+    resized = bool(args.image_size) and args.image_size != fields["image_size"]
+    if resized and source.resize_tables is None:
+        resize_position_tables(converted, args.image_size // fields["patch_size"])
+    fields["image_size"] = args.image_size or fields["image_size"]
+    config = config_with_overrides(backbone.config_class, fields, args.config_overrides)
+    for key in source.resize_tables(converted, config) if source.resize_tables else []:
+        resized = True
+        logger.info("%s: resampled (bicubic) for the config's window or grid", key)
+    return config, resized
+
+
 def target_class(backbone, config, converted: dict[str, torch.Tensor]) -> tuple[type, list[str]]:
     """The class of the method's `backbone` family that can hold the checkpoint, and the converted keys it cannot
     hold (left out)."""
@@ -112,15 +127,7 @@ def main(argv=None) -> dict:
         fields = source.config_fields(state_dict, converted, args)
     except KeyError as error:
         raise ValueError(f"{args.checkpoint} is not a {source.describe}: after renaming it has no {error} key") from error
-    resized = bool(args.image_size) and args.image_size != fields["image_size"]
-    if resized and source.resize_tables is None:
-        resize_position_tables(converted, args.image_size // fields["patch_size"])
-    fields["image_size"] = args.image_size or fields["image_size"]
-    config = config_with_overrides(backbone.config_class, fields, args.config_overrides)
-    if source.resize_tables is not None:
-        for key in source.resize_tables(converted, config):
-            resized = True
-            logger.info("%s: resampled (bicubic) for the config's window or grid", key)
+    config, resized = fitted_config(args, source, backbone, fields, converted)
     if getattr(config, "relative_position_bias", None) == "per_layer":
         converted.update(per_layer_tables_from_shared(converted, config.num_hidden_layers))
         converted.pop(SHARED_TABLE_KEY, None)

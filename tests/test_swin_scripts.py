@@ -234,7 +234,7 @@ def test_benchmark_times_simmim_swin_against_transformers_swin_with_shared_weigh
     assert entry["weights"] == "shared (hf_mim.convert_swin.HF_SWIN)"
     assert entry["trainable_params"]["ours"] == entry["trainable_params"]["peer"]
     assert entry["eval_loss"]["abs_diff"] < 1e-5
-    assert entry["config"]["depths"] == [2, 2, 6, 2] and entry["train"]["ratio"]["median"] > 0
+    assert entry["config"]["depths"] == [2, 2, 6, 2] and entry["dims"] is None and entry["train"]["ratio"]["median"] > 0
     assert "| simmim-swin | tiny | train | 1 |" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # MAE has no Swin
         benchmark.parse_args(["--methods", "mae", "--backbone", "swin"])
