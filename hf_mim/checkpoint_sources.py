@@ -5,6 +5,7 @@ own implementation runs here, an output check. Each method's entry in `hf_mim.me
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -165,8 +166,6 @@ SIMMIM_SWIN_OFFICIAL_SOURCE = Source(SIMMIM_SWIN_OFFICIAL, "full", "microsoft/Si
 
 def swin_if_swin_layout(state_dict: dict[str, torch.Tensor]) -> Source | None:
     """The official SimMIM Swin source where the weights hold Swin stages (`[encoder.]layers.i.blocks.j.`)."""
-    import re
-
     if any(re.match(r"^(encoder\.)?layers\.\d+\.blocks\.\d+\.", key) for key in state_dict):
         return SIMMIM_SWIN_OFFICIAL_SOURCE
     return None
