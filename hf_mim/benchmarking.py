@@ -265,7 +265,9 @@ class MethodPairs:
     inference: Pair
     num_masked: float  # mean masked tokens per image (BEiT's head FLOPs)
     notes: list[str]
-    inference_flops: float | None = None  # per input, where it is not the image encoder's (a video encoder)
+    # FLOPs per image where the encoder is no plain ViT of the benchmark size (a Swin); None: the ViT counts
+    train_flops: float | None = None
+    inference_flops: float | None = None
 
 
 def loss_of(output) -> torch.Tensor:
@@ -285,13 +287,15 @@ def method_masks(method, config, batch_size: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(masks.astype(bool))
 
 
-def share_weights(method, ours: torch.nn.Module, peer: torch.nn.Module, qkv_bias: str) -> str:
-    """Copy the peer's weights into ours with the method's key map (strict load); say which map, or why not."""
-    from . import convert
+def share_weights(method, ours: torch.nn.Module, peer: torch.nn.Module, qkv_bias: str, key_map=None) -> str:
+    """Copy the peer's weights into ours with `key_map` (default: the method's peer's; strict load); say which
+    map, or why not."""
+    from . import convert, convert_swin
 
-    key_map = method.benchmark_peer.key_map
-    names = [name for name, value in vars(convert).items() if value is key_map]
-    label = f"hf_mim.convert.{names[0]}" if names else "the method's key map"
+    key_map = key_map or method.benchmark_peer.key_map
+    names = [f"{module.__name__}.{name}" for module in (convert, convert_swin)
+             for name, value in vars(module).items() if value is key_map]
+    label = names[0] if names else "the method's key map"
     # Frozen parts the peer lacks (BEiT's tokenizer) keep our own weights; everything trainable must come across.
     own = ours.state_dict()
     trainable = {name for name, p in ours.named_parameters() if p.requires_grad}
@@ -313,6 +317,9 @@ class BenchmarkPeer:
     key_map: object  # an hf_mim.convert.KeyMap from the peer's weights to ours
     forward_flops: Callable  # (our config, mean masked tokens per image) -> forward FLOPs per image
     size_overrides: Callable = lambda size: {}  # (BackboneSize) -> our config fields at that size
+    # (BackboneSize) -> all our config fields for an encoder family whose shape is not a ViT's (a Swin); None: the
+    # ViT shape of the size plus `size_overrides`
+    config_kwargs: Callable | None = None
 
 
 def chosen_backbone(method, family: str | None = None):
@@ -359,9 +366,10 @@ def our_config(method, size: BackboneSize, overrides: str = "", backbone=None):
     without touching BEiT."""
     backbone = backbone or method.backbone()
     peer = method.peer(backbone)
-    kwargs = size.config_kwargs()
-    if peer is not None:
-        kwargs.update(peer.size_overrides(size))
+    if peer is not None and peer.config_kwargs is not None:  # a family whose shape is not a ViT's (a Swin)
+        kwargs = peer.config_kwargs(size)
+    else:
+        kwargs = {**size.config_kwargs(), **(peer.size_overrides(size) if peer is not None else {})}
     config_class = backbone.config_class
     config = config_class(**kwargs)
     if overrides:
@@ -561,6 +569,75 @@ def build_simmim_pairs(method, config, batch_size, seed) -> MethodPairs:
     train = Pair(ours, peer, {"pixel_values": pixels, "bool_masked_pos": mask}, call_with_loss, call_with_loss)
     inference = encoder_pair(method, config, ours, peer.vit, ViTModel(peer_config, add_pooling_layer=False), pixels)
     return MethodPairs(method.name, config, peer_config, weights, train, inference, float(mask.sum()) / batch_size, [])
+
+
+# SimMIM's Swin shapes by benchmark size, at its pretraining input (192 px, window 6): Swin-T, Swin-S, Swin-B.
+SWIN_SIZES = {
+    "tiny": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
+    "small": dict(embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24]),
+    "base": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32]),
+}
+
+
+def swin_config_kwargs(size: BackboneSize) -> dict:
+    """Swin-T/S/B for the sizes tiny/small/base (the ViT widths' usual Swin counterparts), at 192 px, window 6."""
+    if size.name not in SWIN_SIZES:
+        raise ValueError(f"a Swin has no {size.name!r} size here: use --sizes {','.join(SWIN_SIZES)} (and "
+                         "--config_overrides image_size=...,window_size=... for another input)")
+    return dict(SWIN_SIZES[size.name], image_size=192, patch_size=4, window_size=6, encoder_stride=32,
+                drop_path_rate=0.0)
+
+
+def swin_forward_flops(config, num_masked: float = 0.0) -> float:
+    """Patch embedding, every stage's blocks (window attention: 4 N w^2 C for q.k^T and attn.v), the patch
+    mergings (2 N/4 x 4C x 2C each), and SimMIM's 1x1 conv head on the last stage; one image, multiply-add = 2."""
+    grid, patch, channels = config.image_size // config.patch_size, config.patch_size, config.num_channels
+    flops = patch_embed_flops(grid * grid, patch, channels, config.embed_dim)
+    for stage, depth in enumerate(config.depths):
+        width, tokens = config.embed_dim * 2**stage, (grid // 2**stage) ** 2
+        mlp, window_tokens = int(width * config.mlp_ratio), config.window_size**2
+        flops += depth * (8 * tokens * width**2 + 4 * tokens * width * mlp + 4 * tokens * window_tokens * width)
+        if stage < config.num_stages - 1:
+            flops += 2 * (tokens // 4) * (4 * width) * (2 * width)
+    return float(flops + swin_head_flops(config))
+
+
+def build_swin_simmim_pairs(method, config, batch_size, seed) -> MethodPairs:
+    """Ours and transformers' SwinForMaskedImageModeling (the same network: SimMIM's Swin), weights shared; the
+    encoders (ours and SwinModel) for inference."""
+    from transformers import SwinConfig, SwinForMaskedImageModeling, SwinModel
+
+    from .convert_swin import HF_SWIN
+
+    backbone = method.backbone("swin")
+    peer_config = SwinConfig(
+        image_size=config.image_size, patch_size=config.patch_size, num_channels=config.num_channels,
+        embed_dim=config.embed_dim, depths=config.depths, num_heads=config.num_heads, window_size=config.window_size,
+        mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias, hidden_act=config.hidden_act,
+        drop_path_rate=config.drop_path_rate, use_absolute_embeddings=config.use_absolute_embeddings,
+        layer_norm_eps=config.layer_norm_eps, encoder_stride=config.encoder_stride,
+    )
+    peer = SwinForMaskedImageModeling(peer_config)
+    ours = backbone.pretraining_class(config)
+    weights = share_weights(method, ours, peer, "full", key_map=HF_SWIN)
+    pixels = _pixels(config, batch_size, seed)
+    mask = method_masks(method, config, batch_size, seed)
+    train = Pair(ours, peer, {"pixel_values": pixels, "bool_masked_pos": mask}, call_with_loss, call_with_loss)
+    encoder = backbone.model_class(config)
+    encoder.load_state_dict({k: v for k, v in ours.state_dict().items() if k.startswith("swin.")})
+    peer_encoder = SwinModel(peer_config, add_pooling_layer=False)
+    peer_encoder.load_state_dict(peer.swin.state_dict(), strict=False)  # SwinModel has no mask token by default
+    inference = Pair(encoder, peer_encoder, {"pixel_values": pixels}, lambda m, x: first_tensor(m(**x)),
+                     lambda m, x: first_tensor(m(**x)))
+    forward = swin_forward_flops(config)  # 3x rule for the training step; the encoder alone for inference
+    return MethodPairs(method.name, config, peer_config, weights, train, inference, float(mask.sum()) / batch_size,
+                       [], train_flops=3 * forward, inference_flops=forward - swin_head_flops(config))
+
+
+def swin_head_flops(config) -> float:
+    """SimMIM's 1x1 conv head on the last stage's tokens."""
+    last_tokens = (config.grid_size // 2 ** (config.num_stages - 1)) ** 2
+    return float(2 * last_tokens * config.num_features * config.encoder_stride**2 * config.num_channels)
 
 
 def eval_loss_gap(pair: Pair) -> dict:

@@ -5,6 +5,7 @@ own implementation runs here, an output check. Each method's entry in `hf_mim.me
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,6 +15,8 @@ from transformers.image_utils import (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_ST
                                       IMAGENET_STANDARD_STD)
 
 from .convert import KeyMap, mae_config_from_official, read_state_dict, vit_config_from_converted
+from .convert_swin import (HF_SWIN, SIMMIM_SWIN_OFFICIAL, check_against_hf_swin, hf_swin_fields, read_hf_swin_folder,
+                           resize_swin_tables, simmim_official_swin_fields)
 
 
 NORMALIZATIONS = {"imagenet-default": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
@@ -32,6 +35,15 @@ class Source:
     read: Callable = read_state_dict
     check: Callable | None = None  # (args, converted_model) -> max abs difference against the source's own code
     normalization: str = "imagenet-default"  # the source's image mean/std (NORMALIZATIONS), unless --normalization
+    backbone: str = "vit"  # the encoder family of the method it converts into
+    # (converted, config) -> keys changed: resample the position tables to the config built from the checkpoint and
+    # the flags; None: the ViT rule (tables follow --image_size's patch grid)
+    resize_tables: Callable | None = None
+    # (source state dict) -> the Source of the layout actually found (one id for an official repo's ViT and Swin)
+    variant: Callable | None = None
+
+    def for_checkpoint(self, state_dict: dict[str, torch.Tensor]) -> "Source":
+        return (self.variant(state_dict) if self.variant else None) or self
 
 
 def from_shapes(position_embedding: str = "learned") -> Callable:
@@ -140,3 +152,20 @@ def check_against_hf_vit_mim(args, model) -> float:
         expected = ViTForMaskedImageModeling.from_pretrained(args.checkpoint).eval()(**inputs).reconstruction
         got = model.eval()(**inputs).reconstruction
     return (expected - got).abs().max().item()
+
+
+# ----------------------------------------------------------------------------------------------- Swin sources
+
+HF_SWIN_SOURCE = Source(HF_SWIN, "full", "transformers SwinForMaskedImageModeling, SwinModel or "
+                        "SwinForImageClassification folder", hf_swin_fields, read=read_hf_swin_folder,
+                        check=check_against_hf_swin, backbone="swin", resize_tables=resize_swin_tables)
+SIMMIM_SWIN_OFFICIAL_SOURCE = Source(SIMMIM_SWIN_OFFICIAL, "full", "microsoft/SimMIM Swin checkpoint (pretraining or "
+                                     "fine-tuned)", simmim_official_swin_fields, backbone="swin",
+                                     resize_tables=resize_swin_tables)
+
+
+def swin_if_swin_layout(state_dict: dict[str, torch.Tensor]) -> Source | None:
+    """The official SimMIM Swin source where the weights hold Swin stages (`[encoder.]layers.i.blocks.j.`)."""
+    if any(re.match(r"^(encoder\.)?layers\.\d+\.blocks\.\d+\.", key) for key in state_dict):
+        return SIMMIM_SWIN_OFFICIAL_SOURCE
+    return None

@@ -368,7 +368,7 @@ def vit_config_from_converted(state_dict: dict[str, torch.Tensor], num_heads: in
 # ------------------------------------------------------------------------------------------ official layouts
 
 # Buffers the official models save but that are derived from the grid; ours are rebuilt, never loaded.
-RECOMPUTED_BUFFERS = [r"relative_position_index$"]
+RECOMPUTED_BUFFERS = [r"relative_position_index$", r"\.attn_mask$"]  # Swin: its shift masks too
 
 
 def timm_vit_rules(prefix: str = "") -> list[tuple[str, str]]:

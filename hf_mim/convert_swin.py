@@ -8,7 +8,10 @@ dropped: our model rebuilds them from the config.
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from pathlib import Path
 
 import torch
 
@@ -95,3 +98,99 @@ def resize_window_bias_tables(state_dict: dict[str, torch.Tensor], window_size: 
             state_dict[key] = resized
             changed.append(key)
     return changed
+
+
+# ------------------------------------------------------------------------------------ reading configs off weights
+
+def swin_fields_from_converted(converted: dict[str, torch.Tensor], image_size: int | None) -> dict:
+    """Our Swin config fields from the shapes of a converted state dict (our names): width, patch and channels
+    from the patch embedding, depths from the blocks per stage, heads and window from the bias tables (a
+    (2w - 1)**2-row table per block), MLP ratio, biases, absolute positions and, for a classifier, the labels.
+    The image size is not in the weights unless absolute positions are: `image_size` gives it otherwise."""
+    patch_weight = converted["swin.patch_embed.proj.weight"]
+    width, channels, patch = patch_weight.shape[0], patch_weight.shape[1], patch_weight.shape[-1]
+    blocks = sorted({tuple(map(int, m.groups())) for k in converted
+                     if (m := re.match(r"swin\.layers\.(\d+)\.blocks\.(\d+)\.", k))})
+    depths = [1 + max(j for i, j in blocks if i == stage) for stage in range(1 + max(i for i, _ in blocks))]
+    tables = [converted[f"swin.layers.{stage}.blocks.0.attn.relative_position_bias_table"] for stage in
+              range(len(depths))]
+    positions = converted.get("swin.absolute_pos_embed")
+    if positions is not None:
+        image_size = math.isqrt(positions.shape[1]) * patch
+    if image_size is None:
+        raise ValueError("the weights do not say the image size (no shift masks, no absolute positions): give "
+                         "--image_size (192 for the official SimMIM Swin pretraining, 224 for its fine-tuned models)")
+    first = "swin.layers.0.blocks.0."
+    fields = dict(
+        image_size=image_size, patch_size=patch, num_channels=channels, embed_dim=width, depths=depths,
+        num_heads=[table.shape[1] for table in tables], window_size=(math.isqrt(tables[0].shape[0]) + 1) // 2,
+        mlp_ratio=converted[first + "mlp.fc1.weight"].shape[0] / width, qkv_bias=first + "attn.qkv.bias" in converted,
+        use_absolute_embeddings=positions is not None, encoder_stride=patch * 2 ** (len(depths) - 1),
+    )
+    if "head.weight" in converted:
+        fields["num_labels"] = converted["head.weight"].shape[0]
+    else:
+        fields["use_mask_token"] = "swin.mask_token" in converted
+    return fields
+
+
+def image_size_from_shift_masks(state_dict: dict[str, torch.Tensor], patch_size: int, window_size: int) -> int | None:
+    """The image size the official Swin code saved its shift masks (`layers.i.blocks.j.attn_mask`, (windows, N, N))
+    for: stage i's grid is sqrt(windows) * window, the image that grid * 2**i * patch. None without masks."""
+    for key, mask in state_dict.items():
+        found = re.search(r"layers\.(\d+)\.blocks\.\d+\.attn_mask$", key)
+        if found:
+            return math.isqrt(mask.shape[0]) * window_size * 2 ** int(found.group(1)) * patch_size
+    return None
+
+
+def simmim_official_swin_fields(state_dict, converted, args) -> dict:
+    """The official SimMIM Swin: shapes, and the image size its shift masks were built for (else --image_size)."""
+    probe = swin_fields_from_converted(converted, image_size=0)
+    saved = image_size_from_shift_masks(state_dict, probe["patch_size"], probe["window_size"])
+    return swin_fields_from_converted(converted, saved or args.image_size)
+
+
+def hf_swin_fields(state_dict, converted, args) -> dict:
+    """transformers' Swin folder: its config.json (same field names as ours), labels kept for a classifier."""
+    from transformers import SwinConfig
+
+    hf_config = SwinConfig.from_pretrained(args.checkpoint)
+    fields = swin_fields_from_converted(converted, hf_config.image_size)
+    fields.update(hidden_act=hf_config.hidden_act, layer_norm_eps=hf_config.layer_norm_eps)
+    if "head.weight" in converted:  # a pretraining model's labels are placeholders
+        fields.update(id2label=dict(hf_config.id2label), label2id=dict(hf_config.label2id))
+    return fields
+
+
+def read_hf_swin_folder(path: str) -> dict[str, torch.Tensor]:
+    """A transformers Swin folder's weights; a bare `SwinModel`'s keys get the `swin.` prefix its heads use."""
+    from .checkpoint_sources import read_hf_folder
+
+    state_dict = read_hf_folder(path)
+    bare = ("embeddings.", "encoder.", "layernorm.", "pooler.")
+    return {f"swin.{k}" if k.startswith(bare) else k: v for k, v in state_dict.items()}
+
+
+def resize_swin_tables(converted: dict[str, torch.Tensor], config) -> list[str]:
+    """Resample the window bias tables to the config's window size (e.g. `--config_overrides window_size=7`)."""
+    return resize_window_bias_tables(converted, config.window_size)
+
+
+def check_against_hf_swin(args, model) -> float:
+    """Our converted model against transformers' own class for the folder: logits, reconstruction or features."""
+    import transformers
+
+    from .checkpoint_sources import reference_inputs
+
+    architecture = (json.loads((Path(args.checkpoint) / "config.json").read_text()).get("architectures")
+                    or ["SwinModel"])[0]
+    reference = getattr(transformers, architecture).from_pretrained(args.checkpoint).eval()
+    inputs = reference_inputs(model.config)
+    if architecture != "SwinForMaskedImageModeling":
+        inputs.pop("bool_masked_pos")
+    output = {"SwinForImageClassification": "logits", "SwinForMaskedImageModeling": "reconstruction"}.get(
+        architecture, "last_hidden_state")
+    with torch.no_grad():
+        expected, got = getattr(reference(**inputs), output), getattr(model.eval()(**inputs), output)
+    return (expected - got).abs().max().item()

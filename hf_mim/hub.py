@@ -61,6 +61,7 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
         architecture=architecture_summary(config), results_table=table, picture=picture,
         picture_title=picture_title, picture_caption=picture_caption, command=command, is_classifier=is_classifier,
         tokenizer=tokenizer_summary(config, tokenizer), demo_note=demo_note(method, config), video=video,
+        encoder_title=encoder_title(config),
     )
     card.save(str(Path(output_dir) / "README.md"))
     return card
@@ -89,23 +90,29 @@ def tokenizer_summary(config, tokenizer: str | None = None) -> str | None:
     return f"{source}: {layout} (`config.tokenizer_config`)"
 
 
-DEMO_SHAPE_FIELDS = ("image_size", "patch_size", "hidden_size", "num_hidden_layers")
+DEMO_SHAPE_FIELDS = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "embed_dim", "depths")
+
+
+def encoder_title(config) -> str:
+    """What the card calls the encoder: its backbone family's title ("ViT", "Swin Transformer")."""
+    backbone = backbone_of(config)
+    return backbone.title if backbone else "ViT"  # the tokenizer: no backbone family
 
 
 def demo_note(method, config) -> str | None:
     """A warning line for the CPU demo model (`--model_size demo`, the default on the embedded sample): it shows
     the pipeline working, not features worth reusing. None for any other shape."""
-    from hf_mim.methods import METHODS
+    from hf_mim.methods import METHODS, backbone_of_config
 
     if method.name not in METHODS:  # the tokenizer: not a ViT
         return None
-    demo = backbone_of(config).demo_config if backbone_of(config) else METHODS[method.name].backbone().demo_config
-    if any(getattr(config, field, None) != demo.get(field) for field in DEMO_SHAPE_FIELDS):
+    demo = (backbone_of(config) or METHODS[method.name].backbone()).demo_config
+    if any(getattr(config, field, None) != demo[field] for field in DEMO_SHAPE_FIELDS if field in demo):
         return None
-    return (f"**A {config.image_size} px demo model.** The CPU demo's tiny ViT ({config.num_hidden_layers} blocks "
-            f"of width {config.hidden_size}, {config.patch_size} px patches), sized to train in minutes on a CPU: it "
-            "shows the training and loading path working; its features are not meant for reuse. Train "
-            "`--model_size base` on your own images for a useful encoder.")
+    return (f"**A {config.image_size} px demo model.** The CPU demo's tiny {encoder_title(config)} "
+            f"({config.num_hidden_layers} blocks of width {config.hidden_size}, {config.patch_size} px patches), "
+            "sized to train in minutes on a CPU: it shows the training and loading path working; its features are "
+            "not meant for reuse. Train `--model_size base` on your own images for a useful encoder.")
 
 
 def add_eval_results(folder: str | Path, results: list[dict], *, dataset_name: str, section: str,
@@ -161,6 +168,8 @@ def video_summary(config) -> str | None:
 
 
 def architecture_summary(config) -> str:
+    if hasattr(config, "architecture_summary"):  # an encoder family whose shape is not width x depth
+        return config.architecture_summary()
     return (f"{config.model_type}, image {config.image_size}, patch {config.patch_size}, width {config.hidden_size}, "
             f"depth {config.num_hidden_layers}, heads {config.num_attention_heads}")
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from . import checkpoint_sources as sources
 from .benchmarking import (BenchmarkPeer, beit_size_overrides, build_beit_pairs, build_mae_pairs, build_simmim_pairs,
-                           build_videomae_pairs, mae_forward_flops, pixel_head_forward_flops, simmim_size_overrides,
-                           token_head_forward_flops, video_hog_head_forward_flops, video_size_overrides)
+                           build_swin_simmim_pairs, build_videomae_pairs, mae_forward_flops, pixel_head_forward_flops,
+                           simmim_size_overrides, swin_config_kwargs, swin_forward_flops, token_head_forward_flops,
+                           video_hog_head_forward_flops, video_size_overrides)
+from .convert_swin import HF_SWIN
 from .convert import (BEIT_UNILM, CAE_MMPRETRAIN, CAE_OFFICIAL, HF_BEIT, HF_VIT_MAE, HF_VIT_MIM, MAE_OFFICIAL,
                       MASKFEAT_MMPRETRAIN, MASKFEAT_SLOWFAST, SIMMIM_OFFICIAL)
 from .modeling.configuration_beit import MimBeitConfig
@@ -22,11 +24,13 @@ from .modeling.configuration_mae import MimMaeConfig
 from .modeling.configuration_maskfeat import MimMaskFeatConfig
 from .modeling.configuration_maskfeat_video import MimMaskFeatVideoConfig
 from .modeling.configuration_simmim import MimSimMIMConfig
+from .modeling.configuration_simmim_swin import MimSimMIMSwinConfig
 from .modeling.image_processing_beit import MimBeitImageProcessor
 from .modeling.image_processing_cae import MimCaeImageProcessor
 from .modeling.image_processing_mae import MimMaeImageProcessor
 from .modeling.image_processing_maskfeat import MimMaskFeatImageProcessor
 from .modeling.image_processing_simmim import MimSimMIMImageProcessor
+from .modeling.image_processing_simmim_swin import MimSimMIMSwinImageProcessor
 from .modeling.video_processing_maskfeat import MimMaskFeatVideoProcessor
 from .modeling.modeling_beit import MimBeitForImageClassification, MimBeitForPreTraining, MimBeitModel
 from .modeling.modeling_cae import MimCaeForImageClassification, MimCaeForPreTraining, MimCaeModel
@@ -35,6 +39,8 @@ from .modeling.modeling_maskfeat import MimMaskFeatForImageClassification, MimMa
 from .modeling.modeling_maskfeat_video import (MimMaskFeatVideoForPreTraining, MimMaskFeatVideoForVideoClassification,
                                                MimMaskFeatVideoModel)
 from .modeling.modeling_simmim import MimSimMIMForImageClassification, MimSimMIMForPreTraining, MimSimMIMModel
+from .modeling.modeling_simmim_swin import (MimSimMIMSwinForImageClassification, MimSimMIMSwinForPreTraining,
+                                            MimSimMIMSwinModel)
 from .recipes import DEMO_BACKBONE, FinetuneRecipe, PretrainRecipe
 
 DEFAULT_BACKBONE = "vit"
@@ -56,6 +62,7 @@ class Backbone:
     pretrain_recipe: PretrainRecipe | None = None
     finetune_recipe: FinetuneRecipe | None = None
     benchmark_peer: BenchmarkPeer | None = None
+    title: str = "ViT"  # what the model card calls the encoder
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,30 @@ VIDEO_VIT = Backbone(
 )
 
 
+# SimMIM's official pretraining values, the same for ViT-B and Swin-B
+SIMMIM_PRETRAIN = PretrainRecipe(1e-4, 512, (0.9, 0.999), 0.05, 10, 5e-7, 5.0, (0.67, 1.0))
+
+# A Swin small enough for the CPU demo on the 32 px sample: 2 px patches, stages of 16x16 and 8x8 tokens (both
+# shifted, window 4), widths 32 and 64; 8 px mask cells (16 cells, 10 masked), a multiple of the total stride 4.
+SWIN_DEMO = dict(image_size=32, patch_size=2, embed_dim=32, depths=[2, 2], num_heads=[2, 4], window_size=4,
+                 encoder_stride=4, mask_patch_size=8, drop_path_rate=0.0)
+
+
+def simmim_swin_backbone() -> Backbone:
+    """SimMIM's Swin: the config's defaults are the official Swin-B pretraining model (192 px, window 6, depths
+    2-2-18-2, width 128), trained by the official Swin-B recipes: pretraining as the ViT-B's (AdamW, blr 1e-4 x
+    batch / 512, warm-up 10 epochs, clip 5, crops (0.67, 1), no drop path); fine-tuning blr 1.25e-3 x batch / 512,
+    layer decay 0.9 over the 24 blocks, warm-up 20 epochs, drop path 0.1."""
+    return Backbone(
+        MimSimMIMSwinConfig, MimSimMIMSwinImageProcessor, MimSimMIMSwinModel, MimSimMIMSwinForPreTraining,
+        MimSimMIMSwinForImageClassification, SWIN_DEMO, title="Swin Transformer",
+        pretrain_recipe=SIMMIM_PRETRAIN,
+        finetune_recipe=FinetuneRecipe(1.25e-3, 512, layer_decay=0.9, warmup_epochs=20),
+        benchmark_peer=BenchmarkPeer("SwinForMaskedImageModeling", build_swin_simmim_pairs, HF_SWIN, swin_forward_flops,
+                                     config_kwargs=swin_config_kwargs),
+    )
+
+
 PIXELS_CAPTION = ("Rows: input with masked patches grey; prediction; prediction with the visible patches pasted back; "
                   "original.")
 TOKENS_CAPTION = ("Rows: input with masked patches grey; the tokenizer's decoding of the true tokens at the visible "
@@ -217,14 +248,18 @@ METHODS: dict[str, Method] = {
         summary="60% of the image is masked in random 32-pixel cells and replaced by a mask token; the encoder sees "
         "every patch and a one-layer head (1x1 conv + pixel shuffle) regresses the normalised pixels, scored by L1 on "
         "the masked pixels only.",
-        backbones=vit_backbone(MimSimMIMConfig, MimSimMIMImageProcessor, MimSimMIMModel, MimSimMIMForPreTraining,
-                               MimSimMIMForImageClassification, mask_patch_size=8),
-        pretrain_recipe=PretrainRecipe(1e-4, 512, (0.9, 0.999), 0.05, 10, 5e-7, 5.0, (0.67, 1.0)),
+        backbones={**vit_backbone(MimSimMIMConfig, MimSimMIMImageProcessor, MimSimMIMModel, MimSimMIMForPreTraining,
+                                  MimSimMIMForImageClassification, mask_patch_size=8),
+                   "swin": simmim_swin_backbone()},
+        pretrain_recipe=SIMMIM_PRETRAIN,
         finetune_recipe=FinetuneRecipe(1.25e-3, 512, warmup_epochs=20),
         targets=("pixels",), picture_captions={"pixels": PIXELS_CAPTION},
         conversion_sources={
+            # one id for both official encoders: a checkpoint with Swin stages converts into the swin backbone
             "simmim-official": sources.Source(SIMMIM_OFFICIAL, "qv", "microsoft/SimMIM ViT checkpoint (pretraining "
-                                              "or fine-tuned)", sources.from_shapes()),
+                                              "or fine-tuned)", sources.from_shapes(),
+                                              variant=sources.swin_if_swin_layout),
+            "hf-swin-mim": sources.HF_SWIN_SOURCE,
             "hf-vit-mim": sources.Source(HF_VIT_MIM, "full", "transformers ViTForMaskedImageModeling folder",
                                          sources.hf_fields_from_shapes, read=sources.read_hf_folder,
                                          check=sources.check_against_hf_vit_mim, normalization="imagenet-standard"),

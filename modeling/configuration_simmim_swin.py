@@ -20,7 +20,9 @@ class MimSimMIMSwinConfig(PretrainedConfig):
     (32), which the head's PixelShuffle undoes.
     mask_patch_size: side in pixels of a mask cell (32); the processor spreads each cell over the
     (mask_patch_size / patch_size)**2 stride-4 patches it covers. mask_ratio: fraction of the cells masked,
-    ceil(ratio * cells) exactly (192 px: 22 of 36 cells, 1408 of 2304 patches).
+    ceil(ratio * cells) exactly (192 px: 22 of 36 cells, 1408 of 2304 patches). use_mask_token: whether the
+    feature model (`AutoModel`) has the mask token (False for an encoder converted from weights without one; the
+    pretraining model always has it, the classifier never).
     """
 
     model_type = "mim_simmim_swin"
@@ -50,9 +52,11 @@ class MimSimMIMSwinConfig(PretrainedConfig):
         encoder_stride: int = 32,
         mask_patch_size: int = 32,
         mask_ratio: float = 0.6,
+        use_mask_token: bool = True,
         **kwargs,
     ):
-        for derived in ("hidden_size", "num_layers"):  # written by transformers' SwinConfig; derived here
+        # written by transformers' SwinConfig or asked of every hf-mim config; derived here from depths and heads
+        for derived in ("hidden_size", "num_layers", "num_hidden_layers", "num_attention_heads"):
             kwargs.pop(derived, None)
         self.image_size = image_size
         self.patch_size = patch_size
@@ -73,6 +77,7 @@ class MimSimMIMSwinConfig(PretrainedConfig):
         self.encoder_stride = encoder_stride
         self.mask_patch_size = mask_patch_size
         self.mask_ratio = mask_ratio
+        self.use_mask_token = use_mask_token
         super().__init__(**kwargs)
         self.validate_swin()
 
@@ -88,6 +93,26 @@ class MimSimMIMSwinConfig(PretrainedConfig):
     @property
     def hidden_size(self) -> int:
         return self.num_features
+
+    @property
+    def num_hidden_layers(self) -> int:
+        """Blocks over all stages (the depth layer-wise lr decay counts)."""
+        return sum(self.depths)
+
+    @property
+    def num_attention_heads(self) -> int:
+        """Heads of the last stage, whose tokens the probes (and an attentive probe's heads) see."""
+        return self.num_heads[-1]
+
+    @property
+    def needs_tokenizer(self) -> bool:
+        """SimMIM regresses pixels: no visual tokenizer."""
+        return False
+
+    def architecture_summary(self) -> str:
+        return (f"{self.model_type}, image {self.image_size}, patch {self.patch_size}, Swin stages {self.depths} "
+                f"of widths {[self.embed_dim * 2**i for i in range(self.num_stages)]}, heads {self.num_heads}, "
+                f"window {self.window_size}")
 
     @property
     def total_stride(self) -> int:

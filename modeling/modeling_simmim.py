@@ -36,17 +36,42 @@ class MimSimMIMPreTrainingOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
+def pixel_shuffle_head(in_channels: int, encoder_stride: int, num_channels: int) -> nn.Sequential:
+    """SimMIM's one-layer head: 1x1 conv to stride**2 * channels, then PixelShuffle(stride) back to pixels.
+    An `nn.Sequential`, so its keys (`decoder.0.*`) are those of the official SimMIM and of transformers."""
+    return nn.Sequential(nn.Conv2d(in_channels, encoder_stride**2 * num_channels, kernel_size=1),
+                         nn.PixelShuffle(encoder_stride))
+
+
+def reconstruction_output(reconstruction: torch.Tensor, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor,
+                          grid: tuple[int, int], patch_size: int, hidden_states, return_dict: bool | None):
+    """The loss and output of a SimMIM head's (B, C, H, W) `reconstruction` of `pixel_values`, the patch mask laid
+    out on `grid` with `patch_size` px patches."""
+    pixel_mask = patch_mask_to_pixels(bool_masked_pos, grid, patch_size)
+    # L1 on masked pixels only, per masked pixel-channel
+    loss = masked_l1_loss(reconstruction, pixel_values, pixel_mask)
+    out = MimSimMIMPreTrainingOutput(loss=loss, reconstruction=reconstruction, bool_masked_pos=bool_masked_pos,
+                                     hidden_states=hidden_states)
+    return out if return_dict is not False else out.to_tuple()
+
+
+class ReconstructionPictureMixin:
+    """The card's picture of a SimMIM pretraining model, whatever its encoder."""
+
+    def picture_view(self, batch: dict, outputs: MimSimMIMPreTrainingOutput) -> PictureView:
+        """"pixels": the reconstruction is already in the input's normalised pixel space."""
+        return PictureView("pixels", outputs.bool_masked_pos, outputs.reconstruction)
+
+    def reconstruct_pixels(self, batch: dict, out: MimSimMIMPreTrainingOutput):
+        """(reconstruction (B, C, H, W), patch mask (B, L)): the older picture entry point, `picture_view`'s data."""
+        view = self.picture_view(batch, out)
+        return view.predicted, view.bool_masked_pos
+
+
 def patch_mask_to_pixels(bool_masked_pos: torch.Tensor, grid: tuple[int, int], patch_size: int) -> torch.Tensor:
     """(B, L) patch mask, row-major over `grid` -> (B, 1, H, W) float pixel mask, each patch repeated p x p."""
     mask = bool_masked_pos.reshape(-1, *grid).float()
     return mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
-
-
-def pixel_shuffle_head(width: int, stride: int, num_channels: int) -> nn.Sequential:
-    """SimMIM's one-layer head: a 1x1 conv from `width` to stride^2 * C channels, then PixelShuffle(stride), from
-    a (B, width, h, w) feature map to the (B, C, h * stride, w * stride) image. Its keys (`0.*`) are the official
-    SimMIM's and transformers' ViTForMaskedImageModeling's."""
-    return nn.Sequential(nn.Conv2d(width, stride**2 * num_channels, kernel_size=1), nn.PixelShuffle(stride))
 
 
 class MimSimMIMPreTrainedModel(SharedToPerLayerBiasMixin, MimPreTrainedModel):
@@ -92,7 +117,7 @@ class MimSimMIMModel(EncoderModelMixin, MimSimMIMPreTrainedModel):
     optionally replaces patches by the mask token, as in pretraining."""
 
 
-class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
+class MimSimMIMForPreTraining(ReconstructionPictureMixin, MimSimMIMPreTrainedModel):
     """`encode` (all patches, masked ones -> mask token) -> drop cls, (B, D, h, w) -> `decoder` (1x1 conv to
     stride^2 * C channels, PixelShuffle(stride)) -> (B, C, H, W) -> L1 on the masked pixels.
 
@@ -129,22 +154,9 @@ class MimSimMIMForPreTraining(MimSimMIMPreTrainedModel):
         features, all_hidden = self.encode(
             pixel_values, bool_masked_pos, interpolate_pos_encoding, output_hidden_states
         )
-        reconstruction = self.decoder(features)
-        pixel_mask = patch_mask_to_pixels(bool_masked_pos, self.grid_of(pixel_values), self.config.patch_size)
-        # L1 on masked pixels only, per masked pixel-channel
-        loss = masked_l1_loss(reconstruction, pixel_values, pixel_mask)
-        out = MimSimMIMPreTrainingOutput(loss=loss, reconstruction=reconstruction, bool_masked_pos=bool_masked_pos,
-                                         hidden_states=all_hidden)
-        return out if return_dict is not False else out.to_tuple()
+        return reconstruction_output(self.decoder(features), pixel_values, bool_masked_pos, self.grid_of(pixel_values),
+                                     self.config.patch_size, all_hidden, return_dict)
 
-    def picture_view(self, batch: dict, outputs: MimSimMIMPreTrainingOutput) -> PictureView:
-        """"pixels": the reconstruction is already in the input's normalised pixel space."""
-        return PictureView("pixels", outputs.bool_masked_pos, outputs.reconstruction)
-
-    def reconstruct_pixels(self, batch: dict, out: MimSimMIMPreTrainingOutput):
-        """(reconstruction (B, C, H, W), patch mask (B, L)): the older picture entry point, `picture_view`'s data."""
-        view = self.picture_view(batch, out)
-        return view.predicted, view.bool_masked_pos
 
 
 class MimSimMIMForImageClassification(ImageClassificationMixin, MimSimMIMPreTrainedModel):

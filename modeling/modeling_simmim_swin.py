@@ -1,40 +1,29 @@
-"""SimMIM on a Swin Transformer (Xie et al. 2022, the paper's hierarchical encoder): every stride-4 patch through
-the encoder with masked ones replaced by a mask token, the last stage (stride 32) through a 1x1 conv +
-PixelShuffle(32) back to pixels, L1 on the masked pixels only. Layout as microsoft/SimMIM `SwinTransformerForSimMIM`
-and `SimMIM`; with weights copied it computes what transformers' `SwinForMaskedImageModeling` computes."""
+"""SimMIM on a Swin Transformer (the official `SwinTransformerForSimMIM`): every stride-4 patch embedding through
+the Swin encoder, masked ones replaced by a learned mask token; the last stage (stride 32) -> SimMIM's one-layer
+head (1x1 conv + PixelShuffle(32)) -> L1 on the masked pixels, as for the ViT."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from .configuration_simmim_swin import MimSimMIMSwinConfig
-from .losses import masked_l1_loss
-from .modeling_simmim import MimSimMIMPreTrainingOutput, patch_mask_to_pixels
-from .remote_code import RemoteCodeMixin
+from .mim_base import MimPreTrainedModel, required_mask
+from .modeling_simmim import (MimSimMIMPreTrainingOutput, ReconstructionPictureMixin, pixel_shuffle_head,
+                              reconstruction_output)
 from .swin import SwinEncoder, init_swin_module
-from .task_heads import classification_loss
+from .task_heads import FinetuneLoadingMixin, classification_loss
 
 
-class MimSimMIMSwinPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+class MimSimMIMSwinPreTrainedModel(MimPreTrainedModel):
+    """The encoder surface of a Swin: no cls token (probes pool the last-stage tokens), layer ids by SimMIM's Swin
+    rule, and the official weight-decay exemptions."""
+
     config_class = MimSimMIMSwinConfig
     base_model_prefix = "swin"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
     _no_split_modules = ["SwinBlock"]
-    _supports_sdpa = True
-    supports_gradient_checkpointing = True
-    auto_classes = {
-        "AutoModel": "MimSimMIMSwinModel",
-        "AutoModelForPreTraining": "MimSimMIMSwinForPreTraining",
-        "AutoModelForMaskedImageModeling": "MimSimMIMSwinForPreTraining",
-        "AutoModelForImageClassification": "MimSimMIMSwinForImageClassification",
-        "AutoImageProcessor": "image_processing_simmim.MimSimMIMImageProcessor",
-    }
+    has_cls_token = False
 
     def _init_weights(self, module: nn.Module) -> None:
         """Official SimMIM Swin init (`SwinTransformer._init_weights`): Linear trunc-normal(0.02), biases 0,
@@ -49,14 +38,8 @@ class MimSimMIMSwinPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
         top = self.swin.num_blocks + 1
         return {id(p): ids.get(id(p), top) for p in self.parameters()}
 
-    def check_masked_pos(self, bool_masked_pos: torch.Tensor | None) -> torch.Tensor:
-        if bool_masked_pos is None:
-            raise ValueError(
-                f"{type(self).__name__} needs bool_masked_pos (batch, num_patches), True = masked, at the model's "
-                "patch size: call the image processor with return_bool_masked_pos=True (see "
-                "processor.pretraining_kwargs())"
-            )
-        return bool_masked_pos.flatten(1).bool()
+    def no_weight_decay_parameters(self) -> list[nn.Parameter]:
+        return self.swin.no_weight_decay_parameters()
 
 
 class MimSimMIMSwinModel(MimSimMIMSwinPreTrainedModel):
@@ -67,7 +50,7 @@ class MimSimMIMSwinModel(MimSimMIMSwinPreTrainedModel):
 
     def __init__(self, config: MimSimMIMSwinConfig):
         super().__init__(config)
-        self.swin = SwinEncoder(config)
+        self.swin = SwinEncoder(config, use_mask_token=config.use_mask_token)
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
@@ -82,7 +65,7 @@ class MimSimMIMSwinModel(MimSimMIMSwinPreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
 
-class MimSimMIMSwinForPreTraining(MimSimMIMSwinPreTrainedModel):
+class MimSimMIMSwinForPreTraining(ReconstructionPictureMixin, MimSimMIMSwinPreTrainedModel):
     """`swin` (all stride-4 patches, masked ones -> mask token) -> last stage as (B, C, H/32, W/32) -> `decoder`
     (1x1 conv to encoder_stride**2 * channels, PixelShuffle(encoder_stride)) -> (B, C, H, W) -> L1 on the masked
     pixels. `decoder.0` is the key of the official SimMIM and of transformers' SwinForMaskedImageModeling."""
@@ -90,10 +73,7 @@ class MimSimMIMSwinForPreTraining(MimSimMIMSwinPreTrainedModel):
     def __init__(self, config: MimSimMIMSwinConfig):
         super().__init__(config)
         self.swin = SwinEncoder(config)
-        self.decoder = nn.Sequential(
-            nn.Conv2d(config.num_features, config.encoder_stride**2 * config.num_channels, kernel_size=1),
-            nn.PixelShuffle(config.encoder_stride),
-        )
+        self.decoder = pixel_shuffle_head(config.num_features, config.encoder_stride, config.num_channels)
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
@@ -104,32 +84,20 @@ class MimSimMIMSwinForPreTraining(MimSimMIMSwinPreTrainedModel):
         bool_masked_pos: (B, L) or (B, H/4, W/4), True = masked, on the stride-`patch_size` grid (the processor's
             `return_bool_masked_pos=True` gives it, each 32 px mask cell spread over its 8x8 patches).
         """
-        bool_masked_pos = self.check_masked_pos(bool_masked_pos)
+        bool_masked_pos = required_mask(self, bool_masked_pos)
         output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
         hidden, all_hidden = self.swin(pixel_values, bool_masked_pos, output_hidden_states)
-        reconstruction = self.decoder(self.swin.feature_map(hidden))
         grid = self.config.grid_size
-        pixel_mask = patch_mask_to_pixels(bool_masked_pos, (grid, grid), self.config.patch_size)
-        # L1 on masked pixels only, per masked pixel-channel
-        loss = masked_l1_loss(reconstruction, pixel_values, pixel_mask)
-        out = MimSimMIMPreTrainingOutput(loss=loss, reconstruction=reconstruction, bool_masked_pos=bool_masked_pos,
-                                         hidden_states=all_hidden)
-        return out if return_dict is not False else out.to_tuple()
-
-    def picture_view(self, batch: dict, outputs: MimSimMIMPreTrainingOutput) -> SimpleNamespace:
-        """The reconstruction in the input's normalised pixel space, with the patch mask, for the pictures."""
-        return SimpleNamespace(kind="pixels", bool_masked_pos=outputs.bool_masked_pos,
-                               predicted=outputs.reconstruction, target=None)
-
-    def after_optimizer_step(self) -> None:
-        """Nothing to update after an optimizer step (no teacher, no moving target)."""
+        return reconstruction_output(self.decoder(self.swin.feature_map(hidden)), pixel_values, bool_masked_pos,
+                                     (grid, grid), self.config.patch_size, all_hidden, return_dict)
 
 
-class MimSimMIMSwinForImageClassification(MimSimMIMSwinPreTrainedModel):
+class MimSimMIMSwinForImageClassification(FinetuneLoadingMixin, MimSimMIMSwinPreTrainedModel):
     """Swin encoder -> final LayerNorm on every last-stage token -> global average pool -> linear `head`, as the
     official Swin classifier (and transformers' SwinForImageClassification). No mask token: nothing is masked in
     fine-tuning, and an unused trainable parameter would break DDP. `labels`: class ids (B,) or soft targets
-    (B, num_labels) from mixup/cutmix; `config.label_smoothing` applies to ids."""
+    (B, num_labels) from mixup/cutmix; `config.label_smoothing` applies to ids. Loaded from a pretraining folder it
+    gets the fine-tuning switches (`config.finetune_overrides`: drop path 0.1)."""
 
     _keys_to_ignore_on_load_unexpected = [r"^swin\.mask_token$", r"^decoder\."]
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from .vit import Attention, Block, PatchEmbed, biased_attention, relative_position_index, substitute_mask_token
+from .vit import (Attention, Block, PatchEmbed, biased_attention, init_conv_as_pytorch_default, relative_position_index,
+                  substitute_mask_token)
 
 # The official shifted-window mask: logits between tokens of different regions get -100, not -inf, so a window
 # whose tokens all come from one region still softmaxes over real numbers.
@@ -272,15 +273,6 @@ class SwinEncoder(nn.Module):
         the relative position bias tables (1-D parameters are exempt by rank anyway)."""
         found = [p for p in (self.mask_token, self.absolute_pos_embed) if p is not None]
         return found + [m.relative_position_bias_table for m in self.modules() if isinstance(m, WindowAttention)]
-
-
-def init_conv_as_pytorch_default(conv: nn.Conv2d) -> None:
-    """PyTorch's own Conv2d draw (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))): the official Swin code
-    never re-initialises its patch-embedding or head convolutions."""
-    init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
-    if conv.bias is not None:
-        bound = 1.0 / math.sqrt(conv.weight[0].numel())
-        init.uniform_(conv.bias, -bound, bound)
 
 
 def init_swin_module(module: nn.Module, std: float) -> None:

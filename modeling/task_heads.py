@@ -53,22 +53,9 @@ class EncoderModelMixin:
         return out if return_dict is not False else out.to_tuple()
 
 
-class ImageClassificationMixin:
-    """`<M>ForImageClassification`: encoder -> pooling (cls after the final norm, or mean + `fc_norm`) -> `head`.
-
-    `labels` may be class ids (B,) or soft targets (B, num_labels) from mixup/cutmix; `config.label_smoothing`
-    applies to ids.
-
-    Loaded from a pretraining folder (`AutoModelForImageClassification.from_pretrained(folder, num_labels=N)`, as
-    the Trainer and the example scripts do), the classifier is the one the method's fine-tuning recipe builds:
-    see `finetune_config`.
-    """
-
-    # pretraining-only encoder parts: the mask token, the shared relative position table (copied into per-layer
-    # tables where the method says so), the final norm under mean pooling
-    _keys_to_ignore_on_load_unexpected = [
-        r"^(?!vit\.|fc_norm\.|head\.)", r"^vit\.mask_token$", r"^vit\.rel_pos_bias\.", r"^vit\.norm\.",
-    ]
+class FinetuneLoadingMixin:
+    """A classifier that, loaded from a pretraining (or feature) folder, builds itself with the method's fine-tuning
+    switches (`finetune_config`), whatever its encoder family."""
 
     @classmethod
     def finetune_config(cls, config: PretrainedConfig, saved: PretrainedConfig | None = None) -> dict:
@@ -114,6 +101,24 @@ class ImageClassificationMixin:
             )
         kwargs["config"] = config
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+
+class ImageClassificationMixin(FinetuneLoadingMixin):
+    """`<M>ForImageClassification`: encoder -> pooling (cls after the final norm, or mean + `fc_norm`) -> `head`.
+
+    `labels` may be class ids (B,) or soft targets (B, num_labels) from mixup/cutmix; `config.label_smoothing`
+    applies to ids.
+
+    Loaded from a pretraining folder (`AutoModelForImageClassification.from_pretrained(folder, num_labels=N)`, as
+    the Trainer and the example scripts do), the classifier is the one the method's fine-tuning recipe builds:
+    see `finetune_config`.
+    """
+
+    # pretraining-only encoder parts: the mask token, the shared relative position table (copied into per-layer
+    # tables where the method says so), the final norm under mean pooling
+    _keys_to_ignore_on_load_unexpected = [
+        r"^(?!vit\.|fc_norm\.|head\.)", r"^vit\.mask_token$", r"^vit\.rel_pos_bias\.", r"^vit\.norm\.",
+    ]
 
     def __init__(self, config):
         super().__init__(config)

@@ -320,6 +320,15 @@ def build_blocks(config, depth: int | None = None, dim: int | None = None, num_h
     )
 
 
+def init_conv_as_pytorch_default(conv: nn.Module) -> None:
+    """PyTorch's own convolution draw (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))), for the convolutions
+    the official code builds after its own init (SimMIM's head) or never re-initialises (Swin's patch embedding)."""
+    init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
+    if conv.bias is not None:
+        bound = 1.0 / math.sqrt(conv.weight[0].numel())
+        init.uniform_(conv.bias, -bound, bound)
+
+
 def substitute_mask_token(x: torch.Tensor, bool_masked_pos: torch.Tensor, mask_token: nn.Parameter | None):
     """(B, L, D) patch embeddings with the masked ones, (B, L) True, replaced by the (1, 1, D) `mask_token`:
     x * (1 - w) + token * w, as BEiT and SimMIM write it."""
@@ -495,12 +504,3 @@ def init_layer_norm(norm: nn.LayerNorm) -> None:
     """The identity: weight 1, bias 0."""
     init.ones_(norm.weight)
     init.zeros_(norm.bias)
-
-
-def init_conv_as_pytorch_default(conv: nn.Conv2d) -> None:
-    """PyTorch's own Conv2d draw (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))), for a convolution the
-    official init leaves as PyTorch built it."""
-    init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
-    if conv.bias is not None:
-        bound = 1.0 / math.sqrt(conv.weight[0].numel())
-        init.uniform_(conv.bias, -bound, bound)

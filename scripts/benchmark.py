@@ -69,7 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", default=None,
                    help="comma list; default: every method of hf_mim.METHODS with a transformers peer")
     p.add_argument("--backbone", choices=backbone_families(), default=None,
-                   help="encoder family to time, e.g. video-vit (MaskFeat video against VideoMAE); default: the ViT")
+                   help="encoder family to time: swin (SimMIM's Swin-T/S/B for tiny/small/base, at 192 px window 6, "
+                        "against transformers' SwinForMaskedImageModeling) or video-vit (MaskFeat video against "
+                        "VideoMAE); default: the ViT")
     p.add_argument("--sizes", default="tiny,small,base",
                    help="comma list of tiny (192/12/3), small (384/12/6), base (768/12/12), custom")
     p.add_argument("--custom_size", default=None,
@@ -121,7 +123,8 @@ def resolve_methods(p, text, family=None):
     methods = [m for m in text.split(",") if m]
     for m in methods:
         if m not in available:
-            p.error(f"--methods: no transformers peer is known for {m!r}; choose from {', '.join(available)}")
+            p.error(f"--methods: no transformers peer is known for {m!r} on a {family or "vit"} backbone; choose from "
+                    f"{', '.join(available)}")
     return methods
 
 
@@ -212,7 +215,7 @@ def benchmark_phase(args, device, pairs, phase, size, batch_size) -> dict:
     cpu_times = {}
     times = round_robin(fns, warmup=1, repeats=args.repeats, device=device, cpu_times=cpu_times)
     if phase == "train":
-        flops = training_flops(hf_mim.get_method(pairs.method), pairs.config, pairs.num_masked)
+        flops = pairs.train_flops or training_flops(hf_mim.get_method(pairs.method), pairs.config, pairs.num_masked)
     else:
         flops = pairs.inference_flops or inference_flops(size, pairs.config.num_channels)
     result = {"flops_per_image": flops, "ratio": paired_ratio(times["ours"], times["peer"])}
@@ -244,8 +247,10 @@ def run_models(args, device) -> list[dict]:
             registered = hf_mim.get_method(method)
             peer = registered.peer(chosen_backbone(registered, args.backbone)).description
             logger.info("%s %s batch %d: building ours and %s", method, size.name, batch_size, peer)
-            entry = {"method": method, "size": size.name, "dims": {**asdict(size), "mlp": size.intermediate_size},
-                     "batch_size": batch_size, "peer": peer}
+            # a ViT's shape; another family's is in "config"
+            dims = {**asdict(size), "mlp": size.intermediate_size} if args.backbone in (None, "vit") else None
+            entry = {"method": method, "size": size.name, "dims": dims, "batch_size": batch_size, "peer": peer,
+                     "backbone": args.backbone or "vit"}
             try:
                 pairs = build_pairs(method, size, batch_size, device, args.seed, args.config_overrides, args.backbone)
             except Exception as error:  # one method's missing piece must not hide the others' numbers
@@ -361,6 +366,12 @@ def fmt_ms(stats) -> str:
     return f"{stats['median_s'] * 1e3:.4g} ({stats['min_s'] * 1e3:.4g}–{stats['max_s'] * 1e3:.4g})"
 
 
+def method_label(entry) -> str:
+    """"simmim", or "simmim-swin" for another backbone family than the ViT."""
+    backbone = entry.get("backbone", "vit")
+    return entry["method"] if backbone == "vit" else f"{entry['method']}-{backbone}"
+
+
 def markdown_models(results, device) -> str:
     cuda = device.type == "cuda"
     head = ["method", "size", "phase", "batch", "ours ms (min–max)", "peer ms (min–max)", "ratio peer/ours (min–max)",
@@ -372,14 +383,14 @@ def markdown_models(results, device) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in results:
         if "error" in entry:
-            lines.append(f"| {entry['method']} | {entry['size']} | error: {entry['error'][:80]} |")
+            lines.append(f"| {method_label(entry)} | {entry['size']} | error: {entry['error'][:80]} |")
             continue
         for phase in ("train", "inference"):
             if phase not in entry:
                 continue
             r = entry[phase]
             ratio = r["ratio"]
-            row = [entry["method"], entry["size"], phase, str(entry["batch_size"]), fmt_ms(r["ours"]),
+            row = [method_label(entry), entry["size"], phase, str(entry["batch_size"]), fmt_ms(r["ours"]),
                    fmt_ms(r["peer"]), f"{ratio['median']:.3f} ({ratio['min']:.2f}–{ratio['max']:.2f})",
                    f"{r['ours']['images_per_s']:.1f}", f"{r['peer']['images_per_s']:.1f}"]
             if not cuda:
@@ -395,7 +406,7 @@ def markdown_models(results, device) -> str:
         if "error" in entry:
             continue
         gap = entry["eval_loss"]
-        notes.append(f"- {entry['method']} {entry['size']}: weights {entry['weights']}; eval loss ours "
+        notes.append(f"- {method_label(entry)} {entry['size']}: weights {entry['weights']}; eval loss ours "
                      f"{gap['ours']:.6g} vs peer {gap['peer']:.6g}; peer attention {entry['attn_implementation']}"
                      + "".join(f"; {n}" for n in entry["notes"]))
     return "\n".join(lines + [""] + notes)

@@ -67,7 +67,9 @@ FINETUNE_DEFAULT_ARGS = ("--mixup 0 --cutmix 0 --rand_augment none --random_eras
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="outputs/benchmark-fashion-mnist")
-    p.add_argument("--methods", nargs="+", default=None, help=f"default: all of {', '.join(sorted(hf_mim.METHODS))}")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help=f"rows: a method, or method:backbone for another encoder family (simmim:swin, SimMIM's demo "
+                        f"Swin); default: all of {', '.join(sorted(hf_mim.METHODS))} on the demo ViT")
     p.add_argument("--fashion_mnist_dir", default=str(DEBIAN_DIR), help="folder of the four idx files (.gz or not)")
     p.add_argument("--train_subset", type=non_negative_int, default=5000,
                    help="class-balanced training images (0 = all 60000)")
@@ -101,9 +103,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=non_negative_int, default=0)
     args = p.parse_args(argv)
     args.methods = args.methods or sorted(hf_mim.METHODS)
-    unknown = [m for m in args.methods if m not in hf_mim.METHODS]
+    unknown = [row for row in args.methods if not is_known_row(row)]
     if unknown:
-        p.error(f"unknown methods {unknown}; registered: {sorted(hf_mim.METHODS)}")
+        rows = [f"{m}:{b}" for m in sorted(hf_mim.METHODS) for b in hf_mim.METHODS[m].backbones if b != "vit"]
+        p.error(f"unknown methods {unknown}; registered: {sorted(hf_mim.METHODS)}, and the rows {rows}")
     for name in ("train_subset", "test_subset"):
         value = getattr(args, name)
         if value < 0 or (value and value % len(LABELS)):
@@ -235,18 +238,37 @@ def finetune_score(args, model_dir: Path, from_scratch: bool, data_dir: Path, sc
             "learning_rate": summary["learning_rate"]}
 
 
-def needs_tokenizer(method: str) -> bool:
-    """Whether the method's demo model predicts visual tokens (and so gets the run's tokenizer)."""
-    backbone = hf_mim.get_method(method).backbone()
+def row_spec(row: str) -> tuple[str, str | None]:
+    """A --methods row, "method" or "method:backbone" (simmim:swin) -> (method, backbone family or None)."""
+    method, _, backbone = row.partition(":")
+    return method, backbone or None
+
+
+def row_key(row: str) -> str:
+    """The row's name in results and folders: "simmim", "simmim-swin"."""
+    return row.replace(":", "-")
+
+
+def is_known_row(row: str) -> bool:
+    method, backbone = row_spec(row)
+    return method in hf_mim.METHODS and (backbone is None or backbone in hf_mim.METHODS[method].backbones)
+
+
+def needs_tokenizer(row: str) -> bool:
+    """Whether the row's demo model predicts visual tokens (and so gets the run's tokenizer)."""
+    method, family = row_spec(row)
+    backbone = hf_mim.get_method(method).backbone(family)
     return backbone.config_class(**backbone.demo_config).needs_tokenizer
 
 
-def benchmark_method(args, method: str, data_dir: Path, scripts: dict, watch: Stopwatch, tokenizer) -> dict:
-    pretrain_dir = Path(args.output_dir) / "models" / f"{method}-pretrain"
-    argv = ["--method", method, "--dataset_name", str(data_dir), "--model_size", args.model_size,
+def benchmark_method(args, row: str, data_dir: Path, scripts: dict, watch: Stopwatch, tokenizer) -> dict:
+    method, family = row_spec(row)
+    pretrain_dir = Path(args.output_dir) / "models" / f"{row_key(row)}-pretrain"
+    argv = ["--method", method, *(["--backbone", family] if family else []), "--dataset_name", str(data_dir),
+            "--model_size", args.model_size,
             "--output_dir", str(pretrain_dir), "--max_train_steps", str(args.pretrain_steps),
             "--per_device_train_batch_size", str(args.batch_size), "--seed", str(args.seed), "--logging_steps", "50"]
-    if needs_tokenizer(method):
+    if needs_tokenizer(row):
         path, reason = tokenizer
         if path is None:
             return {"skipped": reason}
@@ -254,6 +276,7 @@ def benchmark_method(args, method: str, data_dir: Path, scripts: dict, watch: St
     if args.config_overrides:
         argv += ["--config_overrides", args.config_overrides]
     argv += shlex.split(args.pretrain_args)
+    method = row_key(row)
     pretrain = watch(f"{method} pretrain", run_script, scripts["pretrain"], argv)
     result = {"pretrain": {"steps": pretrain["steps"], "final_loss": pretrain["final_loss"],
                            "learning_rate": pretrain["learning_rate"], "effective_batch": pretrain["effective_batch"]}}
@@ -389,9 +412,10 @@ def run_benchmark(args, argv) -> dict:
     if any(needs_tokenizer(m) for m in args.methods):
         tokenizer = resolve_tokenizer(args, data_dir, scripts, watch)
     methods = {}
-    for method in args.methods:
+    for row in args.methods:
+        method = row_key(row)
         try:
-            methods[method] = benchmark_method(args, method, data_dir, scripts, watch, tokenizer)
+            methods[method] = benchmark_method(args, row, data_dir, scripts, watch, tokenizer)
         except Exception as error:  # noqa: BLE001 - one broken method must not cost the others' results
             logger.error("%s failed:\n%s", method, traceback.format_exc())
             methods[method] = {"error": f"{type(error).__name__}: {error}"}
@@ -402,6 +426,11 @@ def run_benchmark(args, argv) -> dict:
     command = command_line("scripts/benchmark_fashion_mnist.py", argv)
     encoder = ("demo ViT (" + ", ".join(f"{k}={v}" for k, v in DEMO_BACKBONE.items()) + ")" if args.model_size == "demo"
                else "each method's ViT-B/16")
+    for row in args.methods:  # rows on another encoder family
+        method, family = row_spec(row)
+        if family and args.model_size == "demo":
+            demo = hf_mim.get_method(method).backbone(family).demo_config
+            encoder += f"; {row_key(row)}: demo {family} (" + ", ".join(f"{k}={v}" for k, v in demo.items()) + ")"
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,

@@ -4,6 +4,8 @@
     python scripts/convert_checkpoint.py --from mae-official --checkpoint mae_pretrain_vit_base.pth --output_dir out
     python scripts/convert_checkpoint.py --from beit-unilm --checkpoint beit_base_patch16_224_pt22k.pth --output_dir out
     python scripts/convert_checkpoint.py --from hf-vit-mae --checkpoint path/to/vit-mae-base --output_dir out
+    python scripts/convert_checkpoint.py --from simmim-official --checkpoint simmim_pretrain__swin_base__img192_window6__800ep.pth \
+        --config_overrides window_size=7 --image_size 224 --output_dir out   # a Swin, bias tables resampled to 7x7
 
 Foreign files are read without executing code (safetensors, or torch.load(weights_only=True)). Each source is a
 declarative key map (hf_mim/convert.py); every key must be mapped or deliberately dropped, and the converted model
@@ -49,28 +51,45 @@ def image_mean_std(source: Source, args) -> tuple[list[float], list[float]]:
     return NORMALIZATIONS[source.normalization]
 
 
-def config_with_overrides(method, fields: dict, overrides: str):
-    """The method's config from the fields read off the checkpoint, with --config_overrides ("k=v,k=v", typed as
+def config_with_overrides(config_class, fields: dict, overrides: str):
+    """The backbone's config from the fields read off the checkpoint, with --config_overrides ("k=v,k=v", typed as
     the config's defaults) applied before the config's checks run: a checkpoint at another size may need, say,
     other mask counts to be valid at all."""
     if overrides:
-        parsed = method.config_class()
+        parsed = config_class()
         parsed = apply_config_overrides(parsed, overrides, recheck=False)
         names = [pair.split("=", 1)[0].strip() for pair in overrides.split(",")]
         fields = {**fields, **{name: getattr(parsed, name) for name in names}}
-    return method.config_class(**fields)
+    return config_class(**fields)
 
 
-def target_class(method, config, converted: dict[str, torch.Tensor]) -> tuple[type, list[str]]:
-    """The class that can hold the checkpoint, and the converted keys it cannot hold (left out)."""
+def fitted_config(args, source: Source, backbone, fields: dict, converted: dict[str, torch.Tensor]):
+    """(config, whether tables were resampled): the backbone's config from the checkpoint's fields, --image_size and
+    --config_overrides, with the position tables of `converted` resampled in place to fit it (a ViT's to the new
+    patch grid; a Swin's window bias tables to the config's window size)."""
+    resized = bool(args.image_size) and args.image_size != fields["image_size"]
+    if resized and source.resize_tables is None:
+        resize_position_tables(converted, args.image_size // fields["patch_size"])
+    fields["image_size"] = args.image_size or fields["image_size"]
+    config = config_with_overrides(backbone.config_class, fields, args.config_overrides)
+    for key in source.resize_tables(converted, config) if source.resize_tables else []:
+        resized = True
+        logger.info("%s: resampled (bicubic) for the config's window or grid", key)
+    return config, resized
+
+
+def target_class(backbone, config, converted: dict[str, torch.Tensor]) -> tuple[type, list[str]]:
+    """The class of the method's `backbone` family that can hold the checkpoint, and the converted keys it cannot
+    hold (left out)."""
     if "head.weight" in converted:
-        return method.classification_class, []
-    outside_encoder = sorted(k for k in converted if not k.startswith("vit."))
+        return backbone.classification_class, []
+    prefix = backbone.model_class.base_model_prefix + "."
+    outside_encoder = sorted(k for k in converted if not k.startswith(prefix))
     if not outside_encoder:
-        return method.model_class, []
+        return backbone.model_class, []
     if config.needs_tokenizer:  # its pretraining model predicts a tokenizer's ids; no checkpoint here holds one
-        return method.model_class, outside_encoder
-    return method.pretraining_class, []
+        return backbone.model_class, outside_encoder
+    return backbone.pretraining_class, []
 
 
 def parse_args(argv=None):
@@ -80,7 +99,8 @@ def parse_args(argv=None):
     p.add_argument("--output_dir", required=True)
     p.add_argument("--num_attention_heads", type=positive_int, default=None,
                    help="when the width is not a standard ViT size")
-    p.add_argument("--image_size", type=positive_int, default=None, help="resample position tables to this image size")
+    p.add_argument("--image_size", type=positive_int, default=None, help="convert to this image size: a ViT's position tables are resampled to its grid; a Swin's weights "
+                        "need it when they do not say it (its bias tables follow --config_overrides window_size=N)")
     p.add_argument("--config_overrides", default="", help='"k=v,k=v" applied to the inferred config')
     p.add_argument("--normalization", choices=sorted(NORMALIZATIONS), default=None,
                    help="image mean/std of the saved processor: imagenet-default (0.485.../0.229...) or "
@@ -100,20 +120,18 @@ def main(argv=None) -> dict:
         return convert_dalle_encoder(args)
     method, source = conversion_source(args.source)
     state_dict = source.read(args.checkpoint)
+    source = source.for_checkpoint(state_dict)  # e.g. an official SimMIM checkpoint of a Swin
+    backbone = method.backbone(source.backbone)
     converted = convert_state_dict(state_dict, source.key_map, source.qkv_bias)
     try:
         fields = source.config_fields(state_dict, converted, args)
     except KeyError as error:
         raise ValueError(f"{args.checkpoint} is not a {source.describe}: after renaming it has no {error} key") from error
-    resized = bool(args.image_size) and args.image_size != fields["image_size"]
-    if resized:
-        resize_position_tables(converted, args.image_size // fields["patch_size"])
-        fields["image_size"] = args.image_size
-    config = config_with_overrides(method, fields, args.config_overrides)
-    if config.relative_position_bias == "per_layer":
+    config, resized = fitted_config(args, source, backbone, fields, converted)
+    if getattr(config, "relative_position_bias", None) == "per_layer":
         converted.update(per_layer_tables_from_shared(converted, config.num_hidden_layers))
         converted.pop(SHARED_TABLE_KEY, None)
-    model_class, left_out = target_class(method, config, converted)
+    model_class, left_out = target_class(backbone, config, converted)
     with no_init_weights():  # every weight is loaded below
         model = model_class(config)
     load_converted(model, {k: v for k, v in converted.items() if k not in left_out})
@@ -129,12 +147,12 @@ def main(argv=None) -> dict:
     dropped = key_groups(dropped_keys(state_dict, source.key_map)) + key_groups(left_out)
     if dropped:
         logger.info("left out (no place in %s): %s", model_class.__name__, ", ".join(dropped))
-    is_classifier = model_class is method.classification_class
+    is_classifier = model_class is backbone.classification_class
     out = Path(args.output_dir)
     model.save_pretrained(out)
     image_mean, image_std = image_mean_std(source, args)
     # a classifier's processor is the pipeline's: the official evaluation crop; others feed pretraining
-    processors = method.image_processor_class
+    processors = backbone.image_processor_class
     processor = (processors.for_evaluation if is_classifier else processors.for_model_config)(
         config, image_mean=image_mean, image_std=image_std)
     processor.save_pretrained(out)

@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model_name_or_path", help="start from these weights (a folder or Hub id) instead of random init")
     p.add_argument("--config_overrides", default="", help='config fields, "k=v,k=v", e.g. "hidden_size=384,mask_ratio=0.6"')
     p.add_argument("--model_size", choices=["demo", "base"], default=None,
-                   help="demo: tiny 32 px ViT for CPU; base: the method's canonical ViT-B/16. "
+                   help="demo: tiny 32 px model for CPU; base: the method's canonical ViT-B/16 (with --backbone swin: "
+                        "SimMIM's Swin-B, 192 px, window 6). "
                         "Default: demo on the embedded sample, base otherwise")
     p.add_argument("--tokenizer_name_or_path", help="visual tokenizer of the methods that predict tokens: a folder from "
                    "scripts/train_tokenizer.py or scripts/convert_checkpoint.py --from dalle-encoder")

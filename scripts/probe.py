@@ -146,6 +146,9 @@ def main(argv=None) -> dict:
     train, evaluation = load_splits(args)
     model, processor = load_encoder(args.model_name_or_path, random_init=args.random_init, seed=args.seed,
                                     crop_pct=args.eval_crop_pct)
+    if pooling == "cls" and not model.has_cls_token:  # a Swin: its pooled feature is the mean of its tokens
+        logger.info("%s has no cls token: pooling the mean of its last tokens", type(model).__name__)
+        pooling = "mean"
     start = time.perf_counter()
     train_features, train_labels = features_of(args, model, processor, train, args.train_split, pooling, device)
     eval_features, eval_labels = features_of(args, model, processor, evaluation, args.eval_split, pooling, device)

@@ -23,8 +23,9 @@ from hf_mim.convert_swin import (
     resize_window_bias_tables,
 )
 from hf_mim.modeling.configuration_simmim_swin import MimSimMIMSwinConfig
-from hf_mim.modeling.image_processing_simmim import MimSimMIMImageProcessor
+from hf_mim.modeling.image_processing_simmim_swin import MimSimMIMSwinImageProcessor
 from hf_mim.modeling.masking import simmim_mask
+from hf_mim.modeling.mim_base import PictureView
 from hf_mim.modeling.modeling_simmim_swin import (
     MimSimMIMSwinForImageClassification,
     MimSimMIMSwinForPreTraining,
@@ -209,7 +210,7 @@ def test_config_round_trips_and_accepts_transformers_derived_fields(tmp_path):
 
 def test_processor_masks_at_the_model_patch_size_as_the_official_generator():
     """192 px, 32 px cells, patch 4: 6x6 cells, ceil(0.6 * 36) = 22 masked, each over 8x8 patches of a 48x48 grid."""
-    processor = MimSimMIMImageProcessor.for_model_config(MimSimMIMSwinConfig())
+    processor = MimSimMIMSwinImageProcessor.for_model_config(MimSimMIMSwinConfig())
     image = np.random.default_rng(0).integers(0, 256, (200, 210, 3), dtype=np.uint8)
     out = processor(image, return_bool_masked_pos=True, mask_seed=3, return_tensors="pt")
     mask = out["bool_masked_pos"]
@@ -344,12 +345,33 @@ def test_torch_compile_traces_to_one_graph():
     assert explanation.graph_break_count == 0, [str(b.reason)[:300] for b in explanation.break_reasons]
 
 
+def test_encoder_surface_is_the_last_stage_without_cls_token():
+    model = MimSimMIMSwinForPreTraining(tiny_config()).eval()
+    pixels = inputs(model.config)["pixel_values"]
+    tokens = model.encoder_tokens(pixels)
+    assert model.encoder is model.swin and model.has_cls_token is False
+    assert tokens.shape == (2, 16, 32)  # (32 / 8)**2 last-stage tokens of width 16 * 2
+    torch.testing.assert_close(tokens, model.swin(pixels)[0], rtol=0, atol=0)
+    # after the final LayerNorm (at its init, weight 1 and bias 0): every token has mean 0
+    torch.testing.assert_close(tokens.mean(dim=-1), torch.zeros(2, 16), rtol=0, atol=1e-5)
+    assert model.config.num_hidden_layers == 4 and model.config.num_attention_heads == 4
+    assert model.config.needs_tokenizer is False
+
+
+def test_processor_defaults_are_the_official_swin_pretraining_input():
+    processor = MimSimMIMSwinImageProcessor()
+    assert (processor.size["height"], processor.patch_size, processor.mask_patch_size) == (192, 4, 32)
+    mask = processor(np.zeros((200, 210, 3), np.uint8), return_bool_masked_pos=True,
+                     return_tensors="pt")["bool_masked_pos"]
+    assert mask.shape == (1, 48 * 48) and int(mask.sum()) == 1408
+
+
 def test_picture_view_and_after_optimizer_step():
     model = MimSimMIMSwinForPreTraining(tiny_config()).eval()
     batch = inputs(model.config)
     out = model(**batch)
     view = model.picture_view(batch, out)
-    assert view.kind == "pixels" and view.target is None
+    assert isinstance(view, PictureView) and view.kind == "pixels" and view.target is None
     assert view.predicted is out.reconstruction and torch.equal(view.bool_masked_pos, batch["bool_masked_pos"])
     assert model.after_optimizer_step() is None
 
@@ -392,7 +414,7 @@ def test_remote_code_loads_without_hf_mim(tmp_path):
     config = tiny_config()
     model = MimSimMIMSwinForPreTraining(config).eval()
     model.save_pretrained(tmp_path)
-    MimSimMIMImageProcessor.for_model_config(config).save_pretrained(tmp_path)
+    MimSimMIMSwinImageProcessor.for_model_config(config).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert {"AutoConfig", "AutoModel", "AutoModelForMaskedImageModeling", "AutoModelForImageClassification",
             "AutoImageProcessor"} <= set(saved["auto_map"])
@@ -424,5 +446,19 @@ def test_remote_code_loads_without_hf_mim(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["MimSimMIMSwinForPreTraining", "MimSimMIMSwinModel",
-                                     "MimSimMIMSwinForImageClassification", "MimSimMIMImageProcessor"]
+                                     "MimSimMIMSwinForImageClassification", "MimSimMIMSwinImageProcessor"]
     torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), expected, rtol=0, atol=1e-6)
+
+
+def test_classifier_from_a_pretraining_folder_gets_the_fine_tuning_switches(tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    import hf_mim  # noqa: F401
+
+    MimSimMIMSwinForPreTraining(tiny_config()).save_pretrained(tmp_path)
+    classifier = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3)
+    assert type(classifier).__name__ == "MimSimMIMSwinForImageClassification"
+    assert classifier.config.drop_path_rate == 0.1 and classifier.config.num_labels == 3
+    assert classifier.config.architectures == ["MimSimMIMSwinForImageClassification"]
+    # a drop path rate the caller gives is kept
+    assert AutoModelForImageClassification.from_pretrained(tmp_path, drop_path_rate=0.2).config.drop_path_rate == 0.2
