@@ -123,7 +123,7 @@ def resolve_methods(p, text, family=None):
     methods = [m for m in text.split(",") if m]
     for m in methods:
         if m not in available:
-            p.error(f"--methods: no transformers peer is known for {m!r} on a {family or "vit"} backbone; choose from "
+            p.error(f"--methods: no transformers peer is known for {m!r} on a {family or 'vit'} backbone; choose from "
                     f"{', '.join(available)}")
     return methods
 
