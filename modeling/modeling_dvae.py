@@ -66,6 +66,17 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     return (log_q.exp() * log_q).sum(dim=1) + math.log(logits.shape[1])
 
 
+def batch_kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
+    """KL(q_bar || Uniform(K)) of the posterior averaged over the batch and grid, q = softmax over dim 1:
+    (B, K, h, w) -> scalar, in nats; log K minus the entropy of the average code distribution.
+
+    The per-position KL of the ELBO pulls every posterior towards uniform but leaves the argmax free to pile onto a
+    few codes; this term is zero only when the codes are used equally often (wav2vec 2.0's diversity loss).
+    """
+    mean_q = F.softmax(logits.float(), dim=1).mean(dim=(0, 2, 3))
+    return torch.special.xlogy(mean_q, mean_q).sum() + math.log(logits.shape[1])
+
+
 def sample_gumbel_like(logits: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise g = -log(E), E ~ Exponential(1) (the same as -log(-log U)), shaped like logits."""
     return -torch.empty_like(logits).exponential_().log()
@@ -228,6 +239,7 @@ class MimDvaeOutput(ModelOutput):
     reconstruction: (B, C, H, W) decoded image in [0, 1] (unmapped), from the relaxed codes.
     codebook_perplexity: exp(entropy) of the batch histogram of argmax codes, in [1, vocab].
     codebook_usage: fraction of the vocabulary the batch's argmax codes use.
+    diversity_loss: KL(batch-average posterior || uniform), in nats (`batch_kl_to_uniform`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -237,6 +249,7 @@ class MimDvaeOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
     codebook_perplexity: torch.FloatTensor | None = None
     codebook_usage: torch.FloatTensor | None = None
+    diversity_loss: torch.FloatTensor | None = None
 
 
 class MimDvaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
@@ -352,6 +365,7 @@ class MimDvaeModel(MimDvaePreTrainedModel):
         pixel_values: torch.Tensor,
         temperature: float = 1.0,
         kl_weight: float | None = None,
+        diversity_weight: float | None = None,
         gumbel_noise: torch.Tensor | None = None,
         return_dict: bool | None = True,
     ) -> MimDvaeOutput | tuple:
@@ -359,11 +373,13 @@ class MimDvaeModel(MimDvaePreTrainedModel):
 
         encode -> relaxed codes z = softmax((logits + g) / temperature), used in forward and backward (no
         straight-through) -> decode z -> logit-Laplace NLL of pixel_values + kl_weight * KL(q || uniform).
-        kl_weight defaults to config.kl_weight; gumbel_noise (B, vocab, h, w) makes a step deterministic in tests.
+        + diversity_weight * KL(batch-average q || uniform). The weights default to config.kl_weight and
+        config.codebook_diversity_weight; gumbel_noise (B, vocab, h, w) makes a step deterministic in tests.
         """
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         kl_weight = self.config.kl_weight if kl_weight is None else kl_weight
+        diversity_weight = self.config.codebook_diversity_weight if diversity_weight is None else diversity_weight
         logits = self.get_codebook_logits(pixel_values)
         noise = sample_gumbel_like(logits) if gumbel_noise is None else gumbel_noise.to(logits)
         soft_codes = F.softmax((logits + noise) / temperature, dim=1)
@@ -374,7 +390,8 @@ class MimDvaeModel(MimDvaePreTrainedModel):
         nll = logit_laplace_nll(target, location, log_scale)
         reconstruction_loss = nll.flatten(1).sum(1).mean() / num_values
         kl_loss = kl_to_uniform(logits).flatten(1).sum(1).mean() / num_values
-        loss = reconstruction_loss + kl_weight * kl_loss
+        diversity_loss = batch_kl_to_uniform(logits)
+        loss = reconstruction_loss + kl_weight * kl_loss + diversity_weight * diversity_loss
 
         with torch.no_grad():
             perplexity, usage = codebook_statistics(logits.argmax(dim=1), self.config.vocab_size)
@@ -382,6 +399,7 @@ class MimDvaeModel(MimDvaePreTrainedModel):
         out = MimDvaeOutput(
             loss=loss, reconstruction_loss=reconstruction_loss, kl_loss=kl_loss, logits=logits,
             reconstruction=reconstruction, codebook_perplexity=perplexity, codebook_usage=usage,
+            diversity_loss=diversity_loss,
         )
         return out if return_dict is not False else out.to_tuple()
 
@@ -390,6 +408,7 @@ __all__ = [
     "MimDvaeModel",
     "MimDvaeOutput",
     "MimDvaePreTrainedModel",
+    "batch_kl_to_uniform",
     "codebook_statistics",
     "gumbel_temperature",
     "kl_to_uniform",

@@ -23,6 +23,7 @@ from hf_mim.dalle_pickle import (
 from hf_mim.modeling.configuration_dvae import MimDvaeConfig
 from hf_mim.modeling.modeling_dvae import (
     MimDvaeModel,
+    batch_kl_to_uniform,
     codebook_statistics,
     gumbel_temperature,
     kl_to_uniform,
@@ -56,7 +57,8 @@ def mapped_images(batch=2, size=32, seed=0) -> torch.Tensor:
     "overrides, field",
     [({"vocab_size": 1}, "vocab_size"), ({"hidden_size": 18}, "hidden_size"), ({"num_groups": 0}, "num_groups"),
      ({"num_blocks_per_group": 0}, "num_blocks_per_group"), ({"image_size": 100}, "image_size"),
-     ({"kl_weight": -1.0}, "kl_weight"), ({"temperature_end": 0.0}, "temperature_end")],
+     ({"kl_weight": -1.0}, "kl_weight"), ({"temperature_end": 0.0}, "temperature_end"),
+     ({"codebook_diversity_weight": -0.5}, "codebook_diversity_weight")],
 )
 def test_config_rejects_impossible_values_by_name(overrides, field):
     with pytest.raises(ValueError, match=field):
@@ -253,7 +255,22 @@ def test_forward_is_the_negative_elbo_of_its_parts(tiny_model):
     assert out.logits.shape == (2, 64, 4, 4) and 1 <= out.codebook_perplexity <= 64 and 0 < out.codebook_usage <= 1
     default_weight = tiny_model(x, temperature=0.5, gumbel_noise=noise)  # kl_weight=None -> config.kl_weight
     torch.testing.assert_close(default_weight.loss, out.reconstruction_loss + tiny_model.config.kl_weight * out.kl_loss)
-    assert len(tiny_model(x, gumbel_noise=noise, return_dict=False)) == 7
+    assert len(tiny_model(x, gumbel_noise=noise, return_dict=False)) == 8
+    diverse = tiny_model(x, temperature=0.5, kl_weight=2.0, diversity_weight=3.0, gumbel_noise=noise)
+    torch.testing.assert_close(out.diversity_loss, batch_kl_to_uniform(logits))
+    torch.testing.assert_close(diverse.loss, out.loss + 3.0 * out.diversity_loss)
+
+
+def test_batch_kl_to_uniform_is_zero_only_for_equal_use_of_codes():
+    # two positions, each certain, on different codes of 4: the average is (0.5, 0.5, 0, 0), KL = log 4 - log 2
+    two_codes = torch.full((1, 4, 1, 2), -60.0)
+    two_codes[0, 0, 0, 0] = two_codes[0, 1, 0, 1] = 60.0
+    assert batch_kl_to_uniform(two_codes).item() == pytest.approx(math.log(2), abs=1e-5)
+    every_code = torch.full((1, 4, 2, 2), -60.0)
+    for k in range(4):
+        every_code[0, k, k // 2, k % 2] = 60.0
+    assert batch_kl_to_uniform(every_code).item() == pytest.approx(0.0, abs=1e-5)
+    assert kl_to_uniform(every_code).mean().item() == pytest.approx(math.log(4), rel=1e-5)  # the ELBO's KL is maximal
 
 
 def test_gradients_reach_encoder_and_decoder():
