@@ -29,6 +29,10 @@ logger = logging.get_logger(__name__)
 
 # Pixels are squeezed into [eps, 1 - eps] so the logit-Laplace likelihood never evaluates logit(0) or logit(1).
 LOGIT_LAPLACE_EPS = 0.1
+# reseed_dead_codes: a new code's logit lead at the cell it was split from. Small, so that a split moves only cells
+# of the code it splits, not those of codes whose logits are close behind.
+SPLIT_MARGIN = 0.01
+ROUNDS = 1
 
 
 # ------------------------------------------------------------------------------------------- pure functions
@@ -254,7 +258,8 @@ class MimDvaeOutput(ModelOutput):
 
 class MimDvaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     config_class = MimDvaeConfig
-    auto_classes = {"AutoModel": "MimDvaeModel"}
+    # the processor's file is copied with the model's for remote code (the model never imports it)
+    auto_classes = {"AutoModel": "MimDvaeModel", "AutoImageProcessor": "image_processing_dvae.MimDvaeImageProcessor"}
     base_model_prefix = "dvae"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -336,6 +341,44 @@ class MimDvaeModel(MimDvaePreTrainedModel):
     def get_codebook_indices(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) map_pixels'd image -> (B, H/f, W/f) long token ids (argmax over the vocabulary)."""
         return self.get_codebook_logits(pixel_values).argmax(dim=1)
+
+    @torch.no_grad()
+    def reseed_dead_codes(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> int:
+        """Give codes that no cell of this batch picks (argmax) part of a used code's cells; returns how many were dead.
+
+        In rounds, each used code j with two cells or more gives its cells to at most one dead code k: from a random
+        cell p of j, k's row of the encoder's last 1x1 conv becomes j's plus a step along d = h_p - mean_j(h), the
+        offset of p's features from the mean of j's cells, with a bias putting the boundary of j and k through that
+        mean (a k-means split, as the LBG algorithm grows a codebook); rounds repeat while codes stay dead. k's
+        decoder column copies j's, so decodings are unchanged at first and the two codes then drift apart.
+        `pixel_values`: map_pixels'd (B, C, H, W).
+        """
+        output = self.encoder.blocks.output
+        features = output.relu(self.encoder.blocks[:-1](pixel_values.float()))
+        flat = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        weight, bias, decoder_weight = output.conv.w, output.conv.b, self.decoder.blocks.input.w
+        initially_dead = None
+        for _ in range(ROUNDS):
+            codes = output.conv(features).argmax(dim=1).flatten()
+            counts = torch.bincount(codes, minlength=self.config.vocab_size)
+            dead, splittable = (counts == 0).nonzero().flatten(), (counts > 1).nonzero().flatten()
+            initially_dead = len(dead) if initially_dead is None else initially_dead
+            pairs = min(len(dead), len(splittable))
+            if pairs == 0:
+                break
+            order = torch.randperm(len(splittable), generator=generator)[:pairs]
+            for code, used in zip(dead[:pairs].tolist(), splittable[order].tolist()):
+                cells = (codes == used).nonzero().flatten()
+                cell = cells[torch.randint(len(cells), (1,), generator=generator)].item()
+                centre = flat[cells].mean(dim=0)
+                direction = flat[cell] - centre
+                if direction.pow(2).sum() < 1e-12:  # j's cells alike: no split of them can separate them
+                    continue
+                step = SPLIT_MARGIN * direction / direction.pow(2).sum()  # k over j: SPLIT_MARGIN at p, 0 at the mean
+                weight[code, :, 0, 0] = weight[used, :, 0, 0] + step.to(weight.dtype)
+                bias[code] = bias[used] - (step @ centre).to(bias.dtype)
+                decoder_weight[:, code] = decoder_weight[:, used]
+        return initially_dead
 
     def decode_parameters(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, vocab, h, w) codes -> fp32 (location, log_scale), each (B, C, h f, w f)."""

@@ -10,6 +10,8 @@ import sys
 import types
 from collections import OrderedDict
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 import torch.nn.functional as F
@@ -198,6 +200,43 @@ def test_save_load_round_trip(tiny_model, tmp_path):
     assert torch.equal(loaded.decode(ids), tiny_model.decode(ids))
 
 
+# ------------------------------------------------------------------------------------- image processor
+
+
+def test_processor_gives_the_tokenizer_view_of_beit():
+    """The tokenizer's own processor and BEiT's codebook view are one transform: Lanczos to the side, [0, 1],
+    map_pixels; `do_map_pixels=False` gives the [0, 1] image."""
+    from hf_mim.modeling.image_processing_beit import MimBeitImageProcessor
+    from hf_mim.modeling.image_processing_dvae import MimDvaeImageProcessor
+
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    processor = MimDvaeImageProcessor.for_model_config(tiny_config())
+    mapped = processor(image, return_tensors="pt").pixel_values
+    plain = processor(image, return_tensors="pt", do_map_pixels=False).pixel_values
+    beit = MimBeitImageProcessor(size={"height": 32, "width": 32}, codebook_image_size=32)
+    view = beit(image, return_tensors="pt", return_codebook_pixels=True).codebook_pixel_values
+    assert mapped.shape == (1, 3, 32, 32) and torch.equal(mapped, view)
+    torch.testing.assert_close(mapped, map_pixels(plain), rtol=0, atol=1e-6)
+    assert plain.min() >= 0 and plain.max() <= 1 and mapped.min() >= 0.1 - 1e-6 and mapped.max() <= 0.9 + 1e-6
+
+
+def test_processor_saves_with_the_model_and_loads_by_auto_class(tiny_model, tmp_path):
+    from transformers import AutoImageProcessor
+
+    import hf_mim  # noqa: F401
+    from hf_mim.modeling.image_processing_dvae import MimDvaeImageProcessor
+
+    tiny_model.save_pretrained(tmp_path)
+    MimDvaeImageProcessor.for_model_config(tiny_model.config).save_pretrained(tmp_path)
+    assert (tmp_path / "image_processing_dvae.py").exists()  # remote code of the auto_map entry
+    auto_map = tiny_model.config.auto_map
+    assert auto_map["AutoImageProcessor"] == "image_processing_dvae.MimDvaeImageProcessor"
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert isinstance(processor, MimDvaeImageProcessor) and processor.size == {"height": 32, "width": 32}
+    codes = tiny_model.get_codebook_indices(processor(PIL.Image.new("RGB", (20, 30)), return_tensors="pt").pixel_values)
+    assert codes.shape == (1, 4, 4)
+
+
 # ----------------------------------------------------------------------------------------- ELBO pieces
 
 
@@ -271,6 +310,21 @@ def test_batch_kl_to_uniform_is_zero_only_for_equal_use_of_codes():
         every_code[0, k, k // 2, k % 2] = 60.0
     assert batch_kl_to_uniform(every_code).item() == pytest.approx(0.0, abs=1e-5)
     assert kl_to_uniform(every_code).mean().item() == pytest.approx(math.log(4), rel=1e-5)  # the ELBO's KL is maximal
+
+
+def test_reseeding_dead_codes_puts_more_codes_in_use_and_keeps_the_decodings():
+    """A k-means split: on a toy batch where an untrained encoder picks a handful of codes, the dead ones take
+    part of the used codes' cells, and those cells decode as before (the split code copies the decoder column)."""
+    torch.manual_seed(0)
+    model = MimDvaeModel(tiny_config(vocab_size=64)).eval()
+    images = mapped_images(batch=16, seed=1)  # 256 cells
+    before = model.get_codebook_indices(images)
+    decoded = model.decode(before)
+    dead = model.reseed_dead_codes(images, torch.Generator().manual_seed(0))
+    after = model.get_codebook_indices(images)
+    used_before, used_after = before.unique().numel(), after.unique().numel()
+    assert dead == 64 - used_before and used_after > 2 * used_before, (used_before, used_after)
+    torch.testing.assert_close(model.decode(after), decoded, rtol=0, atol=1e-3)
 
 
 def test_gradients_reach_encoder_and_decoder():
@@ -480,3 +534,9 @@ def test_convert_script_turns_encoder_pkl_into_a_loadable_tokenizer(fake_encoder
     images = mapped_images(size=32)
     with torch.no_grad():
         torch.testing.assert_close(tokenizer.get_codebook_logits(images), encoder(images).float(), rtol=0, atol=1e-5)
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "tok")  # what the tokenizer reads, saved beside it
+    assert type(processor).__name__ == "MimDvaeImageProcessor" and processor.size["height"] == 112
+    black = processor(PIL.Image.new("RGB", (50, 60)), return_tensors="pt").pixel_values
+    assert black.shape == (1, 3, 112, 112) and torch.allclose(black, torch.full_like(black, 0.1))
