@@ -32,7 +32,7 @@ LOGIT_LAPLACE_EPS = 0.1
 # reseed_dead_codes: a new code's logit lead at the cell it was split from. Small, so that a split moves only cells
 # of the code it splits, not those of codes whose logits are close behind.
 SPLIT_MARGIN = 0.01
-ROUNDS = 1
+ROUNDS = 3
 
 
 # ------------------------------------------------------------------------------------------- pure functions

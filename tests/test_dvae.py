@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import subprocess
 import sys
 import types
 from collections import OrderedDict
@@ -235,6 +236,20 @@ def test_processor_saves_with_the_model_and_loads_by_auto_class(tiny_model, tmp_
     assert isinstance(processor, MimDvaeImageProcessor) and processor.size == {"height": 32, "width": 32}
     codes = tiny_model.get_codebook_indices(processor(PIL.Image.new("RGB", (20, 30)), return_tensors="pt").pixel_values)
     assert codes.shape == (1, 4, 4)
+    script = (  # a process without hf_mim: the folder's own code
+        "import sys; sys.modules['hf_mim'] = None\n"
+        "from PIL import Image\nfrom transformers import AutoImageProcessor, AutoModel\n"
+        f"folder = {str(tmp_path)!r}\n"
+        "model = AutoModel.from_pretrained(folder, trust_remote_code=True)\n"
+        "processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)\n"
+        "pixels = processor(Image.new('RGB', (20, 30)), return_tensors='pt').pixel_values\n"
+        "print(type(processor).__name__, type(model).__module__.startswith('hf_mim'), "
+        "model.get_codebook_indices(pixels).tolist())\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split(" ", 2)[:2] == ["MimDvaeImageProcessor", "False"]
+    assert result.stdout.split(" ", 2)[2].strip() == str(codes.tolist())
 
 
 # ----------------------------------------------------------------------------------------- ELBO pieces
