@@ -6,8 +6,9 @@
 
 DALL-E's objective and schedules: Gumbel-softmax relaxation in forward and backward, temperature annealed
 1 -> 1/16 (cosine), KL weight to the uniform prior rising linearly 0 -> 6.6, Adam with lr warm-up and cosine decay.
-Against codebook collapse (a few codes doing all the work makes poor BEiT/CAE targets), codes no cell of a batch
-picks are re-seeded by splitting used ones (`--reseed_dead_codes_every`). Codes in use, perplexity and PSNR are
+Against codebook collapse (a few codes doing all the work makes poor BEiT/CAE targets): the demo size trains with
+a lighter KL weight (1.0) and the codebook diversity term (config `codebook_diversity_weight`, 1.0), and codes no
+cell of a batch picks are re-seeded by splitting used ones (`--reseed_dead_codes_every`). Codes in use, perplexity and PSNR are
 measured on held-out images (the sample's test split) for the card. The folder (weights, config, image
 processor, card) loads with `AutoModel.from_pretrained` and feeds `scripts/pretrain.py --tokenizer_name_or_path`.
 """
@@ -38,8 +39,11 @@ from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, des
 
 logger = logging.getLogger("hf_mim.train_tokenizer")
 
-# Small enough for 2 CPU cores; 64 px views give the 8x8 token grid of the demo BEiT/CAE (32 px, patch 4).
-DEMO_CONFIG = dict(vocab_size=512, hidden_size=16, num_blocks_per_group=1, decoder_init_size=32, image_size=64)
+# Small enough for 2 CPU cores; 64 px views give the 8x8 token grid of the demo BEiT/CAE (32 px, patch 4). In a run
+# of a few hundred updates, DALL-E's KL weight (6.6) flattens every posterior until one code wins every argmax; a
+# lighter KL and the diversity term (KL of the batch-average posterior to uniform) keep the codebook in use.
+DEMO_CONFIG = dict(vocab_size=512, hidden_size=16, num_blocks_per_group=1, decoder_init_size=32, image_size=64,
+                   kl_weight=1.0, codebook_diversity_weight=1.0)
 
 
 @dataclass(frozen=True)
