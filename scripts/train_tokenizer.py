@@ -6,9 +6,9 @@
 
 DALL-E's objective and schedules: Gumbel-softmax relaxation in forward and backward, temperature annealed
 1 -> 1/16 (cosine), KL weight to the uniform prior rising linearly 0 -> 6.6, Adam with lr warm-up and cosine decay.
-Against codebook collapse (a few codes doing all the work makes poor BEiT/CAE targets): the demo size trains with
-a lighter KL weight (1.0) and the codebook diversity term (config `codebook_diversity_weight`, 1.0), and codes no
-cell of a batch picks are re-seeded by splitting used ones (`--reseed_dead_codes_every`). Codes in use, perplexity and PSNR are
+Against codebook collapse (a few codes doing all the work makes poor BEiT/CAE targets), codes no cell of a batch
+picks are re-seeded by splitting used ones (`--reseed_dead_codes_every`; the demo size does it every 10 updates up
+to 90% of the run); the config's `codebook_diversity_weight` adds an optional diversity term. Codes in use, perplexity and PSNR are
 measured on held-out images (the sample's test split) for the card. The folder (weights, config, image
 processor, card) loads with `AutoModel.from_pretrained` and feeds `scripts/pretrain.py --tokenizer_name_or_path`.
 """
@@ -39,11 +39,8 @@ from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, des
 
 logger = logging.getLogger("hf_mim.train_tokenizer")
 
-# Small enough for 2 CPU cores; 64 px views give the 8x8 token grid of the demo BEiT/CAE (32 px, patch 4). In a run
-# of a few hundred updates, DALL-E's KL weight (6.6) flattens every posterior until one code wins every argmax; a
-# lighter KL and the diversity term (KL of the batch-average posterior to uniform) keep the codebook in use.
-DEMO_CONFIG = dict(vocab_size=512, hidden_size=16, num_blocks_per_group=1, decoder_init_size=32, image_size=64,
-                   kl_weight=1.0, codebook_diversity_weight=1.0)
+# Small enough for 2 CPU cores; 64 px views give the 8x8 token grid of the demo BEiT/CAE (32 px, patch 4).
+DEMO_CONFIG = dict(vocab_size=512, hidden_size=16, num_blocks_per_group=1, decoder_init_size=32, image_size=64)
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,8 @@ class TokenizerRecipe:
 RECIPES = {
     # The small demo dVAE needs a larger step than DALL-E's 1e-4: at 3e-4 its logits stay under the Gumbel noise
     # and the decoder learns to ignore the codes.
-    "demo": TokenizerRecipe(learning_rate=1e-3, num_train_epochs=30, reseed_dead_codes_every=10),
+    "demo": TokenizerRecipe(learning_rate=1e-3, num_train_epochs=30, reseed_dead_codes_every=10,
+                            reseed_dead_codes_until=0.9),
     "dalle": TokenizerRecipe(learning_rate=1e-4, num_train_epochs=100),
 }
 SUMMARY = ("Its encoder maps each {f}x{f} pixel cell to one of {vocab} visual tokens: the "
@@ -99,7 +97,7 @@ def parse_args(argv=None):
                    help="split used codes into those no cell of the batch picks, every N updates; 0 = never "
                         "(recipe: 10 demo, 0 dalle)")
     p.add_argument("--reseed_dead_codes_until", type=fraction, default=None,
-                   help="stop re-seeding after this share of the run (0.75)")
+                   help="stop re-seeding after this share of the run (recipe: 0.9 demo, 0.75 dalle)")
     add_loop_arguments(p)
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
