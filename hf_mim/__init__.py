@@ -18,6 +18,7 @@ from transformers import (
 from .backbones import register_backbones
 from .methods import METHODS, Backbone, Method, backbone_of_config, get_method, method_of_config
 from .modeling.configuration_dvae import MimDvaeConfig
+from .modeling.image_processing_dvae import MimDvaeImageProcessor
 from .modeling.modeling_dvae import MimDvaeModel
 
 
@@ -42,6 +43,7 @@ for _method in METHODS.values():
 # The visual tokenizer of BEiT and CAE is a model of its own.
 AutoConfig.register(MimDvaeConfig.model_type, MimDvaeConfig, exist_ok=True)
 AutoModel.register(MimDvaeConfig, MimDvaeModel, exist_ok=True)
+AutoImageProcessor.register(MimDvaeConfig, image_processor_classes={"pil": MimDvaeImageProcessor}, exist_ok=True)
 
 # Every ViT encoder is also a transformers backbone: `AutoBackbone.from_pretrained(folder, out_indices=[...])`.
 register_backbones()

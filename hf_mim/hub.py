@@ -67,6 +67,32 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
     return card
 
 
+def write_tokenizer_card(output_dir: str | Path, *, model_name: str, config, stats: dict, paper: str, summary: str,
+                         data_source: str, command: str, picture: str, dataset_name: str = "fashion_mnist") -> ModelCard:
+    """Render a visual tokenizer's README.md (model_cards/tokenizer.md): what it is, its codebook use measured by
+    scripts/train_tokenizer.py (`stats`: its summary, with codes_in_use, perplexity, psnr, mean_image_psnr,
+    evaluation, steps, effective_batch, learning_rate, final_loss), how to call it and how BEiT/CAE use it. No
+    pipeline tag: a tokenizer returns codes, which no pipeline task describes."""
+    card_data = ModelCardData(library_name="transformers", license="apache-2.0",
+                              tags=["hf-mim", "visual-tokenizer", "dvae", "vision"],
+                              datasets=[dataset_name] if dataset_name else None)
+    final_loss = stats.get("final_loss")
+    card = ModelCard.from_template(
+        card_data, template_path=template_path("tokenizer.md"), model_name=model_name, model_id=model_name,
+        paper=paper, repo_url=REPO_URL, summary=summary, vocab_size=config.vocab_size,
+        codes_in_use=stats["codes_in_use"], perplexity=f"{stats['perplexity']:.1f}", psnr=f"{stats['psnr']:.2f}",
+        mean_image_psnr=f"{stats['mean_image_psnr']:.2f}", evaluation=stats["evaluation"],
+        downsample_factor=config.downsample_factor, image_size=config.image_size,
+        grid=config.image_size // config.downsample_factor, data_source=data_source, steps=stats["steps"],
+        effective_batch=stats["effective_batch"], learning_rate=f"{stats['learning_rate']:.3g}",
+        final_loss="n/a" if final_loss is None else f"{final_loss:.4f}", picture=picture, command=command,
+        architecture=(f"{config.model_type}, {config.num_groups} groups of {config.num_blocks_per_group} residual "
+                      f"blocks, width {config.hidden_size}, {config.vocab_size} codes"),
+    )
+    card.save(str(Path(output_dir) / "README.md"))
+    return card
+
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 

@@ -21,6 +21,8 @@ class MimDvaeConfig(CheckedConfig):
     Training (scripts/train_tokenizer.py, DALL-E paper appendix A.2):
     kl_weight: beta of the KL(q || uniform) term once warmed up (6.6); kl_warmup_steps: linear 0 -> kl_weight.
     temperature_start / temperature_end / temperature_anneal_steps: Gumbel-softmax temperature 1 -> 1/16.
+    codebook_diversity_weight: weight of KL(batch-average posterior || uniform), which spreads the argmax codes
+        over the codebook (0 = DALL-E's objective; short runs collapse onto a few dozen codes without it).
     decoder_trained: False when only the encoder is meaningful (converted from DALL-E's published encoder.pkl),
         so `decode` and `forward` warn that reconstructions come from a random decoder.
     """
@@ -43,6 +45,7 @@ class MimDvaeConfig(CheckedConfig):
         temperature_end: float = 1.0 / 16,
         temperature_anneal_steps: int = 150_000,
         decoder_trained: bool = True,
+        codebook_diversity_weight: float = 0.0,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -58,6 +61,7 @@ class MimDvaeConfig(CheckedConfig):
         self.temperature_end = temperature_end
         self.temperature_anneal_steps = temperature_anneal_steps
         self.decoder_trained = decoder_trained
+        self.codebook_diversity_weight = codebook_diversity_weight
         super().__init__(**kwargs)
         self._validate()
 
@@ -89,8 +93,9 @@ class MimDvaeConfig(CheckedConfig):
                 f"image_size ({self.image_size}) must be divisible by the downsampling factor "
                 f"2**(num_groups-1) = {self.downsample_factor}"
             )
-        if not self.kl_weight >= 0:
-            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight!r}")
+        for name in ("kl_weight", "codebook_diversity_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("temperature_start", "temperature_end"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 (the Gumbel-softmax divides by it), got {getattr(self, name)!r}")

@@ -29,6 +29,10 @@ logger = logging.get_logger(__name__)
 
 # Pixels are squeezed into [eps, 1 - eps] so the logit-Laplace likelihood never evaluates logit(0) or logit(1).
 LOGIT_LAPLACE_EPS = 0.1
+# reseed_dead_codes: a new code's logit lead at the cell it was split from. Small, so that a split moves only cells
+# of the code it splits, not those of codes whose logits are close behind.
+SPLIT_MARGIN = 0.01
+ROUNDS = 3
 
 
 # ------------------------------------------------------------------------------------------- pure functions
@@ -64,6 +68,17 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     """
     log_q = F.log_softmax(logits.float(), dim=1)
     return (log_q.exp() * log_q).sum(dim=1) + math.log(logits.shape[1])
+
+
+def batch_kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
+    """KL(q_bar || Uniform(K)) of the posterior averaged over the batch and grid, q = softmax over dim 1:
+    (B, K, h, w) -> scalar, in nats; log K minus the entropy of the average code distribution.
+
+    The per-position KL of the ELBO pulls every posterior towards uniform but leaves the argmax free to pile onto a
+    few codes; this term is zero only when the codes are used equally often (wav2vec 2.0's diversity loss).
+    """
+    mean_q = F.softmax(logits.float(), dim=1).mean(dim=(0, 2, 3))
+    return torch.special.xlogy(mean_q, mean_q).sum() + math.log(logits.shape[1])
 
 
 def sample_gumbel_like(logits: torch.Tensor) -> torch.Tensor:
@@ -228,6 +243,7 @@ class MimDvaeOutput(ModelOutput):
     reconstruction: (B, C, H, W) decoded image in [0, 1] (unmapped), from the relaxed codes.
     codebook_perplexity: exp(entropy) of the batch histogram of argmax codes, in [1, vocab].
     codebook_usage: fraction of the vocabulary the batch's argmax codes use.
+    diversity_loss: KL(batch-average posterior || uniform), in nats (`batch_kl_to_uniform`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -237,11 +253,13 @@ class MimDvaeOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
     codebook_perplexity: torch.FloatTensor | None = None
     codebook_usage: torch.FloatTensor | None = None
+    diversity_loss: torch.FloatTensor | None = None
 
 
 class MimDvaePreTrainedModel(RemoteCodeMixin, PreTrainedModel):
     config_class = MimDvaeConfig
-    auto_classes = {"AutoModel": "MimDvaeModel"}
+    # the processor's file is copied with the model's for remote code (the model never imports it)
+    auto_classes = {"AutoModel": "MimDvaeModel", "AutoImageProcessor": "image_processing_dvae.MimDvaeImageProcessor"}
     base_model_prefix = "dvae"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -324,6 +342,44 @@ class MimDvaeModel(MimDvaePreTrainedModel):
         """(B, C, H, W) map_pixels'd image -> (B, H/f, W/f) long token ids (argmax over the vocabulary)."""
         return self.get_codebook_logits(pixel_values).argmax(dim=1)
 
+    @torch.no_grad()
+    def reseed_dead_codes(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> int:
+        """Give codes that no cell of this batch picks (argmax) part of a used code's cells; returns how many were dead.
+
+        In rounds, each used code j with two cells or more gives its cells to at most one dead code k: from a random
+        cell p of j, k's row of the encoder's last 1x1 conv becomes j's plus a step along d = h_p - mean_j(h), the
+        offset of p's features from the mean of j's cells, with a bias putting the boundary of j and k through that
+        mean (a k-means split, as the LBG algorithm grows a codebook); rounds repeat while codes stay dead. k's
+        decoder column copies j's, so decodings are unchanged at first and the two codes then drift apart.
+        `pixel_values`: map_pixels'd (B, C, H, W).
+        """
+        output = self.encoder.blocks.output
+        features = output.relu(self.encoder.blocks[:-1](pixel_values.float()))
+        flat = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        weight, bias, decoder_weight = output.conv.w, output.conv.b, self.decoder.blocks.input.w
+        initially_dead = None
+        for _ in range(ROUNDS):
+            codes = output.conv(features).argmax(dim=1).flatten()
+            counts = torch.bincount(codes, minlength=self.config.vocab_size)
+            dead, splittable = (counts == 0).nonzero().flatten(), (counts > 1).nonzero().flatten()
+            initially_dead = len(dead) if initially_dead is None else initially_dead
+            pairs = min(len(dead), len(splittable))
+            if pairs == 0:
+                break
+            order = torch.randperm(len(splittable), generator=generator)[:pairs]
+            for code, used in zip(dead[:pairs].tolist(), splittable[order].tolist()):
+                cells = (codes == used).nonzero().flatten()
+                cell = cells[torch.randint(len(cells), (1,), generator=generator)].item()
+                centre = flat[cells].mean(dim=0)
+                direction = flat[cell] - centre
+                if direction.pow(2).sum() < 1e-12:  # j's cells alike: no split of them can separate them
+                    continue
+                step = SPLIT_MARGIN * direction / direction.pow(2).sum()  # k over j: SPLIT_MARGIN at p, 0 at the mean
+                weight[code, :, 0, 0] = weight[used, :, 0, 0] + step.to(weight.dtype)
+                bias[code] = bias[used] - (step @ centre).to(bias.dtype)
+                decoder_weight[:, code] = decoder_weight[:, used]
+        return initially_dead
+
     def decode_parameters(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, vocab, h, w) codes -> fp32 (location, log_scale), each (B, C, h f, w f)."""
         stats = self.decoder(codes).float()
@@ -352,6 +408,7 @@ class MimDvaeModel(MimDvaePreTrainedModel):
         pixel_values: torch.Tensor,
         temperature: float = 1.0,
         kl_weight: float | None = None,
+        diversity_weight: float | None = None,
         gumbel_noise: torch.Tensor | None = None,
         return_dict: bool | None = True,
     ) -> MimDvaeOutput | tuple:
@@ -359,11 +416,13 @@ class MimDvaeModel(MimDvaePreTrainedModel):
 
         encode -> relaxed codes z = softmax((logits + g) / temperature), used in forward and backward (no
         straight-through) -> decode z -> logit-Laplace NLL of pixel_values + kl_weight * KL(q || uniform).
-        kl_weight defaults to config.kl_weight; gumbel_noise (B, vocab, h, w) makes a step deterministic in tests.
+        + diversity_weight * KL(batch-average q || uniform). The weights default to config.kl_weight and
+        config.codebook_diversity_weight; gumbel_noise (B, vocab, h, w) makes a step deterministic in tests.
         """
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         kl_weight = self.config.kl_weight if kl_weight is None else kl_weight
+        diversity_weight = self.config.codebook_diversity_weight if diversity_weight is None else diversity_weight
         logits = self.get_codebook_logits(pixel_values)
         noise = sample_gumbel_like(logits) if gumbel_noise is None else gumbel_noise.to(logits)
         soft_codes = F.softmax((logits + noise) / temperature, dim=1)
@@ -374,7 +433,8 @@ class MimDvaeModel(MimDvaePreTrainedModel):
         nll = logit_laplace_nll(target, location, log_scale)
         reconstruction_loss = nll.flatten(1).sum(1).mean() / num_values
         kl_loss = kl_to_uniform(logits).flatten(1).sum(1).mean() / num_values
-        loss = reconstruction_loss + kl_weight * kl_loss
+        diversity_loss = batch_kl_to_uniform(logits)
+        loss = reconstruction_loss + kl_weight * kl_loss + diversity_weight * diversity_loss
 
         with torch.no_grad():
             perplexity, usage = codebook_statistics(logits.argmax(dim=1), self.config.vocab_size)
@@ -382,6 +442,7 @@ class MimDvaeModel(MimDvaePreTrainedModel):
         out = MimDvaeOutput(
             loss=loss, reconstruction_loss=reconstruction_loss, kl_loss=kl_loss, logits=logits,
             reconstruction=reconstruction, codebook_perplexity=perplexity, codebook_usage=usage,
+            diversity_loss=diversity_loss,
         )
         return out if return_dict is not False else out.to_tuple()
 
@@ -390,6 +451,7 @@ __all__ = [
     "MimDvaeModel",
     "MimDvaeOutput",
     "MimDvaePreTrainedModel",
+    "batch_kl_to_uniform",
     "codebook_statistics",
     "gumbel_temperature",
     "kl_to_uniform",

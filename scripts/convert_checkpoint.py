@@ -177,10 +177,12 @@ def convert_dalle_encoder(args) -> dict:
     """OpenAI's published `encoder.pkl` (a pickled module) -> our tokenizer, through an allow-listed unpickler
     that maps the dall_e classes to inert stand-ins and never runs other pickled code."""
     from hf_mim.dalle_pickle import dvae_from_dalle_encoder
+    from hf_mim.modeling.image_processing_dvae import MimDvaeImageProcessor
 
     model, report = dvae_from_dalle_encoder(args.checkpoint)
     out = Path(args.output_dir)
     model.save_pretrained(out)
+    MimDvaeImageProcessor.for_model_config(model.config).save_pretrained(out)
     (out / "README.md").write_text(
         "---\nlibrary_name: transformers\ntags: [hf-mim, dvae, visual-tokenizer]\n---\n\n"
         f"# DALL-E dVAE encoder as an hf-mim tokenizer\n\nConverted from `{Path(args.checkpoint).name}` "

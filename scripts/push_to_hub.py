@@ -26,7 +26,8 @@ def check_folder(folder: Path) -> None:
     missing = [name for name in REQUIRED if not (folder / name).exists()]
     if missing:
         raise FileNotFoundError(
-            f"{folder} lacks {', '.join(missing)}; write it with scripts/pretrain.py, finetune.py or convert_checkpoint.py"
+            f"{folder} lacks {', '.join(missing)}; write it with scripts/pretrain.py, finetune.py, train_tokenizer.py "
+            "or convert_checkpoint.py"
         )
     if list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth")):
         raise ValueError(f"{folder} holds pickle-based weights; publish safetensors only (save_pretrained writes them)")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import subprocess
 import sys
 import types
 from collections import OrderedDict
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,6 +26,7 @@ from hf_mim.dalle_pickle import (
 from hf_mim.modeling.configuration_dvae import MimDvaeConfig
 from hf_mim.modeling.modeling_dvae import (
     MimDvaeModel,
+    batch_kl_to_uniform,
     codebook_statistics,
     gumbel_temperature,
     kl_to_uniform,
@@ -56,7 +60,8 @@ def mapped_images(batch=2, size=32, seed=0) -> torch.Tensor:
     "overrides, field",
     [({"vocab_size": 1}, "vocab_size"), ({"hidden_size": 18}, "hidden_size"), ({"num_groups": 0}, "num_groups"),
      ({"num_blocks_per_group": 0}, "num_blocks_per_group"), ({"image_size": 100}, "image_size"),
-     ({"kl_weight": -1.0}, "kl_weight"), ({"temperature_end": 0.0}, "temperature_end")],
+     ({"kl_weight": -1.0}, "kl_weight"), ({"temperature_end": 0.0}, "temperature_end"),
+     ({"codebook_diversity_weight": -0.5}, "codebook_diversity_weight")],
 )
 def test_config_rejects_impossible_values_by_name(overrides, field):
     with pytest.raises(ValueError, match=field):
@@ -196,6 +201,57 @@ def test_save_load_round_trip(tiny_model, tmp_path):
     assert torch.equal(loaded.decode(ids), tiny_model.decode(ids))
 
 
+# ------------------------------------------------------------------------------------- image processor
+
+
+def test_processor_gives_the_tokenizer_view_of_beit():
+    """The tokenizer's own processor and BEiT's codebook view are one transform: Lanczos to the side, [0, 1],
+    map_pixels; `do_map_pixels=False` gives the [0, 1] image."""
+    from hf_mim.modeling.image_processing_beit import MimBeitImageProcessor
+    from hf_mim.modeling.image_processing_dvae import MimDvaeImageProcessor
+
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    processor = MimDvaeImageProcessor.for_model_config(tiny_config())
+    mapped = processor(image, return_tensors="pt").pixel_values
+    plain = processor(image, return_tensors="pt", do_map_pixels=False).pixel_values
+    beit = MimBeitImageProcessor(size={"height": 32, "width": 32}, codebook_image_size=32)
+    view = beit(image, return_tensors="pt", return_codebook_pixels=True).codebook_pixel_values
+    assert mapped.shape == (1, 3, 32, 32) and torch.equal(mapped, view)
+    torch.testing.assert_close(mapped, map_pixels(plain), rtol=0, atol=1e-6)
+    assert plain.min() >= 0 and plain.max() <= 1 and mapped.min() >= 0.1 - 1e-6 and mapped.max() <= 0.9 + 1e-6
+
+
+def test_processor_saves_with_the_model_and_loads_by_auto_class(tiny_model, tmp_path):
+    from transformers import AutoImageProcessor
+
+    import hf_mim  # noqa: F401
+    from hf_mim.modeling.image_processing_dvae import MimDvaeImageProcessor
+
+    tiny_model.save_pretrained(tmp_path)
+    MimDvaeImageProcessor.for_model_config(tiny_model.config).save_pretrained(tmp_path)
+    assert (tmp_path / "image_processing_dvae.py").exists()  # remote code of the auto_map entry
+    auto_map = tiny_model.config.auto_map
+    assert auto_map["AutoImageProcessor"] == "image_processing_dvae.MimDvaeImageProcessor"
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert isinstance(processor, MimDvaeImageProcessor) and processor.size == {"height": 32, "width": 32}
+    codes = tiny_model.get_codebook_indices(processor(PIL.Image.new("RGB", (20, 30)), return_tensors="pt").pixel_values)
+    assert codes.shape == (1, 4, 4)
+    script = (  # a process without hf_mim: the folder's own code
+        "import sys; sys.modules['hf_mim'] = None\n"
+        "from PIL import Image\nfrom transformers import AutoImageProcessor, AutoModel\n"
+        f"folder = {str(tmp_path)!r}\n"
+        "model = AutoModel.from_pretrained(folder, trust_remote_code=True)\n"
+        "processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)\n"
+        "pixels = processor(Image.new('RGB', (20, 30)), return_tensors='pt').pixel_values\n"
+        "print(type(processor).__name__, type(model).__module__.startswith('hf_mim'), "
+        "model.get_codebook_indices(pixels).tolist())\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split(" ", 2)[:2] == ["MimDvaeImageProcessor", "False"]
+    assert result.stdout.split(" ", 2)[2].strip() == str(codes.tolist())
+
+
 # ----------------------------------------------------------------------------------------- ELBO pieces
 
 
@@ -253,7 +309,37 @@ def test_forward_is_the_negative_elbo_of_its_parts(tiny_model):
     assert out.logits.shape == (2, 64, 4, 4) and 1 <= out.codebook_perplexity <= 64 and 0 < out.codebook_usage <= 1
     default_weight = tiny_model(x, temperature=0.5, gumbel_noise=noise)  # kl_weight=None -> config.kl_weight
     torch.testing.assert_close(default_weight.loss, out.reconstruction_loss + tiny_model.config.kl_weight * out.kl_loss)
-    assert len(tiny_model(x, gumbel_noise=noise, return_dict=False)) == 7
+    assert len(tiny_model(x, gumbel_noise=noise, return_dict=False)) == 8
+    diverse = tiny_model(x, temperature=0.5, kl_weight=2.0, diversity_weight=3.0, gumbel_noise=noise)
+    torch.testing.assert_close(out.diversity_loss, batch_kl_to_uniform(logits))
+    torch.testing.assert_close(diverse.loss, out.loss + 3.0 * out.diversity_loss)
+
+
+def test_batch_kl_to_uniform_is_zero_only_for_equal_use_of_codes():
+    # two positions, each certain, on different codes of 4: the average is (0.5, 0.5, 0, 0), KL = log 4 - log 2
+    two_codes = torch.full((1, 4, 1, 2), -60.0)
+    two_codes[0, 0, 0, 0] = two_codes[0, 1, 0, 1] = 60.0
+    assert batch_kl_to_uniform(two_codes).item() == pytest.approx(math.log(2), abs=1e-5)
+    every_code = torch.full((1, 4, 2, 2), -60.0)
+    for k in range(4):
+        every_code[0, k, k // 2, k % 2] = 60.0
+    assert batch_kl_to_uniform(every_code).item() == pytest.approx(0.0, abs=1e-5)
+    assert kl_to_uniform(every_code).mean().item() == pytest.approx(math.log(4), rel=1e-5)  # the ELBO's KL is maximal
+
+
+def test_reseeding_dead_codes_puts_more_codes_in_use_and_keeps_the_decodings():
+    """A k-means split: on a toy batch where an untrained encoder picks a handful of codes, the dead ones take
+    part of the used codes' cells, and those cells decode as before (the split code copies the decoder column)."""
+    torch.manual_seed(0)
+    model = MimDvaeModel(tiny_config(vocab_size=64)).eval()
+    images = mapped_images(batch=16, seed=1)  # 256 cells
+    before = model.get_codebook_indices(images)
+    decoded = model.decode(before)
+    dead = model.reseed_dead_codes(images, torch.Generator().manual_seed(0))
+    after = model.get_codebook_indices(images)
+    used_before, used_after = before.unique().numel(), after.unique().numel()
+    assert dead == 64 - used_before and used_after > 2 * used_before, (used_before, used_after)
+    torch.testing.assert_close(model.decode(after), decoded, rtol=0, atol=1e-3)
 
 
 def test_gradients_reach_encoder_and_decoder():
@@ -463,3 +549,9 @@ def test_convert_script_turns_encoder_pkl_into_a_loadable_tokenizer(fake_encoder
     images = mapped_images(size=32)
     with torch.no_grad():
         torch.testing.assert_close(tokenizer.get_codebook_logits(images), encoder(images).float(), rtol=0, atol=1e-5)
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "tok")  # what the tokenizer reads, saved beside it
+    assert type(processor).__name__ == "MimDvaeImageProcessor" and processor.size["height"] == 112
+    black = processor(PIL.Image.new("RGB", (50, 60)), return_tensors="pt").pixel_values
+    assert black.shape == (1, 3, 112, 112) and torch.allclose(black, torch.full_like(black, 0.1))

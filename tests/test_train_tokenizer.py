@@ -1,6 +1,7 @@
 """scripts/train_tokenizer.py: every flag, the saved tokenizer, its schedules and codebook statistics."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -11,10 +12,16 @@ train_tokenizer = load_script("train_tokenizer")
 TINY = "vocab_size=32,hidden_size=8,num_blocks_per_group=1,decoder_init_size=8,image_size=32"
 
 
-def test_demo_tokenizer_trains_and_loads_as_a_codebook(tmp_path):
+def test_demo_tokenizer_trains_and_loads_as_a_codebook(tmp_path, caplog):
     out = tmp_path / "tok"
-    summary = train_tokenizer.main(["--config_overrides", TINY, "--output_dir", str(out), "--max_train_steps", "3",
-                                    "--per_device_train_batch_size", "16", "--logging_steps", "1"])
+    with caplog.at_level("INFO", logger="hf_mim"):
+        summary = train_tokenizer.main(["--config_overrides", TINY, "--output_dir", str(out), "--max_train_steps",
+                                        "3", "--per_device_train_batch_size", "16", "--logging_steps", "1"])
+    messages = [r.getMessage() for r in caplog.records if r.name == "hf_mim.train_tokenizer"]
+    assert messages[0].startswith("tokenizer demo config (32 codes, 32 px), data: embedded Fashion-MNIST sample")
+    assert "3 updates, effective batch 16, lr 0.001, dead codes re-seeded every 10 updates" in messages[0]
+    assert messages[-1].startswith(f"saved tokenizer, processor, card and picture to {out}: ")
+    assert messages[-1].endswith("on 200 held-out images of embedded Fashion-MNIST sample (hf_mim/sample_data)")
     from transformers import AutoModel
 
     tokenizer = AutoModel.from_pretrained(out)
@@ -26,7 +33,44 @@ def test_demo_tokenizer_trains_and_loads_as_a_codebook(tmp_path):
     assert all(0 < r["codebook_usage"] <= 1 and r["codebook_perplexity"] >= 1 for r in log)
     assert (out / "reconstruction.png").exists() and "perplexity" in (out / "README.md").read_text()
     assert summary["steps"] == 3 and summary["psnr"] > 0 and summary["mean_image_psnr"] > 0
-    assert "PSNR" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert f"| codes in use | {summary['codes_in_use']} of 32 |" in card and "PSNR" in card
+    assert "pipeline_tag" not in card and "--tokenizer_name_or_path tok" in card
+    assert f"python scripts/train_tokenizer.py --config_overrides {TINY} --output_dir {out}" in card
+
+
+def test_card_snippet_runs_on_the_saved_folder(tmp_path, monkeypatch):
+    """The card's how-to code, executed as written from the folder's parent (the card names the folder)."""
+    out = tmp_path / "tok"
+    train_tokenizer.main(["--config_overrides", TINY, "--output_dir", str(out), "--max_train_steps", "1",
+                          "--per_device_train_batch_size", "8"])
+    card = (out / "README.md").read_text()
+    snippet = card.split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(snippet, namespace)
+    assert namespace["codes"].shape == (1, 4, 4) and namespace["reconstruction"].shape == (1, 3, 32, 32)
+    push = load_script("push_to_hub")
+    push.main(["--model_dir", str(out), "--hub_model_id", "org/tok", "--dry_run"])  # complete: nothing missing
+
+
+def test_measurement_counts_codes_and_psnr_by_hand():
+    """Two images whose cells all decode to the same code: 1 code in use, perplexity 1, PSNR of that decoding."""
+    from hf_mim.modeling.configuration_dvae import MimDvaeConfig
+    from hf_mim.modeling.modeling_dvae import MimDvaeModel, map_pixels
+
+    torch.manual_seed(0)
+    model = MimDvaeModel(MimDvaeConfig(vocab_size=32, hidden_size=8, num_blocks_per_group=1, decoder_init_size=8,
+                                       image_size=32)).eval()
+    images = torch.zeros(2, 3, 32, 32)
+    images[1] = 1.0
+    with torch.no_grad():
+        model.encoder.blocks.output.conv.b[5] = 1e4  # every cell picks code 5
+        decoded = model.decode(torch.full((2, 4, 4), 5)).clamp(0, 1)
+    stats = train_tokenizer.measure_tokenizer(model, map_pixels(images))
+    assert (stats["codes_in_use"], stats["vocab_size"], stats["perplexity"]) == (1, 32, 1.0)
+    assert stats["psnr"] == pytest.approx(train_tokenizer.psnr(decoded, images), abs=1e-4)
+    assert stats["mean_image_psnr"] == pytest.approx(10 * math.log10(1 / 0.25), abs=1e-4)  # 0.5 vs 0 and 1
 
 
 def test_every_flag(tmp_path, monkeypatch):
@@ -39,6 +83,7 @@ def test_every_flag(tmp_path, monkeypatch):
             "--output_dir", str(out), "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
             "--learning_rate", "1e-3", "--final_learning_rate_ratio", "0.1", "--weight_decay", "0.0",
             "--num_train_epochs", "2", "--warmup_steps", "1", "--kl_warmup_steps", "2", "--temperature_anneal_steps", "3",
+            "--reseed_dead_codes_every", "1", "--reseed_dead_codes_until", "0.9",
             "--seed", "1", "--mixed_precision", "no", "--dataloader_num_workers", "0", "--logging_steps", "1",
             "--checkpointing_steps", "2", "--checkpoints_total_limit", "1", "--max_nonfinite_skips", "0",
             "--report_to", "none", "--push_to_hub", "--hub_model_id", "org/tokenizer-tiny"]
@@ -65,6 +110,6 @@ def test_demo_tokenizer_learns_codes_that_beat_the_mean_image(tmp_path):
     summary = train_tokenizer.main(["--output_dir", str(tmp_path / "tok"), "--max_train_steps", "100",
                                     "--per_device_train_batch_size", "32", "--logging_steps", "50"])
     assert summary["psnr"] > summary["mean_image_psnr"] + 1.0, summary
-    assert summary["codes_used"] >= 16 and summary["evaluation_codebook_perplexity"] > 4, summary
+    assert summary["codes_in_use"] >= 16 and summary["perplexity"] > 4, summary
     card = (tmp_path / "tok" / "README.md").read_text()
-    assert f"{summary['codes_used']} of 512 codes used" in card and f"PSNR {summary['psnr']:.2f} dB" in card
+    assert f"| codes in use | {summary['codes_in_use']} of 512 |" in card and f"| {summary['psnr']:.2f} dB" in card
