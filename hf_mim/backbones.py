@@ -8,9 +8,14 @@ ours.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 from transformers import AutoBackbone, SegformerImageProcessorPil, UperNetConfig, UperNetForSemanticSegmentation
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+from .modeling import upernet_adapter
 
 from .modeling.backbone_vit import BACKBONE_CLASSES, set_backbone_fields
 
@@ -67,3 +72,17 @@ def segmentation_image_processor(image_size: int, image_mean, image_std) -> Segf
     same numbers in training and in the pipeline."""
     return SegformerImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=list(image_mean),
                                       image_std=list(image_std), do_reduce_labels=False)
+
+
+def save_segmentation_model(model: UperNetForSemanticSegmentation, save_directory, processor=None) -> None:
+    """`save_pretrained` of a UperNet on an hf-mim backbone (and its processor) with the remote code that loads
+    it where `hf_mim` is not installed: `config.auto_map` names the adapter, whose file and every sibling it
+    imports are copied beside the weights. The saved `model_type` stays "upernet", so with `hf_mim` installed
+    transformers' own classes load it."""
+    model.config.auto_map = dict(upernet_adapter.REMOTE_AUTO_MAP)
+    model.save_pretrained(save_directory)
+    if processor is not None:
+        processor.save_pretrained(save_directory)
+    adapter_file = upernet_adapter.__file__
+    for path in {adapter_file, *get_relative_import_files(adapter_file)}:
+        shutil.copy(path, Path(save_directory) / Path(path).name)

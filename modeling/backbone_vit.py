@@ -127,7 +127,8 @@ class MimViTBackbone(BackboneMixin):
 
     has_attentions = False  # SDPA attention: no attention maps to return
     _keys_to_ignore_on_load_unexpected = [r"^(?!vit\.)", r"^vit\.norm\.", r"^vit\.mask_token$"]
-    _keys_to_ignore_on_load_missing = [r"^vit\.blocks\.\d+\.attn\.relative_position_bias_table$"]
+    # per-layer tables a shared-table checkpoint lacks; the pyramid neck, which no encoder checkpoint holds
+    _keys_to_ignore_on_load_missing = [r"^vit\.blocks\.\d+\.attn\.relative_position_bias_table$", r"^fpn\."]
 
     def __init__(self, config, out_indices=None, out_features=None, add_fpn=None, reshape_hidden_states=None,
                  **kwargs):
