@@ -345,6 +345,20 @@ class NonFiniteGuard:
 # ----------------------------------------------------------------------------------------------- the loop
 
 
+def without_torch_draws(batches):
+    """`batches`, with the CPU torch generator put back as it was before the first batch was fetched. Starting
+    an iterator draws a base seed from that generator; an uninterrupted run drew it at the epoch's start, before
+    its checkpoint saved the generator, so a resumed run must not draw it again, or every random op after the
+    resume (drop path) would differ from the uninterrupted run's."""
+    state = torch.random.get_rng_state()
+    iterator = iter(batches)
+    first = next(iterator, None)
+    torch.random.set_rng_state(state)
+    if first is not None:
+        yield first
+        yield from iterator
+
+
 class TrainingLoop:
     """The one training skeleton of pretraining, fine-tuning and tokenizer training (run_mim_no_trainer's):
     `accumulate` -> backward -> clip -> step, per-update lr schedule, atomic checkpoints every N updates, exact
@@ -461,7 +475,7 @@ class TrainingLoop:
             self.dataset.set_epoch(epoch)
             self.loader.set_epoch(epoch)
             skip = self.resume_batches if epoch == self.start_epoch else 0
-            batches = accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+            batches = without_torch_draws(accelerator.skip_first_batches(self.loader, skip)) if skip else self.loader
             batches_in_epoch = skip
             self.model.train()
             for batch in batches:
