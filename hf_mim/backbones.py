@@ -17,11 +17,12 @@ from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from .modeling import upernet_adapter
 
+from .modeling.backbone_swin import SWIN_BACKBONE_CLASSES
 from .modeling.backbone_vit import BACKBONE_CLASSES, set_backbone_fields
 
 
 def register_backbones() -> None:
-    for backbone_class in BACKBONE_CLASSES:
+    for backbone_class in BACKBONE_CLASSES + SWIN_BACKBONE_CLASSES:
         AutoBackbone.register(backbone_class.config_class, backbone_class, exist_ok=True)
     load_local_folders_in_auto_backbone()
 
@@ -49,7 +50,7 @@ def load_local_folders_in_auto_backbone() -> None:
 def upernet_config(backbone_config, id2label: dict[int, str], **upernet_fields) -> UperNetConfig:
     """transformers' UperNet on an hf-mim backbone config (its out_indices/add_fpn set by `set_backbone_fields`,
     the 4-level pyramid by default). UperNet's head widths are `hidden_size` / `auxiliary_channels` here."""
-    if not getattr(backbone_config, "add_fpn", False):
+    if getattr(backbone_config, "stage_names", None) is None:  # a ViT method config no backbone has set up yet
         set_backbone_fields(backbone_config)
     id2label = {int(k): v for k, v in id2label.items()}
     return UperNetConfig(backbone_config=backbone_config, id2label=id2label,

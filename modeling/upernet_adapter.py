@@ -9,11 +9,12 @@ With `hf_mim` installed none of this runs: the saved `model_type` is transformer
 
 from transformers import AutoBackbone, AutoConfig, UperNetConfig, UperNetForSemanticSegmentation
 
+from .backbone_swin import SWIN_BACKBONE_CLASSES
 from .backbone_vit import BACKBONE_CLASSES
 
 
 def register_hf_mim_backbones() -> None:
-    for backbone_class in BACKBONE_CLASSES:
+    for backbone_class in BACKBONE_CLASSES + SWIN_BACKBONE_CLASSES:
         config_class = backbone_class.config_class
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoBackbone.register(config_class, backbone_class, exist_ok=True)
