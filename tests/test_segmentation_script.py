@@ -178,3 +178,22 @@ def test_sample_script_is_deterministic_and_labels_follow_silhouettes(tmp_path):
         labels = decode_label_map(row["annotation"])
         assert image.shape == labels.shape == (48, 48) and labels.max() <= 10
         assert (image[labels == 0] == 0).all() and (image[labels > 0] >= 30).all()
+
+
+def test_benchmark_reuses_or_pretrains_encoders_and_tables_both_inits(encoder_folders, tmp_path):
+    benchmark = load_script("benchmark_segmentation")
+    root = tmp_path / "root"
+    (root / "simmim-pretrain").symlink_to(encoder_folders["simmim"], target_is_directory=True)
+    report = benchmark.main([
+        "--output_dir", str(tmp_path / "bench"), "--methods", "simmim", "mae", "--pretrained_root", str(root),
+        "--pretrain_steps", "1", "--pretrain_batch_size", "4", "--finetune_steps", "2", "--batch_size", "4",
+        "--tokenizer_steps", "1", "--tokenizer_name_or_path", str(tmp_path / "no-tokenizer-needed"), "--seed", "1",
+        "--finetune_args", "--image_size 32 --head_hidden_size 16 --per_device_eval_batch_size 50"])
+    assert report["methods"]["simmim"]["encoder"] == str(root / "simmim-pretrain")
+    assert (tmp_path / "bench" / "models" / "mae-pretrain" / "config.json").is_file()  # pretrained by the run
+    for method in ("simmim", "mae"):
+        for label in ("pretrained", "random_init"):
+            entry = report["methods"][method][label]
+            assert entry["steps"] == 2 and 0 <= entry["mean_iou"] <= 1
+    table = (tmp_path / "bench" / "results.md").read_text()
+    assert table.startswith("| method | mIoU pretrained | mIoU random init |") and "| mae |" in table
