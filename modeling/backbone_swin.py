@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
-from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
+from transformers.backbone_utils import filter_output_hidden_states
 from transformers.modeling_outputs import BackboneOutput
 from transformers.utils.generic import can_return_tuple
 
-from .backbone_vit import aligned_out_indices
+from .backbone_vit import MimBackboneMixin, aligned_out_indices
 from .modeling_simmim_swin import MimSimMIMSwinPreTrainedModel
 from .swin import SwinEncoder
 
@@ -45,10 +44,10 @@ def set_swin_backbone_fields(config, out_indices=None, out_features=None):
     return config
 
 
-class MimSimMIMSwinBackbone(BackboneMixin, MimSimMIMSwinPreTrainedModel):
+class MimSimMIMSwinBackbone(MimBackboneMixin, MimSimMIMSwinPreTrainedModel):
     """SimMIM Swin encoder as a backbone: stage outputs (before patch merging), each LayerNorm-ed, as maps."""
 
-    has_attentions = False
+    set_fields = staticmethod(set_swin_backbone_fields)
     _keys_to_ignore_on_load_unexpected = [r"^(?!swin\.)", r"^swin\.norm\.", r"^swin\.mask_token$"]
     _keys_to_ignore_on_load_missing = [r"^hidden_states_norms\."]
 
@@ -64,32 +63,9 @@ class MimSimMIMSwinBackbone(BackboneMixin, MimSimMIMSwinPreTrainedModel):
         })
         self.post_init()
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """A folder that `AutoBackbone` reloads (this file and its siblings copied for remote code)."""
-        config_class = type(self.config)
-        self.config.auto_map = {"AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
-        type(self)._auto_class = "AutoBackbone"
-        return PreTrainedModel.save_pretrained(self, save_directory, *args, **kwargs)
-
     def _init_transformers_backbone(self) -> None:
         self.stage_names = self.config.stage_names
         self.num_features = swin_stage_widths(self.config)
-
-    @property
-    def out_indices(self) -> list[int]:
-        return list(self.config.out_indices)
-
-    @out_indices.setter
-    def out_indices(self, out_indices) -> None:
-        set_swin_backbone_fields(self.config, out_indices=out_indices)
-
-    @property
-    def out_features(self) -> list[str]:
-        return [self.stage_names[i] for i in self.config.out_indices]
-
-    @out_features.setter
-    def out_features(self, out_features) -> None:
-        set_swin_backbone_fields(self.config, out_features=out_features)
 
     def layer_ids(self) -> dict[int, int]:
         """The encoder's layer-wise lr decay ids (`SwinEncoder.layer_ids`); the stage norms take the top id."""

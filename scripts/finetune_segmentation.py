@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Fine-tune a pretrained hf-mim encoder for semantic segmentation (transformers' UperNet) with Accelerate.
 
-    accelerate launch scripts/finetune_segmentation.py --model_name_or_path outputs/mae-pretrain --output_dir outputs/mae-seg
-    python -c 'from transformers import pipeline; import hf_mim; print(pipeline("image-segmentation", model="outputs/mae-seg")(img))'
+    accelerate launch scripts/finetune_segmentation.py --model_name_or_path outputs/mae-pretrain \\
+        --output_dir outputs/mae-seg
+    python -c 'import hf_mim, transformers; print(transformers.pipeline("image-segmentation", "outputs/mae-seg")(img))'
 
 The encoder of any pretraining, fine-tuned or converted folder of the five methods becomes a UperNet backbone (4
 blocks -> a 4-scale pyramid). The recipe is BEiT/MAE's ADE20K one scaled to the data: AdamW, layer-wise lr decay
@@ -26,8 +27,8 @@ from transformers import AutoBackbone, AutoConfig, UperNetForSemanticSegmentatio
 
 import hf_mim
 from hf_mim.arguments import (ArgumentParser, UsageError, add_data_arguments, add_loop_arguments, check_loop_arguments,
-                              fraction, image_checks, in_range, make_accelerator, non_negative_float, open_fraction,
-                              positive_float, positive_int, run_main)
+                              fraction, image_checks, in_range, loop_options, make_accelerator, non_negative_float,
+                              open_fraction, positive_float, positive_int, run_main)
 from hf_mim.backbones import save_segmentation_model, segmentation_image_processor, upernet_config
 from hf_mim.hub import push_folder, write_model_card
 from hf_mim.metrics.mean_iou.mean_iou import confusion_matrix, scores_from_confusion
@@ -256,16 +257,12 @@ def main(argv=None) -> dict:
                 args.model_name_or_path, "random init" if args.from_scratch else "pretrained", train.source,
                 len(id2label), plan.max_steps, plan.learning_rate, args.layer_decay)
     keeper = BestModelKeeper(args, accelerator, model, eval_loader, processor)
-    keeper.loop = loop = TrainingLoop(
-        accelerator, model, optimizer, scheduler, train_loader, train_set, output_dir=args.output_dir,
-        max_train_steps=plan.max_steps, num_epochs=plan.epochs, checkpointing_steps=args.checkpointing_steps,
-        checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm or None,
-        max_nonfinite_skips=args.max_nonfinite_skips, logging_steps=args.logging_steps, on_epoch_end=keeper,
-        progress_desc="segmentation",
-        run_descriptor=describe_run(method.name, accelerator.unwrap_model(model).config, plan.effective_batch,
-                                    args.seed, train.source),
-        allow_resume_changes=args.allow_resume_changes, max_weight_magnitude=args.max_weight_magnitude,
-    )
+    run = describe_run(method.name, accelerator.unwrap_model(model).config, plan.effective_batch, args.seed,
+                       train.source)
+    keeper.loop = loop = TrainingLoop(accelerator, model, optimizer, scheduler, train_loader, train_set,
+                                      max_train_steps=plan.max_steps, num_epochs=plan.epochs,
+                                      max_grad_norm=args.max_grad_norm or None, on_epoch_end=keeper,
+                                      progress_desc="segmentation", run_descriptor=run, **loop_options(args))
     if args.resume_from_checkpoint:
         loop.resume(resolve_checkpoint(args.output_dir, args.resume_from_checkpoint))
     history = loop.run()

@@ -90,7 +90,8 @@ def build_split(split: str, count: int, rng: np.random.Generator, args):
 def main(argv=None) -> Path:
     args = parse_args(argv)
     if not 0 < args.min_side <= args.max_side <= args.size:
-        raise SystemExit(f"need 0 < --min_side ({args.min_side}) <= --max_side ({args.max_side}) <= --size ({args.size})")
+        raise SystemExit(f"need 0 < --min_side ({args.min_side}) <= --max_side ({args.max_side}) <= --size "
+                         f"({args.size})")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
