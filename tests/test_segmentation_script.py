@@ -183,6 +183,7 @@ def test_sample_script_is_deterministic_and_labels_follow_silhouettes(tmp_path):
 def test_benchmark_reuses_or_pretrains_encoders_and_tables_both_inits(encoder_folders, tmp_path):
     benchmark = load_script("benchmark_segmentation")
     root = tmp_path / "root"
+    root.mkdir()
     (root / "simmim-pretrain").symlink_to(encoder_folders["simmim"], target_is_directory=True)
     report = benchmark.main([
         "--output_dir", str(tmp_path / "bench"), "--methods", "simmim", "mae", "--pretrained_root", str(root),
