@@ -56,7 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="ADE20K's convention: label 0 ('other') is ignored (255), the others shift down by one")
     p.add_argument("--id2label", help="a JSON file {id: name} (default: the data's id2label.json)")
     p.add_argument("--output_dir", default="outputs/finetune_segmentation")
-    p.add_argument("--image_size", type=positive_int, default=64, help="training crop and evaluation side (px)")
+    p.add_argument("--image_size", type=positive_int, default=None,
+                   help="training crop and evaluation side in px (default: the encoder's pretraining size; the "
+                        "logits are scored at each annotation's own size)")
     p.add_argument("--out_indices", type=int, nargs=4, default=None,
                    help="the 4 encoder blocks of the pyramid (default: 1/3, 1/2, 2/3 and all of the depth)")
     p.add_argument("--head_hidden_size", type=positive_int, default=None,
@@ -239,6 +241,7 @@ def main(argv=None) -> dict:
     accelerator = make_accelerator(args)
     train, evaluation, id2label = load_splits(args)
     method, model = build_model(args, id2label)
+    args.image_size = args.image_size or model.config.backbone_config.image_size
     processor, train_set, train_loader, eval_loader = build_loaders(args, model, train, evaluation)
     plan = plan_schedule(batches_per_epoch=len(train_loader), per_device_batch_size=args.per_device_train_batch_size,
                          num_processes=accelerator.num_processes,
