@@ -13,7 +13,7 @@ setup(
     packages=["hf_mim", "hf_mim.modeling", "hf_mim.model_cards", "hf_mim.metrics"],
     package_dir={"hf_mim": "hf_mim", "hf_mim.modeling": "modeling", "hf_mim.model_cards": "model_cards"},
     package_data={
-        "hf_mim": ["sample_data/*/*.parquet", "sample_data/*/*.md", "sample_data/fashion_mnist_video/*.csv",
+        "hf_mim": ["sample_data/*/*.parquet", "sample_data/*/*.md", "sample_data/*/*.json", "sample_data/fashion_mnist_video/*.csv",
                    "sample_data/fashion_mnist_video/*/*.mp4"],
         "hf_mim.model_cards": ["*.md"],
         "hf_mim.metrics": ["*/*.py"],

@@ -165,6 +165,15 @@ def check_loop_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error("--push_to_hub needs --hub_model_id ORG/NAME")
 
 
+def loop_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `hf_mim.training.TrainingLoop` that `add_loop_arguments`' flags (and
+    --output_dir) set."""
+    return {"output_dir": args.output_dir, "checkpointing_steps": args.checkpointing_steps,
+            "checkpoints_total_limit": args.checkpoints_total_limit, "max_nonfinite_skips": args.max_nonfinite_skips,
+            "logging_steps": args.logging_steps, "allow_resume_changes": args.allow_resume_changes,
+            "max_weight_magnitude": args.max_weight_magnitude}
+
+
 def image_checks(args: argparse.Namespace) -> dict:
     """The keyword arguments of `hf_mim.data.load_image_dataset` that the data flags set."""
     return {"max_image_pixels": args.max_image_pixels, "max_bad_image_fraction": args.max_bad_image_fraction}

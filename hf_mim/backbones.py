@@ -8,15 +8,21 @@ ours.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 from transformers import AutoBackbone, SegformerImageProcessorPil, UperNetConfig, UperNetForSemanticSegmentation
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
+from .modeling import upernet_adapter
+
+from .modeling.backbone_swin import SWIN_BACKBONE_CLASSES
 from .modeling.backbone_vit import BACKBONE_CLASSES, set_backbone_fields
 
 
 def register_backbones() -> None:
-    for backbone_class in BACKBONE_CLASSES:
+    for backbone_class in BACKBONE_CLASSES + SWIN_BACKBONE_CLASSES:
         AutoBackbone.register(backbone_class.config_class, backbone_class, exist_ok=True)
     load_local_folders_in_auto_backbone()
 
@@ -44,7 +50,7 @@ def load_local_folders_in_auto_backbone() -> None:
 def upernet_config(backbone_config, id2label: dict[int, str], **upernet_fields) -> UperNetConfig:
     """transformers' UperNet on an hf-mim backbone config (its out_indices/add_fpn set by `set_backbone_fields`,
     the 4-level pyramid by default). UperNet's head widths are `hidden_size` / `auxiliary_channels` here."""
-    if not getattr(backbone_config, "add_fpn", False):
+    if getattr(backbone_config, "stage_names", None) is None:  # a ViT method config no backbone has set up yet
         set_backbone_fields(backbone_config)
     id2label = {int(k): v for k, v in id2label.items()}
     return UperNetConfig(backbone_config=backbone_config, id2label=id2label,
@@ -67,3 +73,17 @@ def segmentation_image_processor(image_size: int, image_mean, image_std) -> Segf
     same numbers in training and in the pipeline."""
     return SegformerImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=list(image_mean),
                                       image_std=list(image_std), do_reduce_labels=False)
+
+
+def save_segmentation_model(model: UperNetForSemanticSegmentation, save_directory, processor=None) -> None:
+    """`save_pretrained` of a UperNet on an hf-mim backbone (and its processor) with the remote code that loads
+    it where `hf_mim` is not installed: `config.auto_map` names the adapter, whose file and every sibling it
+    imports are copied beside the weights. The saved `model_type` stays "upernet", so with `hf_mim` installed
+    transformers' own classes load it."""
+    model.config.auto_map = dict(upernet_adapter.REMOTE_AUTO_MAP)
+    model.save_pretrained(save_directory)
+    if processor is not None:
+        processor.save_pretrained(save_directory)
+    adapter_file = upernet_adapter.__file__
+    for path in {adapter_file, *get_relative_import_files(adapter_file)}:
+        shutil.copy(path, Path(save_directory) / Path(path).name)

@@ -25,14 +25,16 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
                      picture_title: str = "Reconstructions", picture_caption: str = "",
                      results: list[dict] | None = None, dataset_name: str = "fashion_mnist",
                      is_classifier: bool = False, tags: list[str] | None = None, base_model: str | None = None,
-                     tokenizer: str | None = None) -> ModelCard:
+                     tokenizer: str | None = None, template: str = "pretrained.md",
+                     pipeline_tag: str | None = None) -> ModelCard:
     """Render README.md into `output_dir`. `results`: [{"task", "metric", "value", "dataset", "protocol"}] ->
     `model-index` entries through huggingface_hub's EvalResult, and a table in the card.
 
     `base_model`: the folder or Hub id the weights came from (default: `weights_from` when it names a model
     folder or a Hub id). `tokenizer`: the tokenizer folder or id a BEiT/CAE run was given; the card also describes
     the tokenizer from `config.tokenizer_config`. `final_loss`: the mean loss of the last logging window, which a
-    resumed run logs as the uninterrupted one does."""
+    resumed run logs as the uninterrupted one does. `template` (a file of model_cards/) and `pipeline_tag` serve
+    other tasks (segmentation.md, "image-segmentation")."""
     eval_results = [
         EvalResult(task_type=r.get("task", "image-classification"), dataset_type=r.get("dataset", dataset_name),
                    dataset_name=r.get("dataset", dataset_name), metric_type=r["metric"], metric_value=r["value"],
@@ -46,7 +48,8 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
         model_name=model_name if eval_results else None, base_model=base_model, library_name="transformers",
         license="apache-2.0", tags=["hf-mim", "masked-image-modeling", method.name, "vision"] + (tags or []) +
         (["video"] if video else []),
-        pipeline_tag=f"{'video' if video else 'image'}-classification" if is_classifier else "image-feature-extraction",
+        pipeline_tag=pipeline_tag or (f"{'video' if video else 'image'}-classification" if is_classifier
+                                      else "image-feature-extraction"),
         eval_results=eval_results or None, datasets=[dataset_name] if dataset_name else None,
     )
     table = ""
@@ -54,7 +57,7 @@ def write_model_card(output_dir: str | Path, *, model_name: str, method, config,
         rows = "\n".join(f"| {r.get('protocol', '')} | {r['metric']} | {r['value']:.4f} |" for r in results)
         table = "| protocol | metric | value |\n|---|---|---|\n" + rows
     card = ModelCard.from_template(
-        card_data, template_path=template_path(), model_name=model_name, method_title=method.name.upper(),
+        card_data, template_path=template_path(template), model_name=model_name, method_title=method.name.upper(),
         paper=method.paper, repo_url=REPO_URL, model_id=model_name, summary=method.summary,
         data_source=data_source, steps=steps, effective_batch=effective_batch, learning_rate=f"{learning_rate:.3g}",
         final_loss="n/a" if final_loss is None else f"{final_loss:.4f}", weights_from=weights_from,

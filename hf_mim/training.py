@@ -27,19 +27,23 @@ SAVE_ERRORS = (OSError, SafetensorError)  # a full disk, a read-only or vanished
 # ----------------------------------------------------------------------------------------------- optimiser
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
+def parameter_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float | None = None,
+                     encoder_model: torch.nn.Module | None = None) -> list[dict]:
     """AdamW groups: weight decay on tensors of rank >= 2 except those the model names (position tables, the cls
     token); with `layer_decay`, lr scale decay ** (L + 1 - layer id) by the model's own `layer_ids` (embeddings 0,
-    block i is i + 1, heads L + 1). Frozen parameters (targets, teachers) are left out."""
-    no_decay_ids = {id(p) for p in model.no_weight_decay_parameters()} if hasattr(model, "layer_ids") else set()
-    ids = model.layer_ids() if (layer_decay and hasattr(model, "layer_ids")) else {}
+    block i is i + 1, heads L + 1). Frozen parameters (targets, teachers) are left out. `encoder_model`: the
+    part of `model` that names layer ids and no-decay parameters when `model` itself does not (a UperNet's
+    backbone); the rest of `model` (its heads) gets the top id."""
+    surface = model if encoder_model is None else encoder_model
+    no_decay_ids = {id(p) for p in surface.no_weight_decay_parameters()} if hasattr(surface, "layer_ids") else set()
+    ids = surface.layer_ids() if (layer_decay and hasattr(surface, "layer_ids")) else {}
     top = max(ids.values()) if ids else 0
     groups: dict[tuple, dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = param.ndim >= 2 and id(param) not in no_decay_ids
-        scale = layer_decay ** (top - ids[id(param)]) if ids else 1.0
+        scale = layer_decay ** (top - ids.get(id(param), top)) if ids else 1.0
         key = (decay, scale)
         group = groups.setdefault(key, {"params": [], "names": [], "weight_decay": weight_decay if decay else 0.0,
                                         "lr_scale": scale})
@@ -57,8 +61,8 @@ def end_training_together(accelerator) -> None:
     accelerator.end_training()
 
 
-def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.999), layer_decay=None):
-    groups = parameter_groups(model, weight_decay, layer_decay)
+def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.999), layer_decay=None, encoder_model=None):
+    groups = parameter_groups(model, weight_decay, layer_decay, encoder_model)
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
         del group["names"]
@@ -86,12 +90,22 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer, base_lr, warmup_steps, total_steps, min_lr=0.0):
-    """LambdaLR scaling each group's initial lr (which carries its layer-decay scale) by `lr_at / base_lr`."""
+def poly_lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0,
+               power: float = 1.0) -> float:
+    """Linear warmup from 0, then polynomial decay to `min_lr` (the BEiT/MAE segmentation schedule, power 1)."""
+    if step < warmup_steps:
+        return base_lr * step / max(warmup_steps, 1)
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    return min_lr + (base_lr - min_lr) * (1.0 - progress) ** power
+
+
+def build_scheduler(optimizer, base_lr, warmup_steps, total_steps, min_lr=0.0, schedule=lr_at):
+    """LambdaLR scaling each group's initial lr (which carries its layer-decay scale) by `schedule / base_lr`
+    (`lr_at`, warmup + cosine, by default; `poly_lr_at` for segmentation)."""
     if base_lr == 0:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.0)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_at(step, base_lr, warmup_steps, total_steps, min_lr) / base_lr
+        optimizer, lambda step: schedule(step, base_lr, warmup_steps, total_steps, min_lr) / base_lr
     )
 
 
@@ -357,6 +371,20 @@ class SlowRunWarning:
                                per_update, self.max_steps, hours, self.advice)
 
 
+def without_torch_draws(batches):
+    """`batches`, with the CPU torch generator put back as it was before the first batch was fetched. Starting
+    an iterator draws a base seed from that generator; an uninterrupted run drew it at the epoch's start, before
+    its checkpoint saved the generator, so a resumed run must not draw it again, or every random op after the
+    resume (drop path) would differ from the uninterrupted run's."""
+    state = torch.random.get_rng_state()
+    iterator = iter(batches)
+    first = next(iterator, None)
+    torch.random.set_rng_state(state)
+    if first is not None:
+        yield first
+        yield from iterator
+
+
 class TrainingLoop:
     """The one training skeleton of pretraining, fine-tuning and tokenizer training (run_mim_no_trainer's):
     `accumulate` -> backward -> clip -> step, per-update lr schedule, atomic checkpoints every N updates, exact
@@ -473,7 +501,7 @@ class TrainingLoop:
             self.dataset.set_epoch(epoch)
             self.loader.set_epoch(epoch)
             skip = self.resume_batches if epoch == self.start_epoch else 0
-            batches = accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+            batches = without_torch_draws(accelerator.skip_first_batches(self.loader, skip)) if skip else self.loader
             batches_in_epoch = skip
             self.model.train()
             for batch in batches:

@@ -117,7 +117,39 @@ class FpnNeck(nn.Module):
         return self.fpn1(maps[0]), self.fpn2(maps[1]), maps[2], self.fpn4(maps[3])
 
 
-class MimViTBackbone(BackboneMixin):
+class MimBackboneMixin(BackboneMixin):
+    """What every hf-mim backbone shares: the stage choice kept on the config (`set_fields`, saved with it and
+    inside a UperNetConfig's backbone_config), `out_indices` / `out_features` read from it, and a save that
+    `AutoBackbone` reloads (this file and its siblings copied for remote code)."""
+
+    has_attentions = False  # SDPA attention: no attention maps to return
+    set_fields = staticmethod(set_backbone_fields)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """The method's own Auto entries (pretraining, classification) name other classes, so they are left out."""
+        config_class = type(self.config)
+        self.config.auto_map = {"AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
+        type(self)._auto_class = "AutoBackbone"
+        return PreTrainedModel.save_pretrained(self, save_directory, *args, **kwargs)
+
+    @property
+    def out_indices(self) -> list[int]:
+        return list(self.config.out_indices)
+
+    @out_indices.setter
+    def out_indices(self, out_indices) -> None:
+        self.set_fields(self.config, out_indices=out_indices)
+
+    @property
+    def out_features(self) -> list[str]:
+        return [self.stage_names[i] for i in self.config.out_indices]
+
+    @out_features.setter
+    def out_features(self, out_features) -> None:
+        self.set_fields(self.config, out_features=out_features)
+
+
+class MimViTBackbone(MimBackboneMixin):
     """The backbone body shared by every method; `Mim<M>Backbone` below pairs it with the method's
     PreTrainedModel base (config class, weight init, loading rules).
 
@@ -125,9 +157,9 @@ class MimViTBackbone(BackboneMixin):
     interpolates its absolute position table for other input sizes.
     """
 
-    has_attentions = False  # SDPA attention: no attention maps to return
     _keys_to_ignore_on_load_unexpected = [r"^(?!vit\.)", r"^vit\.norm\.", r"^vit\.mask_token$"]
-    _keys_to_ignore_on_load_missing = [r"^vit\.blocks\.\d+\.attn\.relative_position_bias_table$"]
+    # per-layer tables a shared-table checkpoint lacks; the pyramid neck, which no encoder checkpoint holds
+    _keys_to_ignore_on_load_missing = [r"^vit\.blocks\.\d+\.attn\.relative_position_bias_table$", r"^fpn\."]
 
     def __init__(self, config, out_indices=None, out_features=None, add_fpn=None, reshape_hidden_states=None,
                  **kwargs):
@@ -138,33 +170,9 @@ class MimViTBackbone(BackboneMixin):
         self.fpn = FpnNeck(config.hidden_size) if config.add_fpn else nn.Identity()
         self.post_init()
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """A folder that `AutoBackbone` reloads, this file and its siblings copied for remote code; the method's
-        own Auto entries (pretraining, classification) name other classes, so they are left out."""
-        config_class = type(self.config)
-        self.config.auto_map = {"AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}"}
-        type(self)._auto_class = "AutoBackbone"
-        return PreTrainedModel.save_pretrained(self, save_directory, *args, **kwargs)
-
     def _init_transformers_backbone(self) -> None:
         self.stage_names = self.config.stage_names
         self.num_features = [self.config.hidden_size] * len(self.stage_names)
-
-    @property
-    def out_indices(self) -> list[int]:
-        return list(self.config.out_indices)
-
-    @out_indices.setter
-    def out_indices(self, out_indices) -> None:
-        set_backbone_fields(self.config, out_indices=out_indices)
-
-    @property
-    def out_features(self) -> list[str]:
-        return [self.stage_names[i] for i in self.config.out_indices]
-
-    @out_features.setter
-    def out_features(self, out_features) -> None:
-        set_backbone_fields(self.config, out_features=out_features)
 
     def _init_weights(self, module: nn.Module) -> None:
         """The neck as transformers' BEiT initialises it; the encoder by the method's own rule."""

@@ -170,3 +170,78 @@ def test_parity_with_transformers_beit_backbone_with_fpn(bias):
     assert len(actual) == 4
     for e, a in zip(expected, actual):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- Swin
+
+from hf_mim.modeling.backbone_swin import MimSimMIMSwinBackbone  # noqa: E402
+from hf_mim.modeling.configuration_simmim_swin import MimSimMIMSwinConfig  # noqa: E402
+from hf_mim.modeling.modeling_simmim_swin import MimSimMIMSwinForPreTraining, MimSimMIMSwinModel  # noqa: E402
+
+TINY_SWIN = dict(image_size=32, patch_size=4, embed_dim=16, depths=[2, 2, 2], num_heads=[2, 2, 4], window_size=2,
+                 encoder_stride=16, mask_patch_size=8)
+
+
+@pytest.mark.parametrize("out_indices,shapes", [
+    (None, [(16, 8, 8), (32, 4, 4), (64, 2, 2)]),
+    ([0, 3], [(16, 8, 8), (64, 2, 2)]),
+    ([-2], [(32, 4, 4)]),
+])
+def test_swin_stage_maps_have_the_documented_shapes(out_indices, shapes):
+    config = MimSimMIMSwinConfig(**TINY_SWIN)
+    backbone = AutoBackbone.from_config(config, out_indices=out_indices).eval()
+    assert isinstance(backbone, MimSimMIMSwinBackbone) and not backbone.config.add_fpn
+    with torch.no_grad():
+        maps = backbone(pixels()).feature_maps
+    assert [tuple(m.shape) for m in maps] == [(2, *shape) for shape in shapes]
+    assert backbone.channels == [shape[0] for shape in shapes]
+
+
+def test_swin_backbone_loads_the_pretrained_encoder_and_its_stages_are_the_encoders(tmp_path):
+    """Stage outputs after patch merging are the encoder's own hidden states, so the backbone's stage walk cannot
+    drift from `SwinEncoder.forward`; the last stage, normed by the final norm's weights, is the encoder's output."""
+    torch.manual_seed(0)
+    MimSimMIMSwinForPreTraining(MimSimMIMSwinConfig(**TINY_SWIN)).save_pretrained(tmp_path)
+    backbone = AutoBackbone.from_pretrained(tmp_path, out_indices=[1, 2, 3]).eval()
+    encoder = MimSimMIMSwinModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        ours = backbone.stage_outputs(pixels())
+        last, theirs = encoder.swin(pixels(), output_hidden_states=True)
+        for stage, index in zip(encoder.swin.layers[:-1], range(1, 3)):
+            torch.testing.assert_close(stage.downsample(ours[index], stage.grid_size), theirs[index], rtol=0, atol=0)
+        torch.testing.assert_close(ours[-1], theirs[-1], rtol=0, atol=0)
+        backbone.hidden_states_norms["stage3"].load_state_dict(encoder.swin.norm.state_dict())
+        expected = last.transpose(1, 2).reshape(2, 64, 2, 2)
+        torch.testing.assert_close(backbone(pixels()).feature_maps[-1], expected, rtol=0, atol=0)
+    ids = backbone.layer_ids()
+    assert ids[id(backbone.swin.patch_embed.proj.weight)] == 0 and max(ids.values()) == 7
+
+
+def test_upernet_on_the_swin_backbone_round_trips(tmp_path):
+    from transformers import AutoModelForSemanticSegmentation
+
+    from hf_mim.backbones import save_segmentation_model, upernet_from_pretrained_encoder
+
+    torch.manual_seed(0)
+    MimSimMIMSwinForPreTraining(MimSimMIMSwinConfig(**TINY_SWIN)).save_pretrained(tmp_path / "pre")
+    model = upernet_from_pretrained_encoder(tmp_path / "pre", {0: "a", 1: "b"}, hidden_size=16,
+                                            auxiliary_channels=8).eval()
+    with torch.no_grad():
+        logits = model(pixels()).logits
+    assert tuple(logits.shape) == (2, 2, 32, 32)
+    save_segmentation_model(model, tmp_path / "seg")
+    assert (tmp_path / "seg" / "backbone_swin.py").exists()
+    reloaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "seg").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixels()).logits, logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_other_input_sizes_interpolate_positions_and_bias_tables(method, pretraining_folders):
+    """A 32 px encoder segments 64x48 px inputs (the embedded segmentation set is 64 px): absolute positions and
+    relative position bias tables are resampled to the 16x12 grid; the pyramid follows the grid."""
+    backbone = AutoBackbone.from_pretrained(pretraining_folders[method]).eval()
+    with torch.no_grad():
+        maps = backbone(pixels(height=64, width=48)).feature_maps
+    assert [tuple(m.shape) for m in maps] == [(2, 32, 64, 48), (2, 32, 32, 24), (2, 32, 16, 12), (2, 32, 8, 6)]
+    assert all(torch.isfinite(m).all() for m in maps)
