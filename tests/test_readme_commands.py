@@ -28,6 +28,7 @@ BUDGET_FLAGS = {
     "scripts/finetune.py": ["--max_train_steps", "2", "--per_device_train_batch_size", "8"],
     "scripts/probe.py": ["--epochs", "1"],
     "scripts/train_tokenizer.py": ["--max_train_steps", "2"],
+    "scripts/finetune_segmentation.py": ["--max_train_steps", "2", "--per_device_train_batch_size", "4"],
     "scripts/benchmark.py": ["--sizes", "tiny", "--batch_size", "2", "--warmup", "0", "--repeats", "1",
                              "--methods", "mae"],
     "scripts/benchmark_fashion_mnist.py": ["--methods", "mae", "--train_subset", "100", "--test_subset", "50",
