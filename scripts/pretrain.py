@@ -114,15 +114,18 @@ def build_config(args, method, backbone):
     return config, size
 
 
-def model_size_note(args, size: str) -> str:
+def model_size_note(args, size: str, backbone) -> str:
     """The start line's model size: which one, and why (the flag, or the data's default) with the flag for the
     other."""
     if args.model_size:
         return f"{size} config (--model_size {size})"
+    base = backbone.config_class()  # the config's defaults are the family's canonical model
+    base_name = f"{backbone.title} at {base.image_size} px"
+    demo_name = f"the {backbone.demo_config.get('image_size', base.image_size)} px demo {backbone.title}"
     if size == "base":
-        return ("base config (the method's ViT-B/16 at 224 px, the default with --train_dir or --dataset_name; "
-                "--model_size demo picks the 32 px demo ViT that trains in minutes on a CPU)")
-    return "demo config (the 32 px demo ViT, the default on the embedded sample; --model_size base for ViT-B/16)"
+        return (f"base config (the method's {base_name}, the default with --train_dir or --dataset_name; "
+                f"--model_size demo picks {demo_name} that trains in minutes on a CPU)")
+    return f"demo config ({demo_name}, the default on the embedded sample; --model_size base for the {base_name})"
 
 
 def build_model(args, method, backbone, config):
@@ -168,7 +171,7 @@ def main(argv=None) -> dict:
                          warmup_epochs=settings.warmup_epochs, base_learning_rate=settings.base_learning_rate,
                          lr_batch_divisor=settings.lr_batch_divisor)
     logger.info("method %s, %s, data: %s (%d images), %d updates, effective batch %d, lr %.3g (blr %.3g)",
-                method.name, model_size_note(args, size), data.source, len(dataset), plan.max_steps,
+                method.name, model_size_note(args, size, backbone), data.source, len(dataset), plan.max_steps,
                 plan.effective_batch, plan.learning_rate, settings.base_learning_rate)
     slow_run = SlowRunWarning(accelerator.device.type, plan.max_steps, advice="pass --model_size demo (the 32 px "
                               "demo ViT), fewer --max_train_steps, or run on a GPU")

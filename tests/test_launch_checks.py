@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import hf_mim
+
 from helpers import load_script
 from hf_mim.arguments import MissingInputError, UsageError, check_model_source
 from hf_mim.training import SlowRunWarning
@@ -18,11 +20,14 @@ pretrain = load_script("pretrain")
 
 
 def test_the_start_line_says_which_size_and_the_flag_for_the_other():
-    base = pretrain.model_size_note(Namespace(model_size=None), "base")
-    assert base.startswith("base config (the method's ViT-B/16 at 224 px, the default with --train_dir")
+    vit, swin = hf_mim.get_method("mae").backbone(), hf_mim.get_method("simmim").backbone("swin")
+    base = pretrain.model_size_note(Namespace(model_size=None), "base", vit)
+    assert base.startswith("base config (the method's ViT at 224 px, the default with --train_dir")
     assert "--model_size demo picks the 32 px demo ViT" in base
-    assert "--model_size base" in pretrain.model_size_note(Namespace(model_size=None), "demo")
-    assert pretrain.model_size_note(Namespace(model_size="base"), "base") == "base config (--model_size base)"
+    assert "--model_size base" in pretrain.model_size_note(Namespace(model_size=None), "demo", vit)
+    assert pretrain.model_size_note(Namespace(model_size="base"), "base", vit) == "base config (--model_size base)"
+    assert "the 32 px demo Swin Transformer" in pretrain.model_size_note(Namespace(model_size=None), "demo", swin)
+    assert "Swin Transformer at 192 px" in pretrain.model_size_note(Namespace(model_size=None), "base", swin)
 
 
 @pytest.mark.parametrize("device, seconds, warns", [("cpu", 5.0, True), ("cpu", 0.01, False), ("cuda", 5.0, False)])
