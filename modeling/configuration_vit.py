@@ -164,6 +164,7 @@ FIELD_RULES: dict[str, FieldRule] = {
     "num_blocks_per_group": count(1),
     "decoder_init_size": count(1),
     "kl_weight": number(0),
+    "codebook_diversity_weight": number(0),
     "kl_warmup_steps": count(0),
     "temperature_start": POSITIVE,
     "temperature_end": POSITIVE,

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hf_mim.arguments import ArgumentParser
 from hf_mim.data import decode_image, load_image_dataset
 from hf_mim.fashion_mnist import LABELS
 from hf_mim.segmentation_data import SEGMENTATION_SAMPLE_DIR, segmentation_id2label
@@ -33,7 +34,7 @@ SPLITS = {"train": "train", "validation": "test"}  # our split -> the Fashion-MN
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default=str(SEGMENTATION_SAMPLE_DIR))
     parser.add_argument("--num_train", type=int, default=320, help="train canvases")
     parser.add_argument("--num_validation", type=int, default=100, help="validation canvases")

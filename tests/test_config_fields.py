@@ -63,6 +63,7 @@ BAD_VALUES = {
     "vocab_size": [1, 0, 2.5, "8192", None], "tokenizer_config": ["dalle", 3, [("vocab_size", 8)]],
     "codebook_image_size": POSITIVE_INT, "num_groups": POSITIVE_INT, "num_blocks_per_group": POSITIVE_INT,
     "decoder_init_size": POSITIVE_INT, "kl_weight": NON_NEGATIVE_FLOAT, "kl_warmup_steps": NON_NEGATIVE_INT,
+    "codebook_diversity_weight": NON_NEGATIVE_FLOAT,
     "temperature_start": POSITIVE_FLOAT, "temperature_end": POSITIVE_FLOAT,
     "temperature_anneal_steps": NON_NEGATIVE_INT, "decoder_trained": SWITCH,
 }

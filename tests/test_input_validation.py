@@ -326,6 +326,10 @@ HELP_EXAMPLES = {  # one defaulted flag per script, as --help prints it (whitesp
     "benchmark_fashion_mnist": "--pretrain_steps PRETRAIN_STEPS pretraining updates, the same for every method "
                                "(default: 400)",
     "make_video_sample": "--num_frames NUM_FRAMES frames per clip (default: 16)",
+    "finetune_segmentation": "--seed SEED (default: 0)",
+    "benchmark_video": "--seed SEED (default: 0)",
+    "benchmark_segmentation": "--seed SEED (default: 0)",
+    "make_segmentation_sample": "--seed SEED (default: 0)",
 }
 
 

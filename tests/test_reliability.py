@@ -42,9 +42,11 @@ def same_weights(a, b, atol=0.0):
     return worst <= atol, worst
 
 
-def pretrain_until_checkpoint_then_sigkill(argv: list[str], output_dir, checkpoint: str, timeout: float = 120) -> None:
-    """scripts/pretrain.py `argv` in a subprocess writing to `output_dir`, SIGKILLed once `checkpoint` exists."""
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "pretrain.py"), *argv,
+def pretrain_until_checkpoint_then_sigkill(argv: list[str], output_dir, checkpoint: str, timeout: float = 120,
+                                          script: str = "pretrain.py") -> None:
+    """scripts/`script` (pretrain.py) `argv` in a subprocess writing to `output_dir`, SIGKILLed once `checkpoint`
+    exists."""
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / script), *argv,
                                 "--output_dir", str(output_dir)], env=script_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout

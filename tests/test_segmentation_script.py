@@ -2,10 +2,8 @@
 SIGKILL, the flags of a folder dataset, and the embedded sample's script."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,9 +12,9 @@ from PIL import Image
 from transformers import AutoModelForSemanticSegmentation, UperNetForSemanticSegmentation, pipeline
 
 import hf_mim
-from helpers import REPO_ROOT, load_script
+from helpers import load_script
 from test_backbone import tiny_config
-from test_reliability import same_weights, script_env
+from test_reliability import pretrain_until_checkpoint_then_sigkill, same_weights, script_env
 
 finetune_segmentation = load_script("finetune_segmentation")
 make_sample = load_script("make_segmentation_sample")
@@ -92,17 +90,7 @@ def test_sigkill_then_resume_gives_bitwise_identical_weights(encoder_folders, tm
     straight = tmp_path / "straight"
     finetune_segmentation.main(base + ["--output_dir", str(straight)])
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "finetune_segmentation.py"), *base,
-                                "--output_dir", str(killed)], env=script_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (killed / "checkpoints" / "step_4").exists():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "model.safetensors").exists(), "the run finished before the kill"
+    pretrain_until_checkpoint_then_sigkill(base, killed, "step_4", timeout=240, script="finetune_segmentation.py")
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=True)
