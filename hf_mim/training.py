@@ -385,6 +385,31 @@ def without_torch_draws(batches):
         yield from iterator
 
 
+class BestModelKeeper:
+    """An `on_epoch_end` hook: evaluate, log (one line and the trackers), and save the model when `metric` is the
+    best so far. `evaluate()` gives the metrics, `describe(metrics)` the log line's figures, `save()` saves."""
+
+    def __init__(self, accelerator, evaluate, save, metric: str, describe, has_eval: bool = True):
+        self.accelerator, self.evaluate, self.save, self.metric, self.describe = (accelerator, evaluate, save, metric,
+                                                                                   describe)
+        self.has_eval = has_eval
+        self.best = {metric: -1.0, "epoch": None}
+        self.results: list[dict] = []
+        self.loop = None
+
+    def __call__(self, epoch: int) -> None:
+        if not self.has_eval:
+            return
+        metrics = self.evaluate()
+        self.results.append({"epoch": epoch, **metrics})
+        logger.info("epoch %d: eval %s", epoch, self.describe(metrics))
+        self.accelerator.log({f"eval/{k}": v for k, v in metrics.items() if not isinstance(v, (list, dict))},
+                             step=self.loop.global_step)
+        if metrics[self.metric] > self.best[self.metric]:
+            self.best.update(metrics, epoch=epoch)
+            self.save()
+
+
 class TrainingLoop:
     """The one training skeleton of pretraining, fine-tuning and tokenizer training (run_mim_no_trainer's):
     `accumulate` -> backward -> clip -> step, per-update lr schedule, atomic checkpoints every N updates, exact

@@ -41,9 +41,9 @@ from hf_mim.metrics import load_metric
 from hf_mim.planning import command_line, plan_schedule, with_overrides
 from hf_mim.recipes import FinetuneRecipe, check_values
 from hf_mim.video_data import SeededVideoDataset, is_video_model, video_finetune_splits
-from hf_mim.training import (SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
-                             enable_activation_checkpointing, describe_run, end_training_together, resolve_checkpoint,
-                             save_pretrained_atomically)
+from hf_mim.training import (BestModelKeeper, SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
+                             enable_activation_checkpointing, describe_run, end_training_together,
+                             resolve_checkpoint, save_pretrained_atomically)
 
 logger = logging.getLogger("hf_mim.finetune")
 
@@ -282,28 +282,6 @@ def classification_forward(settings, num_labels: int, rng):
     return forward
 
 
-class BestModelKeeper:
-    """After each epoch: evaluate, log, and save the model when its top-1 is the best so far."""
-
-    def __init__(self, args, accelerator, model, eval_loader, eval_processor):
-        self.args, self.accelerator, self.model = args, accelerator, model
-        self.eval_loader, self.eval_processor = eval_loader, eval_processor
-        self.best = {"accuracy": -1.0, "epoch": None}
-        self.results: list[dict] = []
-        self.loop = None
-
-    def __call__(self, epoch: int) -> None:
-        if self.eval_loader is None:
-            return
-        metrics = evaluate_model(self.accelerator, self.model, self.eval_loader)
-        self.results.append({"epoch": epoch, **metrics})
-        logger.info("epoch %d: eval top-1 %.4f, top-5 %.4f", epoch, metrics["accuracy"], metrics["top5_accuracy"])
-        self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=self.loop.global_step)
-        if metrics["accuracy"] > self.best["accuracy"]:
-            self.best.update(metrics, epoch=epoch)
-            save_model(self.args, self.accelerator, self.model, self.eval_processor)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     check_model_source(args.model_name_or_path, "--model_name_or_path")
@@ -335,7 +313,10 @@ def main(argv=None) -> dict:
                 args.model_name_or_path, "random init" if args.from_scratch else "pretrained", train.source,
                 num_labels, plan.max_steps, plan.learning_rate, layer_decay)
     forward = classification_forward(settings, num_labels, np.random.default_rng(args.seed + accelerator.process_index))
-    keeper = BestModelKeeper(args, accelerator, model, eval_loader, eval_processor)
+    keeper = BestModelKeeper(
+        accelerator, lambda: evaluate_model(accelerator, model, eval_loader),
+        lambda: save_model(args, accelerator, model, eval_processor), "accuracy",
+        lambda m: f"top-1 {m['accuracy']:.4f}, top-5 {m['top5_accuracy']:.4f}", has_eval=eval_loader is not None)
     keeper.loop = loop = TrainingLoop(
         accelerator, model, optimizer, scheduler, train_loader, train_set, output_dir=args.output_dir,
         max_train_steps=plan.max_steps, num_epochs=plan.epochs, checkpointing_steps=args.checkpointing_steps,

@@ -35,8 +35,8 @@ from hf_mim.metrics.mean_iou.mean_iou import confusion_matrix, scores_from_confu
 from hf_mim.planning import command_line, plan_schedule
 from hf_mim.segmentation_data import (IGNORE_INDEX, SegmentationAugmentation, SegmentationDataset,
                                       collate_segmentation, load_segmentation_dataset)
-from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, describe_run, end_training_together,
-                             poly_lr_at, resolve_checkpoint)
+from hf_mim.training import (BestModelKeeper, TrainingLoop, build_optimizer, build_scheduler, describe_run,
+                             end_training_together, poly_lr_at, resolve_checkpoint)
 
 logger = logging.getLogger("hf_mim.finetune_segmentation")
 
@@ -204,32 +204,6 @@ def evaluate_segmentation(args, accelerator, model, loader, num_labels: int) -> 
     return {key: scores[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou")}
 
 
-class BestModelKeeper:
-    """After each epoch: evaluate, log, and save the model (+ processor + remote code) when its mean IoU is the
-    best so far."""
-
-    def __init__(self, args, accelerator, model, eval_loader, processor):
-        self.args, self.accelerator, self.model = args, accelerator, model
-        self.eval_loader, self.processor = eval_loader, processor
-        self.best = {"mean_iou": -1.0, "epoch": None}
-        self.results: list[dict] = []
-        self.loop = None
-
-    def __call__(self, epoch: int) -> None:
-        if self.eval_loader is None:
-            return
-        num_labels = self.accelerator.unwrap_model(self.model).config.num_labels
-        metrics = evaluate_segmentation(self.args, self.accelerator, self.model, self.eval_loader, num_labels)
-        self.results.append({"epoch": epoch, **metrics})
-        logger.info("epoch %d: eval mIoU %.4f, pixel accuracy %.4f", epoch, metrics["mean_iou"],
-                    metrics["overall_accuracy"])
-        self.accelerator.log({f"eval/{k}": v for k, v in metrics.items() if k != "per_category_iou"},
-                             step=self.loop.global_step)
-        if metrics["mean_iou"] > self.best["mean_iou"]:
-            self.best.update(metrics, epoch=epoch)
-            save_model(self.args, self.accelerator, self.model, self.processor)
-
-
 def save_model(args, accelerator, model, processor) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -259,7 +233,12 @@ def main(argv=None) -> dict:
     logger.info("segmentation fine-tuning of %s (%s) on %s: %d classes, %d updates, lr %.3g, layer decay %s",
                 args.model_name_or_path, "random init" if args.from_scratch else "pretrained", train.source,
                 len(id2label), plan.max_steps, plan.learning_rate, args.layer_decay)
-    keeper = BestModelKeeper(args, accelerator, model, eval_loader, processor)
+    num_labels = accelerator.unwrap_model(model).config.num_labels
+    keeper = BestModelKeeper(
+        accelerator, lambda: evaluate_segmentation(args, accelerator, model, eval_loader, num_labels),
+        lambda: save_model(args, accelerator, model, processor), "mean_iou",
+        lambda m: f"mIoU {m['mean_iou']:.4f}, pixel accuracy {m['overall_accuracy']:.4f}",
+        has_eval=eval_loader is not None)
     run = describe_run(method.name, accelerator.unwrap_model(model).config, plan.effective_batch, args.seed,
                        train.source)
     keeper.loop = loop = TrainingLoop(accelerator, model, optimizer, scheduler, train_loader, train_set,
