@@ -49,10 +49,14 @@ def load_local_folders_in_auto_backbone() -> None:
 
 def upernet_config(backbone_config, id2label: dict[int, str], **upernet_fields) -> UperNetConfig:
     """transformers' UperNet on an hf-mim backbone config (its out_indices/add_fpn set by `set_backbone_fields`,
-    the 4-level pyramid by default). UperNet's head widths are `hidden_size` / `auxiliary_channels` here."""
+    the 4-level pyramid by default). UperNet's head widths are `hidden_size` / `auxiliary_channels` here; the
+    auxiliary head is on when the backbone gives the third map it reads."""
     if getattr(backbone_config, "stage_names", None) is None:  # a ViT method config no backbone has set up yet
         set_backbone_fields(backbone_config)
     id2label = {int(k): v for k, v in id2label.items()}
+    # UperNet's auxiliary FCN head reads the third feature map (mmseg's in_index=2); a backbone with fewer maps
+    # (the 2-stage demo Swin) trains without it, as transformers' UperNet cannot point it elsewhere.
+    upernet_fields.setdefault("use_auxiliary_head", len(backbone_config.out_indices) > 2)
     return UperNetConfig(backbone_config=backbone_config, id2label=id2label,
                          label2id={v: k for k, v in id2label.items()}, **upernet_fields)
 

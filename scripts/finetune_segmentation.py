@@ -230,10 +230,13 @@ def main(argv=None) -> dict:
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    logger.info("segmentation fine-tuning of %s (%s) on %s: %d classes, %d updates, lr %.3g, layer decay %s",
-                args.model_name_or_path, "random init" if args.from_scratch else "pretrained", train.source,
-                len(id2label), plan.max_steps, plan.learning_rate, args.layer_decay)
-    num_labels = accelerator.unwrap_model(model).config.num_labels
+    upernet = accelerator.unwrap_model(model).config
+    logger.info("segmentation fine-tuning of %s (%s) on %s: %d classes, %d updates, lr %.3g, layer decay %s, "
+                "features %s, %s", args.model_name_or_path, "random init" if args.from_scratch else "pretrained",
+                train.source, len(id2label), plan.max_steps, plan.learning_rate, args.layer_decay,
+                "/".join(upernet.backbone_config.stage_names[i] for i in upernet.backbone_config.out_indices), "auxiliary head on the third" if
+                upernet.use_auxiliary_head else "no auxiliary head (it reads a third feature map)")
+    num_labels = upernet.num_labels
     keeper = BestModelKeeper(
         accelerator, lambda: evaluate_segmentation(args, accelerator, model, eval_loader, num_labels),
         lambda: save_model(args, accelerator, model, processor), "mean_iou",

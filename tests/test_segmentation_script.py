@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForSemanticSegmentation, UperNetForSemanticSegmentation, pipeline
+from transformers import AutoBackbone, AutoModelForSemanticSegmentation, UperNetForSemanticSegmentation, pipeline
 
 import hf_mim
+from hf_mim.backbones import upernet_config
 from helpers import load_script
 from test_backbone import tiny_config
 from test_reliability import pretrain_until_checkpoint_then_sigkill, same_weights, script_env
@@ -31,6 +32,16 @@ def encoder_folders(tmp_path_factory):
         folders[method] = tmp_path_factory.mktemp(f"{method}-pretrained")
         hf_mim.METHODS[method].pretraining_class(tiny_config(method)).save_pretrained(folders[method])
     return folders
+
+
+@pytest.fixture(scope="module")
+def swin_folder(tmp_path_factory):
+    """A saved SimMIM Swin pretraining model: the registry's 2-stage demo Swin, narrower, random weights."""
+    swin = hf_mim.METHODS["simmim"].backbones["swin"]
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("simmim-swin-pretrained")
+    swin.pretraining_class(swin.config_class(**{**swin.demo_config, "embed_dim": 16})).save_pretrained(folder)
+    return folder
 
 
 def garment_image():
@@ -53,6 +64,28 @@ def test_three_steps_give_a_model_the_auto_class_and_the_pipeline_load(method, e
     assert masks and all(m["mask"].size == (40, 48) and m["label"] in model.config.id2label.values() for m in masks)
     card = (out / "README.md").read_text()
     assert "pipeline_tag: image-segmentation" in card and "type: mean_iou" in card
+
+
+def test_a_swin_encoder_fine_tunes_on_its_stages_without_the_auxiliary_head(swin_folder, tmp_path):
+    """UperNet's auxiliary head reads a third feature map; the 2-stage demo Swin has two, so the head is left out
+    (it used to fail with an IndexError inside UperNet) and the stages feed the decode head."""
+    out = tmp_path / "seg"
+    summary = finetune_segmentation.main(["--model_name_or_path", str(swin_folder), "--max_train_steps", "3",
+                                          "--output_dir", str(out), *FAST])
+    assert summary["steps"] == 3
+    model = AutoModelForSemanticSegmentation.from_pretrained(out).eval()
+    assert type(model.backbone).__name__ == "MimSimMIMSwinBackbone" and model.auxiliary_head is None
+    assert [model.config.backbone_config.stage_names[i] for i in model.config.backbone_config.out_indices] == \
+        ["stage1", "stage2"]
+    with torch.no_grad():
+        assert tuple(model(torch.zeros(1, 3, 32, 32)).logits.shape) == (1, 11, 32, 32)
+    masks = pipeline("image-segmentation", model=str(out))(garment_image())
+    assert masks and all(m["mask"].size == (40, 48) for m in masks)
+
+
+def test_a_four_level_vit_keeps_the_auxiliary_head(encoder_folders):
+    backbone = AutoBackbone.from_pretrained(encoder_folders["mae"])
+    assert UperNetForSemanticSegmentation(upernet_config(backbone.config, {0: "a", 1: "b"})).auxiliary_head is not None
 
 
 def test_remote_code_loads_without_hf_mim(encoder_folders, tmp_path):
