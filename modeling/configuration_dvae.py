@@ -21,8 +21,9 @@ class MimDvaeConfig(CheckedConfig):
     Training (scripts/train_tokenizer.py, DALL-E paper appendix A.2):
     kl_weight: beta of the KL(q || uniform) term once warmed up (6.6); kl_warmup_steps: linear 0 -> kl_weight.
     temperature_start / temperature_end / temperature_anneal_steps: Gumbel-softmax temperature 1 -> 1/16.
-    codebook_diversity_weight: weight of KL(batch-average posterior || uniform), which spreads the argmax codes
-        over the codebook (0 = DALL-E's objective; short runs collapse onto a few dozen codes without it).
+    codebook_diversity_weight: weight of -I(cell; code), the mean per-cell posterior entropy minus the entropy
+        of the batch-average posterior: cells confident in one code, codes used evenly (0 = DALL-E's objective;
+        short runs collapse onto a few dozen codes without it; the CPU demo recipe uses it).
     decoder_trained: False when only the encoder is meaningful (converted from DALL-E's published encoder.pkl),
         so `decode` and `forward` warn that reconstructions come from a random decoder.
     """

@@ -81,6 +81,21 @@ def batch_kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     return torch.special.xlogy(mean_q, mean_q).sum() + math.log(logits.shape[1])
 
 
+def negative_code_information(logits: torch.Tensor) -> torch.Tensor:
+    """-I(cell; code) of the posteriors q = softmax over dim 1 of (B, K, h, w) logits -> scalar, in nats:
+    mean per-cell entropy H(q) minus the entropy H(q_bar) of the batch-and-grid average, in [-log K, 0].
+
+    Minimising it asks for both halves of a used codebook: every cell confident in one code (low H(q)) and the
+    codes spread evenly over the batch (high H(q_bar)), the entropy term of MaskGIT/MAGVIT-v2 tokenizers. The
+    second half alone (`batch_kl_to_uniform`) is also met by flat posteriors whose argmax still collapses.
+    Equal to batch_kl_to_uniform(logits) - kl_to_uniform(logits).mean().
+    """
+    log_q = F.log_softmax(logits.float(), dim=1)
+    cell_entropy = -(log_q.exp() * log_q).sum(dim=1).mean()
+    mean_q = log_q.exp().mean(dim=(0, 2, 3))
+    return cell_entropy + torch.special.xlogy(mean_q, mean_q).sum()
+
+
 def sample_gumbel_like(logits: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise g = -log(E), E ~ Exponential(1) (the same as -log(-log U)), shaped like logits."""
     return -torch.empty_like(logits).exponential_().log()
@@ -243,7 +258,7 @@ class MimDvaeOutput(ModelOutput):
     reconstruction: (B, C, H, W) decoded image in [0, 1] (unmapped), from the relaxed codes.
     codebook_perplexity: exp(entropy) of the batch histogram of argmax codes, in [1, vocab].
     codebook_usage: fraction of the vocabulary the batch's argmax codes use.
-    diversity_loss: KL(batch-average posterior || uniform), in nats (`batch_kl_to_uniform`).
+    diversity_loss: -I(cell; code), in nats (`negative_code_information`): confident cells, codes spread evenly.
     """
 
     loss: torch.FloatTensor | None = None
@@ -416,7 +431,7 @@ class MimDvaeModel(MimDvaePreTrainedModel):
 
         encode -> relaxed codes z = softmax((logits + g) / temperature), used in forward and backward (no
         straight-through) -> decode z -> logit-Laplace NLL of pixel_values + kl_weight * KL(q || uniform).
-        + diversity_weight * KL(batch-average q || uniform). The weights default to config.kl_weight and
+        + diversity_weight * -I(cell; code) (`negative_code_information`). The weights default to config.kl_weight and
         config.codebook_diversity_weight; gumbel_noise (B, vocab, h, w) makes a step deterministic in tests.
         """
         if not temperature > 0:
@@ -433,7 +448,7 @@ class MimDvaeModel(MimDvaePreTrainedModel):
         nll = logit_laplace_nll(target, location, log_scale)
         reconstruction_loss = nll.flatten(1).sum(1).mean() / num_values
         kl_loss = kl_to_uniform(logits).flatten(1).sum(1).mean() / num_values
-        diversity_loss = batch_kl_to_uniform(logits)
+        diversity_loss = negative_code_information(logits)
         loss = reconstruction_loss + kl_weight * kl_loss + diversity_weight * diversity_loss
 
         with torch.no_grad():
@@ -458,5 +473,6 @@ __all__ = [
     "kl_weight_schedule",
     "logit_laplace_nll",
     "map_pixels",
+    "negative_code_information",
     "unmap_pixels",
 ]

@@ -8,7 +8,8 @@ DALL-E's objective and schedules: Gumbel-softmax relaxation in forward and backw
 1 -> 1/16 (cosine), KL weight to the uniform prior rising linearly 0 -> 6.6, Adam with lr warm-up and cosine decay.
 Against codebook collapse (a few codes doing all the work makes poor BEiT/CAE targets), codes no cell of a batch
 picks are re-seeded by splitting used ones (`--reseed_dead_codes_every`; the demo size does it every 10 updates up
-to 90% of the run); the config's `codebook_diversity_weight` adds an optional diversity term. Codes in use, perplexity and PSNR are
+to 90% of the run), and the config's `codebook_diversity_weight` adds -I(cell; code): cells confident in one code,
+codes used evenly (the demo config sets it; DALL-E's size leaves it 0). Codes in use, perplexity and PSNR are
 measured on held-out images (the sample's test split) for the card. The folder (weights, config, image
 processor, card) loads with `AutoModel.from_pretrained` and feeds `scripts/pretrain.py --tokenizer_name_or_path`.
 """
@@ -40,7 +41,11 @@ from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, des
 logger = logging.getLogger("hf_mim.train_tokenizer")
 
 # Small enough for 2 CPU cores; 64 px views give the 8x8 token grid of the demo BEiT/CAE (32 px, patch 4).
-DEMO_CONFIG = dict(vocab_size=512, hidden_size=16, num_blocks_per_group=1, decoder_init_size=32, image_size=64)
+# The diversity weight, measured on the embedded sample's default run (codes in use of 512 / perplexity / PSNR):
+# 0 -> 41 / 17.7 / 14.82 dB, 0.1 -> 34 / 11.1 / 15.57, 0.3 -> 110 / 78.2 / 14.96, 0.5 -> 161 / 122.9 / 15.06,
+# 1 -> 288 / 232.7 / 13.85 (more codes, blurrier decodings).
+DEMO_CONFIG = dict(vocab_size=512, hidden_size=16, num_blocks_per_group=1, decoder_init_size=32, image_size=64,
+                   codebook_diversity_weight=0.5)
 
 
 @dataclass(frozen=True)

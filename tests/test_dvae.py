@@ -33,6 +33,7 @@ from hf_mim.modeling.modeling_dvae import (
     kl_weight_schedule,
     logit_laplace_nll,
     map_pixels,
+    negative_code_information,
     unmap_pixels,
 )
 
@@ -311,7 +312,8 @@ def test_forward_is_the_negative_elbo_of_its_parts(tiny_model):
     torch.testing.assert_close(default_weight.loss, out.reconstruction_loss + tiny_model.config.kl_weight * out.kl_loss)
     assert len(tiny_model(x, gumbel_noise=noise, return_dict=False)) == 8
     diverse = tiny_model(x, temperature=0.5, kl_weight=2.0, diversity_weight=3.0, gumbel_noise=noise)
-    torch.testing.assert_close(out.diversity_loss, batch_kl_to_uniform(logits))
+    # -I(cell; code) = KL(average q || U) - mean KL(q || U), from the two KLs computed on their own
+    torch.testing.assert_close(out.diversity_loss, batch_kl_to_uniform(logits) - kl_to_uniform(logits).mean())
     torch.testing.assert_close(diverse.loss, out.loss + 3.0 * out.diversity_loss)
 
 
@@ -325,6 +327,24 @@ def test_batch_kl_to_uniform_is_zero_only_for_equal_use_of_codes():
         every_code[0, k, k // 2, k % 2] = 60.0
     assert batch_kl_to_uniform(every_code).item() == pytest.approx(0.0, abs=1e-5)
     assert kl_to_uniform(every_code).mean().item() == pytest.approx(math.log(4), rel=1e-5)  # the ELBO's KL is maximal
+
+
+def test_negative_code_information_rewards_confident_cells_spread_over_the_codebook_not_flat_posteriors():
+    """The diversity term must not be met by flat posteriors (a KL(average q || U) term alone is: it scored 0 on
+    them and flattened the demo tokenizer's posteriors at weight 1)."""
+    flat = torch.zeros(1, 4, 2, 2)
+    assert negative_code_information(flat).item() == pytest.approx(0.0, abs=1e-6)
+    every_code = torch.full((1, 4, 2, 2), -60.0)
+    for k in range(4):
+        every_code[0, k, k // 2, k % 2] = 60.0
+    assert negative_code_information(every_code).item() == pytest.approx(-math.log(4), rel=1e-5)  # the minimum
+    one_code = torch.full((1, 4, 2, 2), -60.0)
+    one_code[0, 0] = 60.0  # confident but collapsed: no information either
+    assert negative_code_information(one_code).item() == pytest.approx(0.0, abs=1e-5)
+    # two codes, each on half the cells: -log 2
+    two_codes = torch.full((1, 4, 2, 2), -60.0)
+    two_codes[0, 0, 0] = two_codes[0, 1, 1] = 60.0
+    assert negative_code_information(two_codes).item() == pytest.approx(-math.log(2), rel=1e-5)
 
 
 def test_reseeding_dead_codes_puts_more_codes_in_use_and_keeps_the_decodings():
