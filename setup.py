@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="Masked Image Modeling (BEiT, MAE, SimMIM, MaskFeat, CAE) as Hugging Face transformers models",
     python_requires=">=3.10",
-    packages=["hf_mim", "hf_mim.modeling", "hf_mim.model_cards", "hf_mim.metrics"],
+    packages=["hf_mim", "hf_mim_cli", "hf_mim.modeling", "hf_mim.model_cards", "hf_mim.metrics"],
     package_dir={"hf_mim": "hf_mim", "hf_mim.modeling": "modeling", "hf_mim.model_cards": "model_cards"},
     package_data={
         "hf_mim": ["sample_data/*/*.parquet", "sample_data/*/*.md", "sample_data/*/*.json", "sample_data/fashion_mnist_video/*.csv",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .arguments import MissingInputError, UsageError
+from hf_mim_cli.arguments import MissingInputError, UsageError
 from .modeling.configuration_dvae import MimDvaeConfig
 from .modeling.modeling_dvae import MimDvaeModel
 

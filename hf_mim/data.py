@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageEnhance, ImageFile, ImageOps, ImageStat, UnidentifiedImageError
 
-from hf_mim.arguments import MissingInputError, UsageError
+from hf_mim_cli.arguments import MissingInputError, UsageError
 from hf_mim.modeling.image_processing_mim import to_8_bit
 
 logger = logging.getLogger(__name__)

@@ -41,7 +41,8 @@ from .modeling.modeling_maskfeat_video import (MimMaskFeatVideoForPreTraining, M
 from .modeling.modeling_simmim import MimSimMIMForImageClassification, MimSimMIMForPreTraining, MimSimMIMModel
 from .modeling.modeling_simmim_swin import (MimSimMIMSwinForImageClassification, MimSimMIMSwinForPreTraining,
                                             MimSimMIMSwinModel)
-from .recipes import DEMO_BACKBONE, FinetuneRecipe, PretrainRecipe
+from hf_mim_cli import catalog
+from hf_mim_cli.recipes import DEMO_BACKBONE, FinetuneRecipe, PretrainRecipe
 
 DEFAULT_BACKBONE = "vit"
 
@@ -298,7 +299,7 @@ def backbone_families() -> list[str]:
     return sorted({family for method in METHODS.values() for family in method.backbones})
 
 
-MODALITIES = ("image", "video")
+MODALITIES = catalog.MODALITIES
 
 
 def get_method(name: str) -> Method:
@@ -330,6 +331,19 @@ def conversion_source(source_id: str) -> tuple[Method, sources.Source]:
 
 def conversion_source_ids() -> list[str]:
     return sorted(source_id for method in METHODS.values() for source_id in method.conversion_sources)
+
+
+def check_catalog() -> None:
+    """Refuse to load when the command line's index of names (`hf_mim_cli.catalog`) differs from this table."""
+    differences = catalog.differences({name: tuple(m.backbones) for name, m in METHODS.items()},
+                                      {name: tuple(m.conversion_sources) for name, m in METHODS.items()},
+                                      tuple(sources.NORMALIZATIONS))
+    if differences:
+        raise ImportError("hf_mim_cli/catalog.py, the names the scripts' flags offer before torch loads, no longer "
+                          "matches the registry in hf_mim/methods.py; set there: " + "; ".join(differences))
+
+
+check_catalog()
 
 
 __all__ = ["METHODS", "MODALITIES", "Backbone", "Method", "backbone_families", "backbone_of_config", "conversion_source", "get_method",

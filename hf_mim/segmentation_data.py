@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hf_mim.arguments import MissingInputError, UsageError
+from hf_mim_cli.arguments import MissingInputError, UsageError
 from hf_mim.data import (JITTER_ENHANCERS, UNREADABLE, ImageDataset, check_readable, decode_image, detect_column,
                          open_image)
 

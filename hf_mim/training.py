@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from hf_mim.arguments import UsageError
+from hf_mim_cli.arguments import UsageError
 
 logger = logging.getLogger(__name__)
 

@@ -30,32 +30,9 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-import torch
-
-import hf_mim
-from hf_mim.arguments import ArgumentParser, non_negative_int, positive_float, positive_int, run_main
-from hf_mim.methods import backbone_families
-from hf_mim.benchmarking import (
-    SIZES,
-    build_pairs,
-    chosen_backbone,
-    count_trainable,
-    eval_loss_gap,
-    inference_flops,
-    inference_fn,
-    make_optimizer,
-    methods_with_peers,
-    mfu,
-    our_config,
-    paired_ratio,
-    parse_custom_size,
-    plain_pil_backend,
-    round_robin,
-    summarize,
-    synchronize,
-    train_step_fn,
-    training_flops,
-)
+from hf_mim_cli.arguments import (ArgumentParser, answer_help_early, non_negative_int, positive_float, positive_int,
+                                  run_main)
+from hf_mim_cli.catalog import backbone_families
 
 logger = logging.getLogger("hf_mim.benchmark")
 
@@ -84,7 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps per side before timing")
     p.add_argument("--repeats", type=positive_int, default=10, help="timed rounds (each steps ours and the peer once)")
     p.add_argument("--phases", default="train,inference", help="comma list of train, inference")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="default: cuda where torch sees a GPU, else cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16 = autocast, fp32 weights")
     p.add_argument("--compile", action="store_true", help="torch.compile both sides (same backend)")
     p.add_argument("--compile_backend", default="inductor")
@@ -101,6 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "and resize very differently)")
     p.add_argument("--output", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch sees no GPU")
     if args.warmup < 0 or args.repeats < 1 or args.data_samples < 1:
@@ -114,6 +93,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.peak_tflops is None and args.device == "cuda":
         args.peak_tflops = H100_BF16_DENSE_TFLOPS
     return args
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import torch
+import hf_mim
+from hf_mim.benchmarking import (
+    SIZES,
+    build_pairs,
+    chosen_backbone,
+    count_trainable,
+    eval_loss_gap,
+    inference_flops,
+    inference_fn,
+    make_optimizer,
+    methods_with_peers,
+    mfu,
+    our_config,
+    paired_ratio,
+    parse_custom_size,
+    plain_pil_backend,
+    round_robin,
+    summarize,
+    synchronize,
+    train_step_fn,
+    training_flops,
+)
 
 
 def resolve_methods(p, text, family=None):

@@ -9,7 +9,7 @@
 
 1. The idx files (Debian package `dataset-fashion-mnist`) become a `datasets` DatasetDict on disk, optionally a
    class-balanced subset (`--train_subset`, `--test_subset`; 0 = the full 60k / 10k).
-2. Each method of `--methods` pretrains the same demo ViT (32 px, patch 4, `hf_mim.recipes.DEMO_BACKBONE`) for the
+2. Each method of `--methods` pretrains the same demo ViT (32 px, patch 4, `hf_mim_cli.recipes.DEMO_BACKBONE`) for the
    same number of updates at the same batch (`scripts/pretrain.py`). BEiT and CAE first get a visual tokenizer
    (`scripts/train_tokenizer.py`, trained once) or are skipped with the reason.
 3. Its encoder is scored on the test split by kNN and a linear probe (`scripts/probe.py`, cached features) and by
@@ -42,15 +42,10 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-import torch
-
-import hf_mim
-from hf_mim.arguments import ArgumentParser, non_negative_float, non_negative_int, positive_float, positive_int
-from hf_mim.evaluation import logistic_regression_on_pixels
-from hf_mim.fashion_mnist import DEBIAN_DIR, LABELS, to_dataset_dict
-from hf_mim.planning import command_line
-from hf_mim.recipes import DEMO_BACKBONE
+from hf_mim_cli.arguments import (ArgumentParser, answer_help_early, non_negative_float, non_negative_int,
+                                  positive_float, positive_int)
+from hf_mim_cli.catalog import method_names
+from hf_mim_cli.recipes import DEMO_BACKBONE
 
 logger = logging.getLogger("hf_mim.benchmark_fashion_mnist")
 SCRIPTS_DIR = Path(__file__).resolve().parent
@@ -69,8 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output_dir", default="outputs/benchmark-fashion-mnist")
     p.add_argument("--methods", nargs="+", default=None,
                    help=f"rows: a method, or method:backbone for another encoder family (simmim:swin, SimMIM's demo "
-                        f"Swin); default: all of {', '.join(sorted(hf_mim.METHODS))} on the demo ViT")
-    p.add_argument("--fashion_mnist_dir", default=str(DEBIAN_DIR), help="folder of the four idx files (.gz or not)")
+                        f"Swin); default: all of {', '.join(method_names())} on the demo ViT")
+    p.add_argument("--fashion_mnist_dir", default=None, help="folder of the four idx files (.gz or not); default: "
+                   "where `apt-get install dataset-fashion-mnist` puts them")
     p.add_argument("--train_subset", type=non_negative_int, default=5000,
                    help="class-balanced training images (0 = all 60000)")
     p.add_argument("--test_subset", type=non_negative_int, default=1000,
@@ -103,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=non_negative_int, default=0)
     args = p.parse_args(argv)
     args.methods = args.methods or sorted(hf_mim.METHODS)
+    args.fashion_mnist_dir = args.fashion_mnist_dir or str(DEBIAN_DIR)
     unknown = [row for row in args.methods if not is_known_row(row)]
     if unknown:
         rows = [f"{m}:{b}" for m in sorted(hf_mim.METHODS) for b in hf_mim.METHODS[m].backbones if b != "vit"]
@@ -114,6 +111,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     if min(args.pretrain_steps, args.finetune_steps, args.tokenizer_steps, args.batch_size) <= 0:
         p.error("steps and batch sizes must be positive")
     return args
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import numpy as np
+import torch
+import hf_mim
+from hf_mim.evaluation import logistic_regression_on_pixels
+from hf_mim.fashion_mnist import DEBIAN_DIR, LABELS, to_dataset_dict
+from hf_mim.planning import command_line
 
 
 # ----------------------------------------------------------------------------------------------- plumbing

@@ -30,11 +30,8 @@ import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
-import torch
-
-import hf_mim
-from hf_mim.arguments import ArgumentParser, non_negative_int, positive_int
-from hf_mim.planning import command_line
+from hf_mim_cli.arguments import ArgumentParser, answer_help_early, non_negative_int, positive_int
+from hf_mim_cli.catalog import method_names
 
 logger = logging.getLogger("hf_mim.benchmark_segmentation")
 # 32 px: the demo encoders' own size (the 64 px canvases are resized; logits are scored at 64 px)
@@ -44,7 +41,7 @@ FINETUNE_DEFAULT_ARGS = "--image_size 32 --head_hidden_size 64 --learning_rate 1
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="outputs/benchmark-segmentation")
-    p.add_argument("--methods", nargs="+", choices=sorted(hf_mim.METHODS), default=None, help="default: all")
+    p.add_argument("--methods", nargs="+", choices=method_names(), default=None, help="default: all")
     p.add_argument("--pretrained_root", default=None,
                    help="a folder of <method>-pretrain encoders to reuse (default: pretrain into --output_dir)")
     p.add_argument("--pretrain_steps", type=positive_int, default=400, help="pretraining updates of missing encoders")
@@ -59,6 +56,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.methods = args.methods or sorted(hf_mim.METHODS)
     return args
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import torch
+import hf_mim
+from hf_mim.planning import command_line
 
 
 def classification_benchmark():

@@ -26,8 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from hf_mim.arguments import ArgumentParser, non_negative_int, positive_int
-from hf_mim.planning import command_line
+from hf_mim_cli.arguments import ArgumentParser, answer_help_early, non_negative_int, positive_int
 
 logger = logging.getLogger("hf_mim.benchmark_video")
 SCRIPTS_DIR = Path(__file__).resolve().parent
@@ -62,6 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+from hf_mim.planning import command_line
 
 
 def probe_scores(args, scripts: dict, model_dir: Path, random_init: bool) -> dict:

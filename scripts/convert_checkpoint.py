@@ -24,17 +24,8 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-from transformers.initialization import no_init_weights
-
-from hf_mim.arguments import ArgumentParser, apply_config_overrides, positive_int, run_main
-from hf_mim.checkpoint_sources import NORMALIZATIONS, Source
-from hf_mim.convert import (convert_state_dict, dropped_keys, key_groups, load_converted,
-                            recompute_fixed_position_tables, resize_position_tables)
-from hf_mim.hub import push_folder, write_model_card
-from hf_mim.methods import conversion_source, conversion_source_ids
-from hf_mim.planning import command_line
-from hf_mim.modeling.relative_bias_loading import SHARED_TABLE_KEY, per_layer_tables_from_shared
+from hf_mim_cli.arguments import ArgumentParser, answer_help_early, apply_config_overrides, positive_int, run_main
+from hf_mim_cli.catalog import NORMALIZATIONS as NORMALIZATION_NAMES, conversion_source_ids
 
 logger = logging.getLogger("hf_mim.convert")
 
@@ -102,7 +93,7 @@ def parse_args(argv=None):
     p.add_argument("--image_size", type=positive_int, default=None, help="convert to this image size: a ViT's position tables are resampled to its grid; a Swin's weights "
                         "need it when they do not say it (its bias tables follow --config_overrides window_size=N)")
     p.add_argument("--config_overrides", default="", help='"k=v,k=v" applied to the inferred config')
-    p.add_argument("--normalization", choices=sorted(NORMALIZATIONS), default=None,
+    p.add_argument("--normalization", choices=sorted(NORMALIZATION_NAMES), default=None,
                    help="image mean/std of the saved processor: imagenet-default (0.485.../0.229...) or "
                         "imagenet-standard (0.5/0.5); default: what the source used")
     p.add_argument("--push_to_hub", action="store_true")
@@ -111,6 +102,21 @@ def parse_args(argv=None):
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id ORG/NAME")
     return args
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import torch
+from transformers.initialization import no_init_weights
+from hf_mim.checkpoint_sources import NORMALIZATIONS, Source
+from hf_mim.convert import (convert_state_dict, dropped_keys, key_groups, load_converted,
+                            recompute_fixed_position_tables, resize_position_tables)
+from hf_mim.hub import push_folder, write_model_card
+from hf_mim.methods import conversion_source
+from hf_mim.planning import command_line
+from hf_mim.modeling.relative_bias_loading import SHARED_TABLE_KEY, per_layer_tables_from_shared
 
 
 def main(argv=None) -> dict:

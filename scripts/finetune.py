@@ -25,25 +25,11 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-import torch
-from transformers import AutoConfig
-
-import hf_mim
-from hf_mim.arguments import (ArgumentParser, UsageError, add_data_arguments, add_loop_arguments,
-                              apply_config_overrides, check_loop_arguments, check_model_source, image_checks, in_range,
-                              make_accelerator, non_negative_float, non_negative_int, open_fraction, positive_int,
-                              run_main, say_recipe_defaults)
-from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
-from hf_mim.rand_augment import RandomErasing, parse_rand_augment
-from hf_mim.hub import demo_note, push_folder, write_model_card
-from hf_mim.metrics import load_metric
-from hf_mim.planning import command_line, plan_schedule, with_overrides
-from hf_mim.recipes import FinetuneRecipe, check_values
-from hf_mim.video_data import SeededVideoDataset, is_video_model, video_finetune_splits
-from hf_mim.training import (BestModelKeeper, SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
-                             enable_activation_checkpointing, describe_run, end_training_together,
-                             resolve_checkpoint, save_pretrained_atomically)
+from hf_mim_cli.arguments import (ArgumentParser, UsageError, add_data_arguments, add_loop_arguments,
+                                  answer_help_early, apply_config_overrides, check_loop_arguments, check_model_source,
+                                  image_checks, in_range, make_accelerator, non_negative_float, non_negative_int,
+                                  open_fraction, positive_int, run_main, say_recipe_defaults)
+from hf_mim_cli.recipes import FinetuneRecipe, check_values
 
 logger = logging.getLogger("hf_mim.finetune")
 
@@ -107,6 +93,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as error:
         p.error(str(error))
     return args
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import numpy as np
+import torch
+from transformers import AutoConfig
+import hf_mim
+from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset, mixup_cutmix
+from hf_mim.rand_augment import RandomErasing, parse_rand_augment
+from hf_mim.hub import demo_note, push_folder, write_model_card
+from hf_mim.metrics import load_metric
+from hf_mim.planning import command_line, plan_schedule, with_overrides
+from hf_mim.video_data import SeededVideoDataset, is_video_model, video_finetune_splits
+from hf_mim.training import (BestModelKeeper, SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
+                             enable_activation_checkpointing, describe_run, end_training_together,
+                             resolve_checkpoint, save_pretrained_atomically)
 
 
 def load_splits(args):

@@ -22,21 +22,10 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-from transformers import AutoBackbone, AutoConfig, UperNetForSemanticSegmentation
-
-import hf_mim
-from hf_mim.arguments import (ArgumentParser, UsageError, add_data_arguments, add_loop_arguments, check_loop_arguments,
-                              fraction, image_checks, in_range, loop_options, make_accelerator, non_negative_float,
-                              open_fraction, positive_float, positive_int, run_main)
-from hf_mim.backbones import save_segmentation_model, segmentation_image_processor, upernet_config
-from hf_mim.hub import push_folder, write_model_card
-from hf_mim.metrics.mean_iou.mean_iou import confusion_matrix, scores_from_confusion
-from hf_mim.planning import command_line, plan_schedule
-from hf_mim.segmentation_data import (IGNORE_INDEX, SegmentationAugmentation, SegmentationDataset,
-                                      collate_segmentation, load_segmentation_dataset)
-from hf_mim.training import (BestModelKeeper, TrainingLoop, build_optimizer, build_scheduler, describe_run,
-                             end_training_together, poly_lr_at, resolve_checkpoint)
+from hf_mim_cli.arguments import (ArgumentParser, UsageError, add_data_arguments, add_loop_arguments,
+                                  answer_help_early, check_loop_arguments, fraction, image_checks, in_range,
+                                  loop_options, make_accelerator, non_negative_float, open_fraction, positive_float,
+                                  positive_int, run_main)
 
 logger = logging.getLogger("hf_mim.finetune_segmentation")
 
@@ -91,6 +80,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.ratio_range[0] > args.ratio_range[1]:
         p.error(f"argument --ratio_range: {args.ratio_range[0]} > {args.ratio_range[1]}; pass MIN MAX")
     return args
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import torch
+from transformers import AutoBackbone, AutoConfig, UperNetForSemanticSegmentation
+import hf_mim
+from hf_mim.backbones import save_segmentation_model, segmentation_image_processor, upernet_config
+from hf_mim.hub import push_folder, write_model_card
+from hf_mim.metrics.mean_iou.mean_iou import confusion_matrix, scores_from_confusion
+from hf_mim.planning import command_line, plan_schedule
+from hf_mim.segmentation_data import (IGNORE_INDEX, SegmentationAugmentation, SegmentationDataset,
+                                      collate_segmentation, load_segmentation_dataset)
+from hf_mim.training import (BestModelKeeper, TrainingLoop, build_optimizer, build_scheduler, describe_run,
+                             end_training_together, poly_lr_at, resolve_checkpoint)
 
 
 def load_splits(args):

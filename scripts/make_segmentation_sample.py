@@ -22,20 +22,15 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from hf_mim.arguments import ArgumentParser
-from hf_mim.data import decode_image, load_image_dataset
-from hf_mim.fashion_mnist import LABELS
-from hf_mim.segmentation_data import SEGMENTATION_SAMPLE_DIR, segmentation_id2label
+from hf_mim_cli.arguments import ArgumentParser, answer_help_early
 
 SPLITS = {"train": "train", "validation": "test"}  # our split -> the Fashion-MNIST sample split it draws from
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default=str(SEGMENTATION_SAMPLE_DIR))
+    parser.add_argument("--output_dir", default=None,
+                        help="default: the embedded sample's folder, hf_mim/sample_data/fashion_mnist_segmentation")
     parser.add_argument("--num_train", type=int, default=320, help="train canvases")
     parser.add_argument("--num_validation", type=int, default=100, help="validation canvases")
     parser.add_argument("--size", type=int, default=64, help="canvas side in pixels")
@@ -45,6 +40,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=int, default=24, help="grey level (0-255) a silhouette pixel reaches")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import numpy as np
+from PIL import Image
+from hf_mim.data import decode_image, load_image_dataset
+from hf_mim.fashion_mnist import LABELS
+from hf_mim.segmentation_data import SEGMENTATION_SAMPLE_DIR, segmentation_id2label
 
 
 def garments(split: str) -> list[tuple[Image.Image, int]]:
@@ -93,7 +99,7 @@ def main(argv=None) -> Path:
     if not 0 < args.min_side <= args.max_side <= args.size:
         raise SystemExit(f"need 0 < --min_side ({args.min_side}) <= --max_side ({args.max_side}) <= --size "
                          f"({args.size})")
-    out = Path(args.output_dir)
+    out = Path(args.output_dir or SEGMENTATION_SAMPLE_DIR)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     for split, count in (("train", args.num_train), ("validation", args.num_validation)):

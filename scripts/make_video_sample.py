@@ -21,26 +21,32 @@ import io
 import math
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from hf_mim.arguments import HelpFormatter
-from hf_mim.data import SAMPLE_DIR
-from hf_mim.fashion_mnist import LABELS
-from hf_mim.video_data import VIDEO_SAMPLE_DIR, encode_video
+from hf_mim_cli.arguments import HelpFormatter, answer_help_early
 
 GARMENT_SIDE = 28
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    parser.add_argument("--output_dir", default=str(VIDEO_SAMPLE_DIR), help="where the clips and metadata.csv go")
+    parser.add_argument("--output_dir", default=None, help="where the clips and metadata.csv go (default: the "
+                        "embedded sample's folder, hf_mim/sample_data/fashion_mnist_video)")
     parser.add_argument("--train_per_class", type=int, default=20, help="train clips per class (one garment each)")
     parser.add_argument("--test_per_class", type=int, default=5, help="test clips per class (one garment each)")
     parser.add_argument("--num_frames", type=int, default=16, help="frames per clip")
     parser.add_argument("--size", type=int, default=32, help="frame side in pixels (even, for yuv420p)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the motion draws")
     return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import numpy as np
+from PIL import Image
+from hf_mim.data import SAMPLE_DIR
+from hf_mim.fashion_mnist import LABELS
+from hf_mim.video_data import VIDEO_SAMPLE_DIR, encode_video
 
 
 def garments(split: str, per_class: int) -> list[tuple[np.ndarray, int]]:
@@ -95,7 +101,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.size % 2:
         raise ValueError(f"--size {args.size} must be even (H.264 yuv420p)")
-    output = Path(args.output_dir)
+    output = Path(args.output_dir or VIDEO_SAMPLE_DIR)
     output.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     rows = []

@@ -17,30 +17,18 @@ import logging
 from functools import partial
 from pathlib import Path
 
-import torch
-from transformers import AutoConfig
-
-import hf_mim
-from hf_mim.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, apply_config_overrides,
-                              check_loop_arguments, check_model_source, image_checks, make_accelerator,
-                              non_negative_float, positive_int, run_main, say_recipe_defaults)
-from hf_mim.methods import MODALITIES, backbone_families
-from hf_mim.recipes import PretrainRecipe
-from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
-from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
-from hf_mim.hub import push_folder, write_model_card
-from hf_mim.video_data import video_pretraining_data
-from hf_mim.planning import command_line, plan_schedule, with_overrides
-from hf_mim.training import (SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
-                             enable_activation_checkpointing, describe_run, end_training_together, resolve_checkpoint,
-                             save_pretrained_atomically)
+from hf_mim_cli.arguments import (ArgumentParser, add_data_arguments, add_loop_arguments, answer_help_early,
+                                  apply_config_overrides, check_loop_arguments, check_model_source, image_checks,
+                                  make_accelerator, non_negative_float, positive_int, run_main, say_recipe_defaults)
+from hf_mim_cli.catalog import MODALITIES, backbone_families, method_names
+from hf_mim_cli.recipes import PretrainRecipe
 
 logger = logging.getLogger("hf_mim.pretrain")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", required=True, choices=sorted(hf_mim.METHODS))
+    p.add_argument("--method", required=True, choices=method_names())
     p.add_argument("--backbone", choices=backbone_families(), default=None,
                    help="encoder family (default: the method's first of --modality, a ViT)")
     p.add_argument("--modality", choices=MODALITIES, default="image", help="what the model takes: images or video clips")
@@ -88,6 +76,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, flag):
             check_model_source(getattr(args, flag), f"--{flag}")
     return args
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import torch
+from transformers import AutoConfig
+import hf_mim
+from hf_mim.data import Augmentation, SeededImageDataset, collate, load_image_dataset
+from hf_mim.device_augmentation import DeviceAugmentation, DeviceAugmentedImageDataset
+from hf_mim.hub import push_folder, write_model_card
+from hf_mim.video_data import video_pretraining_data
+from hf_mim.planning import command_line, plan_schedule, with_overrides
+from hf_mim.training import (SlowRunWarning, TrainingLoop, build_optimizer, build_scheduler,
+                             enable_activation_checkpointing, describe_run, end_training_together, resolve_checkpoint,
+                             save_pretrained_atomically)
 
 
 def build_config(args, method, backbone):

@@ -19,15 +19,8 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
-from hf_mim.arguments import (ArgumentParser, check_model_source, non_negative_float, non_negative_int,
-                              positive_float, positive_int, run_main)
-from hf_mim.data import load_image_dataset
-from hf_mim.evaluation import (attentive_probe, classification_metrics, extract_features, feature_cache_key,
-                               knn_classify, linear_probe, load_encoder)
-from hf_mim.planning import command_line
-from hf_mim.video_data import as_feature_dataset, is_video_model, video_finetune_splits
+from hf_mim_cli.arguments import (ArgumentParser, answer_help_early, check_model_source, non_negative_float,
+                                  non_negative_int, positive_float, positive_int, run_main)
 
 logger = logging.getLogger("hf_mim.probe")
 PROTOCOL_POOLING = {"knn": "cls", "linear": "cls", "attentive": "tokens"}
@@ -80,6 +73,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.eval_crop_pct is not None and not 0 < args.eval_crop_pct <= 1:
         p.error(f"--eval_crop_pct {args.eval_crop_pct}: need a share of the short side in (0, 1], e.g. 0.875 or 1")
     return args
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import torch
+from hf_mim.data import load_image_dataset
+from hf_mim.evaluation import (attentive_probe, classification_metrics, extract_features, feature_cache_key,
+                               knn_classify, linear_probe, load_encoder)
+from hf_mim.planning import command_line
+from hf_mim.video_data import as_feature_dataset, is_video_model, video_finetune_splits
 
 
 def load_splits(args):

@@ -16,8 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hf_mim.arguments import ArgumentParser, run_main
-from hf_mim.hub import HUB_ID, files_to_upload, push_folder
+from hf_mim_cli.arguments import ArgumentParser, answer_help_early, run_main
 
 REQUIRED = ("model.safetensors", "config.json", "preprocessor_config.json", "README.md")
 
@@ -84,6 +83,13 @@ def main(argv=None) -> str | None:
     commit = push_folder(folder, args.hub_model_id, args.commit_message, private=args.private or None)
     print(f"pushed {folder} to {args.hub_model_id} ({commit})")
     return commit
+
+
+if __name__ == "__main__":
+    answer_help_early(main)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+from hf_mim.hub import HUB_ID, files_to_upload, push_folder
 
 
 if __name__ == "__main__":

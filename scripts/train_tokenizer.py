@@ -23,20 +23,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from hf_mim.arguments import (ArgumentParser, UsageError, add_data_arguments, add_loop_arguments,
-                              apply_config_overrides, check_loop_arguments, fraction, image_checks, make_accelerator,
-                              non_negative_float, non_negative_int, positive_int, run_main)
-from hf_mim.data import SeededImageDataset, Augmentation, collate, load_image_dataset
-from hf_mim.hub import push_folder, write_tokenizer_card
-from hf_mim.modeling.configuration_dvae import MimDvaeConfig
-from hf_mim.modeling.image_processing_dvae import MimDvaeImageProcessor
-from hf_mim.modeling.modeling_dvae import (MimDvaeModel, codebook_statistics, gumbel_temperature, kl_weight_schedule,
-                                           unmap_pixels)
-from hf_mim.planning import command_line, plan_schedule, with_overrides
-from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, describe_run, end_training_together,
-                             resolve_checkpoint, save_pretrained_atomically)
+from hf_mim_cli.arguments import (ArgumentParser, UsageError, add_data_arguments, add_loop_arguments,
+                                  answer_help_early, apply_config_overrides, check_loop_arguments, fraction,
+                                  image_checks, make_accelerator, non_negative_float, non_negative_int, positive_int,
+                                  run_main)
 
 logger = logging.getLogger("hf_mim.train_tokenizer")
 
@@ -107,6 +97,22 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     check_loop_arguments(p, args)
     return args
+
+
+if __name__ == "__main__":
+    answer_help_early(parse_args)
+
+# Below the parser: these load torch and transformers, which `--help` does not wait for.
+import torch
+from hf_mim.data import SeededImageDataset, Augmentation, collate, load_image_dataset
+from hf_mim.hub import push_folder, write_tokenizer_card
+from hf_mim.modeling.configuration_dvae import MimDvaeConfig
+from hf_mim.modeling.image_processing_dvae import MimDvaeImageProcessor
+from hf_mim.modeling.modeling_dvae import (MimDvaeModel, codebook_statistics, gumbel_temperature, kl_weight_schedule,
+                                           unmap_pixels)
+from hf_mim.planning import command_line, plan_schedule, with_overrides
+from hf_mim.training import (TrainingLoop, build_optimizer, build_scheduler, describe_run, end_training_together,
+                             resolve_checkpoint, save_pretrained_atomically)
 
 
 def build_tokenizer(args) -> tuple[MimDvaeModel, str, TokenizerRecipe]:

@@ -211,7 +211,7 @@ def test_frozen_parameters_get_no_gradient_and_the_folded_probe_head_gives_the_s
 
 
 def test_trainable_blocks_beyond_the_depth_is_refused(pretrained):
-    from hf_mim.arguments import UsageError
+    from hf_mim_cli.arguments import UsageError
 
     with pytest.raises(UsageError, match="--trainable_blocks 3: the model has 2 blocks"):
         finetune.restrict_trainable(build_from(pretrained), 3)

@@ -7,7 +7,7 @@ import pytest
 from helpers import REPO_ROOT
 
 SCRIPTS = sorted((REPO_ROOT / "scripts").glob("*.py"))
-CLI_SOURCE = (REPO_ROOT / "hf_mim" / "arguments.py").read_text()
+CLI_SOURCE = (REPO_ROOT / "hf_mim_cli" / "arguments.py").read_text()
 FLAG = r'add_argument\(\s*"(--[a-z0-9_]+)"'
 
 

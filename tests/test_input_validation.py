@@ -3,6 +3,8 @@ one line naming the input, before training (or before anything bad is saved)."""
 
 import json
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -13,7 +15,7 @@ from safetensors.torch import load_file
 
 from helpers import TINY_OVERRIDES, load_script, write_image_folder
 
-from hf_mim.arguments import UsageError, in_range, positive_int, run_main
+from hf_mim_cli.arguments import UsageError, in_range, positive_int, run_main
 
 pretrain = load_script("pretrain")
 BASE = ["--method", "mae", "--config_overrides", TINY_OVERRIDES["mae"], "--per_device_train_batch_size", "8",
@@ -348,6 +350,33 @@ def test_every_scripts_help_shows_defaults_and_cites_only_what_users_have(script
         assert HELP_EXAMPLES[script] in text
     for private in ("method_spec", "§", "design.md", "../shared"):
         assert private not in text
+
+
+HELP_WITHOUT_HEAVY_IMPORTS = """
+import runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exit_:
+    assert exit_.code == 0, exit_.code
+else:
+    raise AssertionError("--help did not exit")
+heavy = {"torch", "transformers", "hf_mim", "accelerate", "datasets", "huggingface_hub"}
+print("loaded:", *sorted({name.split(".")[0] for name in sys.modules} & heavy))
+"""
+
+
+@pytest.mark.parametrize("script", sorted(HELP_EXAMPLES))
+def test_every_scripts_help_answers_before_torch_and_transformers_load(script):
+    """`--help` is the parser alone: no torch, transformers or hf_mim (seconds of imports on a CPU)."""
+    from helpers import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-c", HELP_WITHOUT_HEAVY_IMPORTS, str(REPO_ROOT / "scripts" / f"{script}.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    *help_text, loaded = done.stdout.rstrip("\n").split("\n")
+    assert help_text[0].startswith("usage:")
+    assert loaded == "loaded:", f"--help imported {loaded.split()[1:]}"
 
 
 def test_finetune_help_recipe_flags_say_where_their_default_comes_from_and_the_pipeline_example_runs(capsys):

@@ -12,7 +12,7 @@ import pytest
 import hf_mim
 
 from helpers import load_script
-from hf_mim.arguments import MissingInputError, UsageError, check_model_source
+from hf_mim_cli.arguments import MissingInputError, UsageError, check_model_source
 from hf_mim.training import SlowRunWarning
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_processes_launched_together_that_each_run_alone_are_refused(tmp_path, m
 def test_fsdp_or_deepspeed_asked_but_not_set_up_is_refused(monkeypatch):
     from accelerate import Accelerator
 
-    from hf_mim.arguments import check_one_process_group, describe_distributed
+    from hf_mim_cli.arguments import check_one_process_group, describe_distributed
 
     accelerator = Accelerator(cpu=True)
     assert describe_distributed(accelerator) == "distributed: none (1 process on cpu), mixed precision no"

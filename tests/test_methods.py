@@ -2,6 +2,7 @@
 registrations, recipes, the config checks every method shares, and that its model battery exists. A new method is
 covered by adding it to `hf_mim.METHODS` (and its facts to EXPECTED)."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelFo
                           PreTrainedConfig, PreTrainedModel)
 
 import hf_mim
-from hf_mim.recipes import FinetuneRecipe, PretrainRecipe
+from hf_mim_cli.recipes import FinetuneRecipe, PretrainRecipe
 
 # facts of each method's published recipe: the lr's batch divisor (None = absolute lr) and words of the paper
 EXPECTED = {
@@ -103,3 +104,28 @@ def test_conversion_sources_name_their_method():
         assert method.conversion_sources[source_id] is source
     with pytest.raises(ValueError, match="unknown checkpoint source 'nope'"):
         conversion_source("nope")
+
+
+def test_the_command_line_catalog_names_what_the_registry_holds():
+    from hf_mim_cli import catalog
+
+    assert catalog.method_names() == sorted(hf_mim.METHODS)
+    assert catalog.backbone_families() == hf_mim.methods.backbone_families()
+    assert catalog.conversion_source_ids() == hf_mim.methods.conversion_source_ids()
+    assert catalog.MODALITIES == tuple(sorted({b.modality for m in hf_mim.METHODS.values() for b in m.backbones.values()}))
+
+
+def test_a_registry_entry_missing_from_the_catalog_stops_the_import_naming_the_line_to_add(monkeypatch):
+    from hf_mim_cli import catalog
+
+    monkeypatch.setitem(hf_mim.METHODS, "data2vec", dataclasses.replace(hf_mim.METHODS["mae"], name="data2vec"))
+    monkeypatch.delitem(catalog.METHOD_BACKBONES, "simmim")
+    with pytest.raises(ImportError) as error:
+        hf_mim.methods.check_catalog()
+    said = str(error.value)
+    assert "hf_mim_cli/catalog.py" in said
+    assert 'METHOD_BACKBONES["data2vec"] = (\'vit\',)' in said
+    assert 'METHOD_BACKBONES["simmim"] = (\'vit\', \'swin\')' in said
+    assert 'CONVERSION_SOURCES["data2vec"] = (\'mae-official\', \'hf-vit-mae\')' in said
+    monkeypatch.undo()
+    hf_mim.methods.check_catalog()  # the real pair agrees

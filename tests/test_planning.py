@@ -6,7 +6,7 @@ import pytest
 
 import hf_mim
 from hf_mim.planning import command_line, plan_schedule, with_overrides
-from hf_mim.recipes import FinetuneRecipe, check_values
+from hf_mim_cli.recipes import FinetuneRecipe, check_values
 
 
 def test_flags_given_replace_recipe_fields_and_absent_ones_keep_them():

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hf_mim.arguments import UsageError
+from hf_mim_cli.arguments import UsageError
 from hf_mim.metrics import load_metric
 from hf_mim.segmentation_data import (IGNORE_INDEX, SegmentationAugmentation, collate_segmentation,
                                       decode_label_map, load_segmentation_dataset, pad_to)

@@ -233,6 +233,14 @@ def is_main_process() -> bool:
     return True
 
 
+def answer_help_early(parse_args) -> None:
+    """Called at a script's top level between its light imports (this package, the standard library) and its
+    heavy ones (torch, transformers, hf_mim: seconds on a CPU): with -h or --help on the command line,
+    `parse_args()` prints the help and exits before those load."""
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        parse_args()
+
+
 def run_main(main) -> None:
     """A script's entry point: `main()`, with a `UsageError` (or the loss guard's stop) printed as one line by
     the main process only, and a non-zero exit on every process."""

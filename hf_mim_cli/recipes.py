@@ -78,7 +78,7 @@ def check_probability(value) -> str | None:
 
 
 def check_rand_augment(value) -> str | None:
-    from .rand_augment import parse_rand_augment
+    from hf_mim.rand_augment import parse_rand_augment
 
     try:
         parse_rand_augment(value)
