@@ -1,7 +1,7 @@
 """Training recipes: the values a method's published recipe trains with, and the CPU-sized demo variant.
 
 Each method's entry in `hf_mim.methods` holds its recipes. A script turns a recipe into the settings of one run
-with `planning.with_overrides` (every flag named like a recipe field replaces that field when given), and both
+with `hf_mim.planning.with_overrides` (every flag named like a recipe field replaces that field when given), and both
 the recipe's own values and the flags are checked by `check_values`, so a bad value is refused the same way
 wherever it comes from.
 """

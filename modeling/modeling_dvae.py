@@ -92,8 +92,11 @@ def negative_code_information(logits: torch.Tensor) -> torch.Tensor:
     """
     log_q = F.log_softmax(logits.float(), dim=1)
     cell_entropy = -(log_q.exp() * log_q).sum(dim=1).mean()
-    mean_q = log_q.exp().mean(dim=(0, 2, 3))
-    return cell_entropy + torch.special.xlogy(mean_q, mean_q).sum()
+    # log of the average in log space: a code no cell gives weight underflows to q_bar = 0 in float32, where
+    # x log x has an infinite slope and its gradient turns the update into NaN
+    cells = log_q.shape[0] * log_q.shape[2] * log_q.shape[3]
+    log_mean_q = torch.logsumexp(log_q.transpose(0, 1).flatten(1), dim=1) - math.log(cells)
+    return cell_entropy + (log_mean_q.exp() * log_mean_q).sum()
 
 
 def sample_gumbel_like(logits: torch.Tensor) -> torch.Tensor:
